@@ -1,0 +1,362 @@
+"""The broker: sessions, routing, retained messages and wills, independent of any transport.
+
+`Broker` owns the state that connections share: the sessions by client id, the subscription trie, the
+retained store and the counters. A connection (`broker/connection.py`) turns packets into calls here:
+`attach` after a successful CONNECT, `publish` for every application message, `subscribe`/`unsubscribe`,
+and `detach` when the network connection ends. Routing is synchronous and never awaits: a publish walks the
+trie, merges overlapping subscriptions per client and hands each session its delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from broker.codec import EMPTY_PROPERTIES, Will
+from broker.codec.topics import parse_shared
+from broker.hooks import ClientInfo, HookChain
+from broker.retained import RetainedStore
+from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
+from broker.settings import BrokerSettings
+from broker.stats import Stats
+from broker.topic_tree import SharedGroup, SubscriptionTree
+
+if TYPE_CHECKING:
+    from broker.connection import MQTTConnection
+
+__all__ = ["Broker", "SubscribeOutcome"]
+
+log = logging.getLogger("roost.broker")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeOutcome:
+    """What adding one subscription did: whether it replaced one, for retain handling 1 [MQTT-3.3.1-10]."""
+
+    existed: bool
+
+
+class Broker:
+    """Shared broker state and the routing of application messages."""
+
+    def __init__(self, settings: BrokerSettings, hooks: HookChain) -> None:
+        self.settings = settings
+        self.hooks = hooks
+        self.sessions: dict[str, Session] = {}
+        # Connected clients by client id; `open_connections` also holds those still in CONNECT.
+        self.connections: dict[str, MQTTConnection] = {}
+        self.open_connections: set[MQTTConnection] = set()
+        self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
+        self.retained: RetainedStore[Message] = RetainedStore()
+        self.stats = Stats()
+        self.started_at = time.time()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    # -- sessions -------------------------------------------------------------------------------------------
+
+    def attach(self, connection: MQTTConnection, client: ClientInfo, clean_start: bool, expiry: int) -> tuple[Session, bool]:
+        """Bind a newly accepted connection to its session; return the session and whether it was present.
+
+        An existing connection with the same client id is taken over: it is closed (v5: DISCONNECT 0x8E)
+        [MQTT-3.1.4-3]. Clean start discards the old session [MQTT-3.1.2-4]; otherwise it is resumed with
+        its subscriptions and queued messages [MQTT-3.1.2-5].
+        """
+        client_id = client.client_id
+        old_connection = self.connections.pop(client_id, None)
+        session = self.sessions.get(client_id)
+        if old_connection is not None:
+            will = old_connection.taken_over()
+            # The old connection ended without DISCONNECT: its will goes now, unless it has a delay and the
+            # session continues, in which case the new connection cancels it [MQTT-3.1.3-9].
+            if will is not None and (clean_start or _will_delay(will) == 0):
+                self.publish_will(will, old_connection.client)
+        if session is not None:
+            self._cancel_timers(session, publish_pending_will=clean_start)
+            if clean_start:
+                self._discard_session(session)
+                session = None
+        present = session is not None
+        if session is None:
+            session = Session(client_id)
+            self.sessions[client_id] = session
+        session.expiry_interval = expiry
+        session.username = client.username
+        session.disconnected_at = None
+        self.connections[client_id] = connection
+        self.stats.clients_connected = len(self.connections)
+        return session, present
+
+    def detach(self, connection: MQTTConnection, session: Session, will: Will | None) -> None:
+        """The connection ended. Publish or schedule its will, and end or keep the session."""
+        if self.connections.get(session.client_id) is connection:
+            del self.connections[session.client_id]
+        self.stats.clients_connected = len(self.connections)
+        if self.sessions.get(session.client_id) is not session:
+            return  # Already replaced (clean-start takeover) or removed (kicked).
+        session.disconnected_at = time.time()
+        expiry = session.expiry_interval
+        if will is not None:
+            delay = _will_delay(will)
+            if delay == 0 or expiry == 0:
+                self.publish_will(will, connection.client)
+            else:
+                session.pending_will = will
+                session.will_timer = self.loop.call_later(
+                    min(delay, expiry), self._will_delay_elapsed, session, connection.client
+                )
+        if expiry == 0:
+            self._discard_session(session)
+        elif expiry != NEVER_EXPIRES:
+            session.expiry_timer = self.loop.call_later(expiry, self._session_expired, session, connection.client)
+
+    def _will_delay_elapsed(self, session: Session, client: ClientInfo | None) -> None:
+        session.will_timer = None
+        will, session.pending_will = session.pending_will, None
+        if will is not None:
+            self.publish_will(will, client)
+
+    def _session_expired(self, session: Session, client: ClientInfo | None) -> None:
+        """The session outlived its expiry: its pending will goes now [MQTT-3.1.3-9], then it is removed."""
+        session.expiry_timer = None
+        if self.sessions.get(session.client_id) is session and session.client_id not in self.connections:
+            self._cancel_timers(session, publish_pending_will=True, client=client)
+            self._discard_session(session)
+
+    def _cancel_timers(self, session: Session, publish_pending_will: bool, client: ClientInfo | None = None) -> None:
+        for timer in (session.expiry_timer, session.will_timer):
+            if timer is not None:
+                timer.cancel()
+        session.expiry_timer = session.will_timer = None
+        will, session.pending_will = session.pending_will, None
+        if will is not None and publish_pending_will:
+            self.publish_will(will, client)
+
+    def _discard_session(self, session: Session) -> None:
+        for record in session.subscriptions.values():
+            group, plain = parse_shared(record.topic_filter)
+            self.subscriptions.unsubscribe(plain, session.client_id, group)
+        session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+
+    def remove_session(self, client_id: str) -> bool:
+        """End a session now, whether or not its client is connected (used by kicks and revokes)."""
+        connection = self.connections.get(client_id)
+        if connection is not None:
+            connection.close_for_admin()
+        session = self.sessions.get(client_id)
+        if session is None:
+            return connection is not None
+        self._cancel_timers(session, publish_pending_will=False)
+        self._discard_session(session)
+        return True
+
+    # -- subscriptions --------------------------------------------------------------------------------------
+
+    def subscribe(self, session: Session, record: SubscriptionRecord) -> SubscribeOutcome:
+        group, plain = parse_shared(record.topic_filter)
+        existed = record.topic_filter in session.subscriptions
+        session.subscriptions[record.topic_filter] = record
+        self.subscriptions.subscribe(plain, session.client_id, record, group)
+        self.stats.subscriptions = len(self.subscriptions)
+        return SubscribeOutcome(existed=existed)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return False
+        group, plain = parse_shared(topic_filter)
+        self.subscriptions.unsubscribe(plain, session.client_id, group)
+        self.stats.subscriptions = len(self.subscriptions)
+        return True
+
+    def retained_for(self, topic_filter: str) -> Iterator[Message]:
+        """Unexpired retained messages matching a plain filter; expired ones are removed on the way."""
+        now = time.time()
+        expired: list[str] = []
+        for topic, message in self.retained.match(topic_filter):
+            if message.expires_at is not None and now >= message.expires_at:
+                expired.append(topic)
+            else:
+                yield message
+        for topic in expired:
+            self.retained.delete(topic)
+        self.stats.retained = len(self.retained)
+
+    # -- publishing -----------------------------------------------------------------------------------------
+
+    def publish(self, message: Message) -> int:
+        """Route one application message to every matching session; return how many got it.
+
+        Overlapping subscriptions of one client yield one delivery at the highest granted QoS, carrying every
+        matching subscription identifier [MQTT-3.3.4-2][MQTT-3.3.4-3]. A shared subscription group delivers to
+        one member, round-robin [MQTT-4.8.2-4]. No Local subscriptions skip the publisher [MQTT-3.8.3-3].
+        """
+        stats = self.stats
+        stats.messages_received += 1
+        if message.retain:
+            self._retain(message)
+        plain, groups = self.subscriptions.match(message.topic)
+        if not plain and not groups:
+            stats.messages_unrouted += 1
+            return 0
+        sender = message.sender
+        # client_id -> [qos, retain_as_published, subscription ids]
+        targets: dict[str, list] = {}
+        for client_id, record in plain:
+            if record.no_local and client_id == sender:
+                continue
+            target = targets.get(client_id)
+            if target is None:
+                target = targets[client_id] = [record.qos, record.retain_as_published, []]
+            else:
+                if record.qos > target[0]:
+                    target[0] = record.qos
+                target[1] = target[1] or record.retain_as_published
+            if record.subscription_id is not None:
+                target[2].append(record.subscription_id)
+        for group in groups:
+            self._pick_shared(group, targets)
+        sessions = self.sessions
+        qos = message.qos
+        for client_id, (sub_qos, rap, sub_ids) in targets.items():
+            session = sessions.get(client_id)
+            if session is not None:
+                self.deliver(
+                    session,
+                    message,
+                    qos if qos < sub_qos else sub_qos,
+                    message.retain and rap,
+                    tuple(sub_ids),
+                )
+        return len(targets)
+
+    def _pick_shared(self, group: SharedGroup[SubscriptionRecord], targets: dict[str, list]) -> None:
+        connections = self.connections
+        picked = group.pick(lambda client_id, _record: client_id in connections)
+        if picked is None:
+            # Nobody online: queue for a persistent member, as if online (sessions keep their queue).
+            picked = group.pick()
+        if picked is None:
+            return
+        client_id, record = picked
+        target = targets.get(client_id)
+        if target is None:
+            target = targets[client_id] = [record.qos, False, []]
+        elif record.qos > target[0]:
+            target[0] = record.qos
+        if record.subscription_id is not None:
+            target[2].append(record.subscription_id)
+
+    def _retain(self, message: Message) -> None:
+        """Store or clear the retained message for a topic: an empty payload clears it [MQTT-3.3.1-6]."""
+        if message.payload:
+            self.retained.set(message.topic, message)
+        else:
+            self.retained.delete(message.topic)
+        self.stats.retained = len(self.retained)
+
+    def deliver(self, session: Session, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
+        """Hand one message to one session: send it now, queue it, or drop it (counted)."""
+        connection = self.connections.get(session.client_id)
+        if qos == 0:
+            if connection is not None and not connection.congested:
+                connection.send_message(message, 0, retain, sub_ids, None)
+            else:
+                self.stats.messages_dropped += 1
+            return
+        delivery = Delivery(message, qos, retain, sub_ids)
+        if (
+            connection is not None
+            and not session.queue
+            and len(session.inflight) < connection.inflight_limit
+            and not connection.congested
+        ):
+            self._send_inflight(connection, session, delivery)
+        elif session.enqueue(delivery, self.settings.max_queued_messages):
+            self.stats.messages_dropped += 1
+
+    def _send_inflight(self, connection: MQTTConnection, session: Session, delivery: Delivery) -> None:
+        packet_id = session.allocate_packet_id()
+        delivery.packet_id = packet_id
+        session.inflight[packet_id] = delivery
+        if not connection.send_message(delivery.message, delivery.qos, delivery.retain, delivery.subscription_ids, packet_id):
+            # Too large for the client's maximum packet size: discarded as if delivered [MQTT-3.1.2-25].
+            del session.inflight[packet_id]
+
+    def drain(self, connection: MQTTConnection, session: Session) -> None:
+        """Move queued deliveries into free in-flight slots, in order [MQTT-4.6.0-6]."""
+        queue = session.queue
+        inflight = session.inflight
+        limit = connection.inflight_limit
+        now = time.time()
+        while queue and len(inflight) < limit and not connection.congested:
+            delivery = queue.popleft()
+            if delivery.message.expired(now):
+                self.stats.messages_expired += 1
+                continue  # [MQTT-3.3.2-5]
+            if delivery.qos == 0:
+                connection.send_message(delivery.message, 0, delivery.retain, delivery.subscription_ids, None)
+            else:
+                self._send_inflight(connection, session, delivery)
+
+    def publish_will(self, will: Will, client: ClientInfo | None) -> None:
+        """Publish a will message, if its client may still publish to its topic."""
+        if client is not None and not self.hooks.authorize_publish(client, will.topic):
+            log.info("will of %s to %r not authorized; dropped", client.client_id, will.topic)
+            return
+        properties = will.properties
+        expires_at = None
+        if properties is not EMPTY_PROPERTIES:
+            if properties.message_expiry_interval is not None:
+                expires_at = time.time() + properties.message_expiry_interval
+            properties = replace(properties, will_delay_interval=None)
+        message = Message(
+            will.topic,
+            will.payload,
+            will.qos,
+            will.retain,
+            properties,
+            expires_at,
+            client.client_id if client is not None else None,
+        )
+        self.publish(message)
+
+    def publish_system(self, topic: str, payload: bytes, retain: bool = True) -> None:
+        """Publish a broker-originated message ($SYS, the control plane)."""
+        self.publish(Message(topic, payload, 0, retain))
+
+    async def shutdown(self) -> None:
+        """Close every connection: v5 clients hear DISCONNECT 0x8B; queued bytes get `shutdown_grace`
+        seconds to leave, then what is left is aborted."""
+        connections = list(self.open_connections)
+        for connection in connections:
+            connection.close_for_shutdown()
+        if connections:
+            await asyncio.wait([c.closed for c in connections], timeout=self.settings.shutdown_grace)
+            for connection in connections:
+                if not connection.closed.done():
+                    connection.abort()
+        log.info("closed %d connections", len(connections))
+
+    # -- administration -------------------------------------------------------------------------------------
+
+    def connected(self) -> Iterable[MQTTConnection]:
+        return list(self.connections.values())
+
+    def find_connections(self, predicate: Callable[[ClientInfo], bool]) -> list[MQTTConnection]:
+        return [c for c in self.connections.values() if c.client is not None and predicate(c.client)]
+
+
+def _will_delay(will: Will) -> int:
+    delay = will.properties.will_delay_interval
+    return delay or 0

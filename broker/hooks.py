@@ -1,0 +1,180 @@
+"""The auth and ACL hook interface: how the broker asks whether a client may connect, publish or subscribe.
+
+Modelled on Mosquitto's plugin interface: each hook answers ALLOW, DENY or DEFER; a `HookChain` asks its hooks
+in order and stops at the first answer that is not DEFER; if every hook defers, the answer is DENY. So a
+broker with no hook that vouches for a client refuses it: secure by default.
+
+Authentication runs once per CONNECT and may await (a hook might look something up). Publish and subscribe
+checks run on the hot path and are synchronous: a hook answers them from memory.
+
+The broker never imports the storage layer: storage implements `Hook`, and the composition root hands the
+broker a chain of hooks.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from broker.codec.topics import parse_shared
+from broker.topic_match import filter_covers, filters_overlap, topic_matches
+
+__all__ = [
+    "AnonymousHook",
+    "AuthResult",
+    "ClientInfo",
+    "ConnectRequest",
+    "Decision",
+    "Hook",
+    "HookChain",
+]
+
+
+class Decision(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+    DEFER = "defer"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectRequest:
+    """What a CONNECT says about who the client is."""
+
+    client_id: str
+    username: str | None
+    password: bytes | None
+    protocol_version: int
+    remote_address: str
+    # Whether the client asked for an identifier to be assigned (it sent an empty client id).
+    assigned_client_id: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    """Who a connected client is, as the hook that let it in describes it.
+
+    `attributes` carries whatever that hook needs to answer later checks quickly (a tenant, a device id).
+    """
+
+    client_id: str
+    username: str | None
+    protocol_version: int
+    is_admin: bool = False
+    anonymous: bool = False
+    attributes: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    decision: Decision
+    # The v5 CONNACK reason code for a DENY: 0x86 bad user name or password, 0x87 not authorized, ...
+    reason_code: int = 0x87
+    client: ClientInfo | None = None
+
+
+_DEFER = AuthResult(Decision.DEFER)
+
+
+class Hook:
+    """A base class whose every answer is DEFER; a hook overrides what it has an opinion on."""
+
+    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+        return _DEFER
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> Decision:
+        return Decision.DEFER
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> Decision:
+        return Decision.DEFER
+
+    def connection_opened(self, client: ClientInfo) -> None:
+        """A client is connected and its CONNACK sent."""
+
+    def connection_closed(self, client: ClientInfo) -> None:
+        """A client's network connection ended (for whatever reason)."""
+
+
+class HookChain:
+    """Asks hooks in order; the first non-DEFER answer wins; all-DEFER means DENY."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, hooks: Sequence[Hook]) -> None:
+        self.hooks: tuple[Hook, ...] = tuple(hooks)
+
+    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+        for hook in self.hooks:
+            result = await hook.authenticate(request)
+            if result.decision is not Decision.DEFER:
+                return result
+        return AuthResult(Decision.DENY, 0x86 if request.username is not None else 0x87)
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> bool:
+        for hook in self.hooks:
+            decision = hook.authorize_publish(client, topic)
+            if decision is not Decision.DEFER:
+                return decision is Decision.ALLOW
+        return False
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> bool:
+        for hook in self.hooks:
+            decision = hook.authorize_subscribe(client, topic_filter)
+            if decision is not Decision.DEFER:
+                return decision is Decision.ALLOW
+        return False
+
+    def connection_opened(self, client: ClientInfo) -> None:
+        for hook in self.hooks:
+            hook.connection_opened(client)
+
+    def connection_closed(self, client: ClientInfo) -> None:
+        for hook in self.hooks:
+            hook.connection_closed(client)
+
+
+class AnonymousHook(Hook):
+    """Lets in clients that send no user name, when the config allows anonymous access, with a topic ACL.
+
+    Clients that send a user name are left to other hooks (DEFER): with no other hook, they are refused.
+    The ACL is three lists of filters: what anonymous clients may publish to, what they may subscribe to, and
+    what is denied for both (deny wins). A subscription is allowed only if an allowed filter covers all of it
+    and no denied filter overlaps it.
+    """
+
+    def __init__(
+        self,
+        allow: bool,
+        publish: Sequence[str] = ("#",),
+        subscribe: Sequence[str] = ("#",),
+        deny: Sequence[str] = (),
+    ) -> None:
+        self.allow = allow
+        self.publish = tuple(publish)
+        self.subscribe = tuple(subscribe)
+        self.deny = tuple(deny)
+
+    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+        if request.username is not None or request.password is not None or not self.allow:
+            return _DEFER
+        client = ClientInfo(request.client_id, None, request.protocol_version, anonymous=True)
+        return AuthResult(Decision.ALLOW, client=client)
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> Decision:
+        if not client.anonymous:
+            return Decision.DEFER
+        if any(topic_matches(f, topic) for f in self.deny):
+            return Decision.DENY
+        if any(topic_matches(f, topic) for f in self.publish):
+            return Decision.ALLOW
+        return Decision.DENY
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> Decision:
+        if not client.anonymous:
+            return Decision.DEFER
+        _, plain = parse_shared(topic_filter)
+        if any(filters_overlap(plain, f) for f in self.deny):
+            return Decision.DENY
+        if any(filter_covers(f, plain) for f in self.subscribe):
+            return Decision.ALLOW
+        return Decision.DENY

@@ -1,0 +1,54 @@
+"""Network listeners: the only place where the broker opens sockets.
+
+A listener binds a port and makes one `MQTTConnection` per accepted connection. TLS and WebSocket
+listeners come as further functions beside `TCPListener`, each in the same shape: `start()`, `port`, `close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from broker.connection import MQTTConnection
+from broker.core import Broker
+
+__all__ = ["TCPListener"]
+
+log = logging.getLogger("roost.listeners")
+
+
+class TCPListener:
+    """MQTT over plain TCP."""
+
+    def __init__(self, broker: Broker, host: str, port: int, name: str = "tcp") -> None:
+        self.broker = broker
+        self.host = host
+        self.requested_port = port
+        self.name = name
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: MQTTConnection(self.broker, self.name),
+            self.host,
+            self.requested_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        for sock in self._server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log.info("MQTT listener %s on %s:%d", self.name, self.host, self.port)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 was asked for)."""
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop accepting new connections; existing ones are closed by `Broker.shutdown`."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None

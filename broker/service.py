@@ -1,0 +1,79 @@
+"""The narrow service API through which the control plane reaches the broker.
+
+The control plane never touches sessions or connections directly: it kicks clients, publishes messages and
+lists who is connected, through these few calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from broker.core import Broker
+from broker.hooks import ClientInfo
+from broker.session import Message
+
+__all__ = ["BrokerService", "ClientSummary"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSummary:
+    client_id: str
+    username: str | None
+    protocol_version: int
+    remote_address: str
+    listener: str
+    connected_at: float
+    subscriptions: tuple[str, ...]
+
+
+class BrokerService:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def kick(
+        self,
+        client_id: str | None = None,
+        username: str | None = None,
+        where: Callable[[ClientInfo], bool] | None = None,
+    ) -> int:
+        """Disconnect matching clients at once (v5: DISCONNECT 0x98) and end their sessions, connected or
+        not. Returns how many sessions or connections were ended."""
+        broker = self.broker
+        targets: set[str] = set()
+        if client_id is not None:
+            targets.add(client_id)
+        if username is not None:
+            targets.update(s.client_id for s in broker.sessions.values() if s.username == username)
+            targets.update(c.client.client_id for c in broker.find_connections(lambda info: info.username == username) if c.client)
+        if where is not None:
+            targets.update(c.client.client_id for c in broker.find_connections(where) if c.client)
+        return sum(1 for target in targets if broker.remove_session(target))
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:
+        """Publish as the broker itself; returns how many sessions it was delivered or queued to."""
+        return self.broker.publish(Message(topic, payload, qos, retain))
+
+    def clients(self) -> list[ClientSummary]:
+        result = []
+        for connection in self.broker.connected():
+            client = connection.client
+            session = connection.session
+            if client is None or session is None:
+                continue
+            result.append(
+                ClientSummary(
+                    client_id=client.client_id,
+                    username=client.username,
+                    protocol_version=client.protocol_version,
+                    remote_address=connection.remote_address,
+                    listener=connection.listener,
+                    connected_at=connection.connected_at,
+                    subscriptions=tuple(session.subscriptions),
+                )
+            )
+        return result
+
+    def uptime(self) -> float:
+        return time.time() - self.broker.started_at

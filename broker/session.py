@@ -1,0 +1,129 @@
+"""Session state as plain records: what the broker remembers about a client between its connections.
+
+A session outlives its network connection when the client asks for that (clean session 0 in 3.1.1, a session
+expiry interval above 0 in v5) [MQTT-3.1.2-4][MQTT-3.1.2-5]. Everything here is plain data with no sockets
+and no event loop, so a later storage layer can persist it record by record: subscriptions, QoS 1/2 messages
+in flight in both directions, and the queue of messages waiting for a free slot or for the client to return.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from broker.codec import EMPTY_PROPERTIES, Properties, Will
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Delivery", "Message", "Session", "SubscriptionRecord", "NEVER_EXPIRES"]
+
+NEVER_EXPIRES = 0xFFFFFFFF
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """An application message as routed inside the broker.
+
+    `properties` are the PUBLISH properties that travel with the message to subscribers (topic alias and
+    subscription identifiers belong to one hop and are never stored here). `expires_at` is a wall-clock
+    deadline taken from the Message Expiry Interval, so it stays meaningful across a restart.
+    `encoded` caches the wire bytes of QoS 0 forms during one fan-out: one encoding per distinct form.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties = EMPTY_PROPERTIES
+    expires_at: float | None = None
+    sender: str | None = None
+    encoded: dict[tuple[int, bool, tuple[int, ...]], bytes] | None = None
+
+    def remaining_expiry(self, now: float | None = None) -> int | None:
+        """Seconds left before expiry (forwarded to subscribers [MQTT-3.3.2-6]); None when it never expires."""
+        if self.expires_at is None:
+            return None
+        left = self.expires_at - (time.time() if now is None else now)
+        return max(0, int(left + 0.999))
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
+
+
+@dataclass(slots=True)
+class SubscriptionRecord:
+    """One subscription of one session, with its options [MQTT-3.8.3-1]."""
+
+    topic_filter: str  # as the client sent it, `$share/{group}/...` included
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    subscription_id: int | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """A message on its way to one session: queued (packet_id None) or in flight (packet_id set).
+
+    `released` marks a QoS 2 delivery whose PUBREC arrived and whose PUBREL was sent: on reconnect it is
+    resumed with PUBREL, not with the PUBLISH again [MQTT-4.4.0-1].
+    """
+
+    message: Message
+    qos: int
+    retain: bool
+    subscription_ids: tuple[int, ...] = ()
+    packet_id: int | None = None
+    released: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    client_id: str
+    # Seconds the session outlives its connection: 0 = ends with it; NEVER_EXPIRES = kept forever.
+    expiry_interval: int = 0
+    subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
+    # Outgoing QoS 1/2 deliveries awaiting PUBACK / PUBREC / PUBCOMP, in the order they were sent.
+    inflight: dict[int, Delivery] = field(default_factory=dict)
+    # Deliveries waiting for a free in-flight slot, or for the client to come back.
+    queue: deque[Delivery] = field(default_factory=deque)
+    # Incoming QoS 2 packet identifiers whose PUBREL has not arrived yet: a PUBLISH repeating one of them is
+    # not routed again (exactly once) [MQTT-4.3.3-9].
+    awaiting_release: set[int] = field(default_factory=set)
+    # The will of the last connection, while its delay runs [MQTT-3.1.3-9].
+    pending_will: Will | None = None
+    # Owner of the session, as the auth hook named it (a later revoke finds sessions by it).
+    username: str | None = None
+    disconnected_at: float | None = None
+    next_packet_id: int = 1
+    expiry_timer: asyncio.TimerHandle | None = None
+    will_timer: asyncio.TimerHandle | None = None
+
+    def allocate_packet_id(self) -> int:
+        """A packet identifier not used by any delivery in flight [MQTT-2.2.1-3]."""
+        inflight = self.inflight
+        if len(inflight) >= 65_535:
+            raise RuntimeError("no free packet identifier")
+        packet_id = self.next_packet_id
+        while packet_id in inflight:
+            packet_id = packet_id + 1 if packet_id < 65_535 else 1
+        self.next_packet_id = packet_id + 1 if packet_id < 65_535 else 1
+        return packet_id
+
+    def enqueue(self, delivery: Delivery, limit: int) -> bool:
+        """Queue a delivery within `limit`; when full, the oldest QoS 0 delivery makes room, else the new
+        delivery is refused. Returns whether something was dropped."""
+        queue = self.queue
+        if len(queue) < limit:
+            queue.append(delivery)
+            return False
+        for index, queued in enumerate(queue):
+            if queued.qos == 0:
+                del queue[index]
+                queue.append(delivery)
+                return True
+        return True

@@ -1,0 +1,227 @@
+"""Roost's configuration: a TOML file read with the standard library, validated before anything starts.
+
+Every key has a default, so Roost runs with no file at all. Validation is strict: an unknown key or a value
+of the wrong type or range stops start-up with a `ConfigError` that names the key (`mqtt.port: expected an
+integer from 0 to 65535, got "x"`), because a typo that is silently ignored is a broker that is silently
+insecure. `config.example.toml` documents every key; keep the two in step.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from broker.errors import ConfigError
+from broker.settings import BrokerSettings
+
+__all__ = ["AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class AnonymousACL:
+    """Topic filters that anonymous clients may use (`[mqtt.anonymous]`); deny wins over both lists."""
+
+    publish: tuple[str, ...] = ("#",)
+    subscribe: tuple[str, ...] = ("#",)
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MQTTConfig:
+    host: str = "0.0.0.0"
+    port: int = 1883
+    allow_anonymous: bool = False
+    anonymous: AnonymousACL = field(default_factory=AnonymousACL)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    data_dir: Path = Path("roost-data")
+    mqtt: MQTTConfig = field(default_factory=MQTTConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and validate a TOML file; `None` means the built-in defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        document = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = parse_config(document)
+    if not config.data_dir.is_absolute():
+        # A relative data_dir is relative to the config file, so a service started from any working
+        # directory finds the same data.
+        config = _replace(config, data_dir=(path.parent / config.data_dir))
+    return config
+
+
+def parse_config(document: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document and build the `Config`; raise `ConfigError` naming the bad key."""
+    reader = _Table(document, "")
+    data_dir = Path(reader.string("data_dir", "roost-data", non_empty=True))
+
+    mqtt_table = reader.table("mqtt")
+    anon_table = mqtt_table.table("anonymous")
+    anonymous = AnonymousACL(
+        publish=anon_table.filters("publish", ("#",)),
+        subscribe=anon_table.filters("subscribe", ("#",)),
+        deny=anon_table.filters("deny", ()),
+    )
+    anon_table.done()
+    defaults = BrokerSettings()
+    broker = BrokerSettings(
+        max_packet_size=mqtt_table.integer("max_packet_size", defaults.max_packet_size, 64, 268_435_455),
+        max_keepalive=mqtt_table.integer("max_keepalive", defaults.max_keepalive, 0, 65_535),
+        receive_maximum=mqtt_table.integer("receive_maximum", defaults.receive_maximum, 1, 65_535),
+        max_inflight=mqtt_table.integer("max_inflight", defaults.max_inflight, 1, 65_535),
+        max_queued_messages=mqtt_table.integer(
+            "max_queued_messages", defaults.max_queued_messages, 0, 10_000_000
+        ),
+        topic_alias_maximum=mqtt_table.integer("topic_alias_maximum", defaults.topic_alias_maximum, 0, 65_535),
+        max_session_expiry=mqtt_table.integer(
+            "max_session_expiry", defaults.max_session_expiry, 0, 0xFFFFFFFF
+        ),
+        sys_interval=mqtt_table.integer("sys_interval", defaults.sys_interval, 0, 86_400),
+        write_buffer_high=mqtt_table.integer("write_buffer_high", defaults.write_buffer_high, 4096, 1 << 30),
+        connect_timeout=mqtt_table.number("connect_timeout", defaults.connect_timeout, 0.1, 3600.0),
+        shutdown_grace=mqtt_table.number("shutdown_grace", defaults.shutdown_grace, 0.0, 600.0),
+    )
+    mqtt = MQTTConfig(
+        host=mqtt_table.string("host", "0.0.0.0", non_empty=True),
+        port=mqtt_table.integer("port", 1883, 0, 65_535),
+        allow_anonymous=mqtt_table.boolean("allow_anonymous", False),
+        anonymous=anonymous,
+        broker=broker,
+    )
+    mqtt_table.done()
+
+    http_table = reader.table("http")
+    http = HTTPConfig(
+        host=http_table.string("host", "0.0.0.0", non_empty=True),
+        port=http_table.integer("port", 8080, 0, 65_535),
+    )
+    http_table.done()
+
+    log_table = reader.table("log")
+    level = log_table.string("level", "info").lower()
+    if level not in _LOG_LEVELS:
+        raise ConfigError(f"log.level: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    log_table.done()
+    reader.done()
+    return Config(data_dir=data_dir, mqtt=mqtt, http=http, log=LogConfig(level=level))
+
+
+def _replace(config: Config, **changes: Any) -> Config:
+    values = {f.name: getattr(config, f.name) for f in fields(config)}
+    values.update(changes)
+    return Config(**values)
+
+
+class _Table:
+    """Reads typed values out of one TOML table and remembers which keys were used, to refuse the rest."""
+
+    def __init__(self, table: Any, prefix: str) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{prefix.rstrip('.')}: expected a table, got {_describe(table)}")
+        self._table: dict[str, Any] = table
+        self._prefix = prefix
+        self._used: set[str] = set()
+
+    def _get(self, key: str) -> Any:
+        self._used.add(key)
+        return self._table.get(key)
+
+    def _name(self, key: str) -> str:
+        return self._prefix + key
+
+    def table(self, key: str) -> _Table:
+        value = self._get(key)
+        return _Table({} if value is None else value, self._name(key) + ".")
+
+    def string(self, key: str, default: str, non_empty: bool = False) -> str:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, str) or (non_empty and not value):
+            raise ConfigError(f"{self._name(key)}: expected a non-empty string, got {_describe(value)}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self._name(key)}: expected true or false, got {_describe(value)}")
+        return value
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{self._name(key)}: expected an integer from {low} to {high}, got {_describe(value)}")
+        return value
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ConfigError(f"{self._name(key)}: expected a number from {low} to {high}, got {_describe(value)}")
+        return float(value)
+
+    def filters(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """A list of MQTT topic filters, each validated as a SUBSCRIBE filter would be."""
+        from broker.codec.topics import validate_topic_filter
+
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{self._name(key)}: expected a list of topic filters, got {_describe(value)}")
+        for item in value:
+            try:
+                validate_topic_filter(item)
+            except Exception as exc:
+                raise ConfigError(f"{self._name(key)}: {item!r} is not a valid topic filter ({exc})") from exc
+        return tuple(value)
+
+    def done(self) -> None:
+        """Refuse keys nobody asked for: most likely a typo of a real key."""
+        unknown = sorted(set(self._table) - self._used)
+        if unknown:
+            names = ", ".join(self._name(key) for key in unknown)
+            raise ConfigError(f"unknown configuration key{'s' if len(unknown) > 1 else ''}: {names}")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
