@@ -1,0 +1,127 @@
+"""PacketReader: frames a byte stream into packets, h11 style.
+
+    reader = PacketReader()            # a server: the first packet must be CONNECT
+    reader.receive_data(chunk)
+    while (packet := reader.next_packet()) is not NEED_DATA:
+        handle(packet)
+
+It keeps one buffer and an offset into it, so decoding many packets from one read copies nothing but the
+fields themselves; the buffer is compacted only when new data arrives. The remaining length is parsed
+inline, and a packet above `max_packet_size` is refused as soon as its fixed header is complete, before
+its body arrives. After any error the reader is dead: every later call raises the same error again.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from broker.errors import MalformedPacket, PacketTooLarge, ProtocolError
+
+from .decode import decode_body
+from .packets import Packet
+
+__all__ = ["NEED_DATA", "NeedData", "PacketReader"]
+
+# The largest packet MQTT can express: 1 byte of type, 4 of remaining length, 268 435 455 of body.
+MAX_PACKET_SIZE: Final = 268_435_460
+
+
+class NeedData:
+    """The type of the NEED_DATA sentinel: no complete packet is buffered yet."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData()
+
+
+class PacketReader:
+    """Turns received bytes into packets. `version` None means "a server awaiting CONNECT": it is set from
+    the CONNECT's protocol level. `max_packet_size` may be lowered at any time (e.g. after CONNECT)."""
+
+    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error")
+
+    def __init__(self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+        self.version = version
+        self.max_packet_size = max_packet_size
+        self._buf: bytes | bytearray = b""
+        self._pos = 0
+        self._error: ProtocolError | None = None
+
+    def receive_data(self, data: bytes) -> None:
+        """Append received bytes (an empty chunk is ignored)."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        if pos >= len(buf):  # everything consumed: adopt the chunk as the buffer, no copy
+            self._buf = data if type(data) is bytes else bytes(data)
+            self._pos = 0
+        elif type(buf) is bytes:  # a partial packet is pending: switch to a growable buffer
+            grown = bytearray(memoryview(buf)[pos:])
+            grown += data
+            self._buf = grown
+            self._pos = 0
+        else:
+            if pos:
+                del buf[:pos]  # cheap: CPython advances the bytearray's start instead of moving bytes
+                self._pos = 0
+            buf += data
+
+    def next_packet(self) -> Packet | NeedData:
+        """The next complete packet, or NEED_DATA. Raises a ProtocolError subclass for a bad stream."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        if pos >= end:
+            return NEED_DATA
+        first = buf[pos]
+        if self.version is None and first >> 4 != 1:
+            return self._fail(ProtocolError("the first packet sent by a client must be CONNECT [MQTT-3.1.0-1]"))
+        # Remaining length, a Variable Byte Integer of at most four bytes (section 2.1.4), parsed inline.
+        index = pos + 1
+        if index >= end:
+            return NEED_DATA
+        byte = buf[index]
+        index += 1
+        length = byte & 0x7F
+        if byte & 0x80:
+            shift = 7
+            while True:
+                if index >= end:
+                    return NEED_DATA
+                byte = buf[index]
+                index += 1
+                length |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    break
+                shift += 7
+                if shift == 28:
+                    return self._fail(MalformedPacket("remaining length longer than four bytes [MQTT-1.5.5-1]"))
+            if byte == 0:
+                return self._fail(MalformedPacket("remaining length not minimally encoded [MQTT-1.5.5-1]"))
+        stop = index + length
+        if stop - pos > self.max_packet_size:
+            return self._fail(
+                PacketTooLarge(f"packet of {stop - pos} bytes exceeds the maximum of {self.max_packet_size}")
+            )
+        if stop > end:
+            return NEED_DATA
+        self._pos = stop
+        try:
+            packet = decode_body(first, buf, index, stop, self.version)
+        except ProtocolError as exc:
+            return self._fail(exc)
+        if self.version is None:
+            self.version = packet.protocol_version  # type: ignore[union-attr]  # it is a Connect
+        return packet
+
+    def _fail(self, error: ProtocolError) -> NeedData:
+        self._error = error
+        self._buf = b""
+        raise error
