@@ -92,13 +92,23 @@ def decode_body(first: int, buf: Buffer, pos: int, end: int, version: int | None
 
 
 def _publish(first: int, buf: Buffer, pos: int, end: int, version: int) -> Publish:
+    # The hot path: the topic string read is inlined (same rules as _wire.read_str).
     qos = (first >> 1) & 3
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3 [MQTT-3.3.1-4]")
-    dup = bool(first & 8)
+    dup = first & 8 != 0
     if dup and not qos:
         raise MalformedPacket("DUP flag set on a QoS 0 PUBLISH [MQTT-3.3.1-2]")
-    topic, pos = read_str(buf, pos, end)
+    if pos + 2 > end:
+        raise MalformedPacket("PUBLISH ends inside its topic name length")
+    stop = pos + 2 + (buf[pos] << 8 | buf[pos + 1])
+    if stop > end:
+        raise MalformedPacket("topic name length runs past the end of the packet")
+    try:
+        topic = str(buf[pos + 2 : stop], "utf-8")
+    except UnicodeDecodeError:
+        raise MalformedPacket("topic name is not well-formed UTF-8 [MQTT-1.5.4-1]") from None
+    pos = stop
     packet_id = None
     if qos:
         if pos + 2 > end:
@@ -115,9 +125,14 @@ def _publish(first: int, buf: Buffer, pos: int, end: int, version: int) -> Publi
     if not topic:
         if properties.topic_alias is None:
             raise ProtocolError("empty topic name without a topic alias [MQTT-3.3.2-1][MQTT-4.7.3-1]")
-    elif "+" in topic or "#" in topic:
+    elif "+" in topic or "#" in topic or "\x00" in topic:
+        if "\x00" in topic:
+            raise MalformedPacket("topic name contains U+0000 [MQTT-1.5.4-2]")
         raise ProtocolError("topic name contains a wildcard [MQTT-3.3.2-2]", ReasonCode.TOPIC_NAME_INVALID)
-    return Publish(topic, bytes(buf[pos:end]), qos, bool(first & 1), dup, packet_id, properties)
+    payload = buf[pos:end]
+    if type(payload) is not bytes:
+        payload = bytes(payload)
+    return Publish(topic, payload, qos, first & 1 != 0, dup, packet_id, properties)
 
 
 def _connect(buf: Buffer, pos: int, end: int, version: int | None) -> Connect:
