@@ -119,9 +119,12 @@ def _publish(first: int, buf: Buffer, pos: int, end: int, version: int) -> Publi
         pos += 2
     properties = EMPTY_PROPERTIES
     if version == 5:
-        properties, pos = decode_properties(buf, pos, end, PacketType.PUBLISH)
-        if properties.topic_alias == 0:
-            raise ProtocolError("topic alias 0 is not permitted [MQTT-3.3.2-8]", ReasonCode.TOPIC_ALIAS_INVALID)
+        if pos < end and buf[pos] == 0:  # no properties: the common case, inlined
+            pos += 1
+        else:
+            properties, pos = decode_properties(buf, pos, end, PacketType.PUBLISH)
+            if properties.topic_alias == 0:
+                raise ProtocolError("topic alias 0 is not permitted [MQTT-3.3.2-8]", ReasonCode.TOPIC_ALIAS_INVALID)
     if not topic:
         if properties.topic_alias is None:
             raise ProtocolError("empty topic name without a topic alias [MQTT-3.3.2-1][MQTT-4.7.3-1]")
