@@ -18,7 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from broker.codec import (
     EMPTY_PROPERTIES,
@@ -73,6 +73,8 @@ class MQTTConnection(asyncio.Protocol):
         self.state = _NEW
         self.version: int = 4
         self.client: ClientInfo | None = None
+        # The tenant's topic prefix (see ClientInfo.mount); empty for clients outside any tenant.
+        self.mount = ""
         self.session: Session | None = None
         self.will: Will | None = None
         self.remote_address = "?"
@@ -114,13 +116,12 @@ class MQTTConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.remote_address = f"{peer[0]}:{peer[1]}"
         high = self.broker.settings.write_buffer_high
-        transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.broker.stats.connections_opened += 1
         self.broker.open_connections.add(self)
         self._last_read = self._loop.time()
@@ -291,6 +292,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         client = result.client or ClientInfo(request.client_id, request.username, self.version)
         self.client = client
+        self.mount = client.mount
         self.will = packet.will
         self.state = _CONNECTED
         session, present = self.broker.attach(self, client, packet.clean_start, granted_expiry)
@@ -369,7 +371,7 @@ class MQTTConnection(asyncio.Protocol):
         if packet.retain and not self.broker.settings.retain_available:
             raise ProtocolError("retain is not available [MQTT-3.3.1-?]", ReasonCode.RETAIN_NOT_SUPPORTED)
         reason = 0
-        if topic.startswith("$SYS") or not self.broker.hooks.authorize_publish(self.client, topic):
+        if not self._may_publish(topic):
             # v5 hears 0x87; 3.1.1 has no way to hear it and gets a positive acknowledgement [MQTT-3.3.5-2].
             reason = ReasonCode.NOT_AUTHORIZED if v5 else 0
             log.debug("publish by %s to %r not authorized", self.client.client_id, topic)
@@ -385,7 +387,7 @@ class MQTTConnection(asyncio.Protocol):
                     if props == EMPTY_PROPERTIES:
                         props = EMPTY_PROPERTIES
             self.broker.publish(
-                Message(topic, packet.payload, qos, packet.retain, props, expires_at, self.client.client_id)
+                Message(self.mount + topic, packet.payload, qos, packet.retain, props, expires_at, session.key)
             )
         if qos == 1:
             self._send(Puback(packet.packet_id, reason) if reason else Puback(packet.packet_id))  # type: ignore[arg-type]
@@ -393,6 +395,29 @@ class MQTTConnection(asyncio.Protocol):
             if reason < 0x80:
                 session.awaiting_release.add(packet.packet_id)  # type: ignore[arg-type]
             self._send(Pubrec(packet.packet_id, reason))  # type: ignore[arg-type]
+
+    def _may_publish(self, topic: str) -> bool:
+        """Topics starting with `$` belong to the broker: `$SYS` to nobody else, and inside a tenant every
+        `$` topic, so the `$` rule [MQTT-4.7.2-1] keeps holding within a tenant's namespace."""
+        if topic.startswith("$") and (self.mount or topic.startswith("$SYS")):
+            return False
+        assert self.client is not None
+        return self.broker.hooks.authorize_publish(self.client, topic)
+
+    def _internal_filter(self, topic_filter: str) -> tuple[str | None, str, str] | None:
+        """Map a client's filter into the broker's namespace: (share group, plain internal filter, full
+        internal filter); None when a tenant client names a `$` filter it may not read."""
+        group, plain = parse_shared(topic_filter)
+        mount = self.mount
+        if mount:
+            if plain.startswith("$"):
+                client = self.client
+                if not (plain.startswith("$SYS") and client is not None and client.is_admin):
+                    return None
+            else:
+                plain = mount + plain
+        full = plain if group is None else f"$share/{group}/{plain}"
+        return group, plain, full
 
     def _resolve_alias(self, alias: int, topic: str) -> str:
         """Map a v5 topic alias to its topic [MQTT-3.3.2-8][MQTT-3.3.2-9][MQTT-3.3.2-10]."""
@@ -470,14 +495,15 @@ class MQTTConnection(asyncio.Protocol):
             except ProtocolError:
                 codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else _SUBSCRIBE_REFUSED_V3)
                 continue
-            group, plain = parse_shared(topic_filter)
-            if group is not None and sub.no_local:
+            if sub.no_local and topic_filter.startswith("$share/"):
                 raise ProtocolError("No Local on a shared subscription [MQTT-3.8.3-4]")
-            if not self.broker.hooks.authorize_subscribe(client, topic_filter):
+            internal = self._internal_filter(topic_filter)
+            if internal is None or not self.broker.hooks.authorize_subscribe(client, topic_filter):
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else _SUBSCRIBE_REFUSED_V3)
                 continue
+            group, plain, full = internal
             record = SubscriptionRecord(
-                topic_filter, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
+                full, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
             )
             outcome = self.broker.subscribe(session, record)
             codes.append(sub.qos)  # Granted QoS: every QoS is supported [MQTT-3.9.3-1].
@@ -498,7 +524,8 @@ class MQTTConnection(asyncio.Protocol):
         assert session is not None
         codes = []
         for topic_filter in packet.topic_filters:
-            removed = self.broker.unsubscribe(session, topic_filter)  # [MQTT-3.10.4-1]
+            internal = self._internal_filter(topic_filter)
+            removed = internal is not None and self.broker.unsubscribe(session, internal[2])  # [MQTT-3.10.4-1]
             codes.append(ReasonCode.SUCCESS if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         self._send(Unsuback(packet.packet_id, tuple(codes) if self.version == _V5 else ()))  # [MQTT-3.10.4-4]
 
@@ -536,20 +563,23 @@ class MQTTConnection(asyncio.Protocol):
         """Encode and queue one PUBLISH to this client. False if it exceeds the client's maximum packet
         size and was discarded [MQTT-3.1.2-25]."""
         version = self.version
+        topic = message.topic
+        mount = self.mount
+        if mount and topic.startswith(mount):
+            topic = topic[len(mount):]
         if version != _V5:
             if qos == 0:
                 cache = message.encoded
-                key = (version, retain, ())
+                key = (version, retain, mount)
                 if cache is None:
                     cache = message.encoded = {}
                 data = cache.get(key)
                 if data is None:
-                    data = cache[key] = encode_publish(message.topic, message.payload, 0, retain, False, None, EMPTY_PROPERTIES, version)
+                    data = cache[key] = encode_publish(topic, message.payload, 0, retain, False, None, EMPTY_PROPERTIES, version)
             else:
-                data = encode_publish(message.topic, message.payload, qos, retain, dup, packet_id, EMPTY_PROPERTIES, version)
+                data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, EMPTY_PROPERTIES, version)
         else:
             props = message.properties
-            topic = message.topic
             if message.expires_at is not None or sub_ids or self._alias_out_max:
                 changes: dict[str, Any] = {}
                 if message.expires_at is not None:
@@ -568,7 +598,7 @@ class MQTTConnection(asyncio.Protocol):
                 data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, props, version)
             elif qos == 0:
                 cache = message.encoded
-                key = (version, retain, ())
+                key = (version, retain, mount)
                 if cache is None:
                     cache = message.encoded = {}
                 data = cache.get(key)

@@ -71,9 +71,9 @@ class Broker:
         [MQTT-3.1.4-3]. Clean start discards the old session [MQTT-3.1.2-4]; otherwise it is resumed with
         its subscriptions and queued messages [MQTT-3.1.2-5].
         """
-        client_id = client.client_id
-        old_connection = self.connections.pop(client_id, None)
-        session = self.sessions.get(client_id)
+        key = client.session_key
+        old_connection = self.connections.pop(key, None)
+        session = self.sessions.get(key)
         if old_connection is not None:
             will = old_connection.taken_over()
             # The old connection ended without DISCONNECT: its will goes now, unless it has a delay and the
@@ -87,21 +87,21 @@ class Broker:
                 session = None
         present = session is not None
         if session is None:
-            session = Session(client_id)
-            self.sessions[client_id] = session
+            session = Session(key)
+            self.sessions[key] = session
         session.expiry_interval = expiry
         session.username = client.username
         session.disconnected_at = None
-        self.connections[client_id] = connection
+        self.connections[key] = connection
         self.stats.clients_connected = len(self.connections)
         return session, present
 
     def detach(self, connection: MQTTConnection, session: Session, will: Will | None) -> None:
         """The connection ended. Publish or schedule its will, and end or keep the session."""
-        if self.connections.get(session.client_id) is connection:
-            del self.connections[session.client_id]
+        if self.connections.get(session.key) is connection:
+            del self.connections[session.key]
         self.stats.clients_connected = len(self.connections)
-        if self.sessions.get(session.client_id) is not session:
+        if self.sessions.get(session.key) is not session:
             return  # Already replaced (clean-start takeover) or removed (kicked).
         session.disconnected_at = time.time()
         expiry = session.expiry_interval
@@ -128,7 +128,7 @@ class Broker:
     def _session_expired(self, session: Session, client: ClientInfo | None) -> None:
         """The session outlived its expiry: its pending will goes now [MQTT-3.1.3-9], then it is removed."""
         session.expiry_timer = None
-        if self.sessions.get(session.client_id) is session and session.client_id not in self.connections:
+        if self.sessions.get(session.key) is session and session.key not in self.connections:
             self._cancel_timers(session, publish_pending_will=True, client=client)
             self._discard_session(session)
 
@@ -144,17 +144,17 @@ class Broker:
     def _discard_session(self, session: Session) -> None:
         for record in session.subscriptions.values():
             group, plain = parse_shared(record.topic_filter)
-            self.subscriptions.unsubscribe(plain, session.client_id, group)
+            self.subscriptions.unsubscribe(plain, session.key, group)
         session.subscriptions.clear()
-        if self.sessions.get(session.client_id) is session:
-            del self.sessions[session.client_id]
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
 
-    def remove_session(self, client_id: str) -> bool:
+    def remove_session(self, key: str) -> bool:
         """End a session now, whether or not its client is connected (used by kicks and revokes)."""
-        connection = self.connections.get(client_id)
+        connection = self.connections.get(key)
         if connection is not None:
             connection.close_for_admin()
-        session = self.sessions.get(client_id)
+        session = self.sessions.get(key)
         if session is None:
             return connection is not None
         self._cancel_timers(session, publish_pending_will=False)
@@ -167,7 +167,7 @@ class Broker:
         group, plain = parse_shared(record.topic_filter)
         existed = record.topic_filter in session.subscriptions
         session.subscriptions[record.topic_filter] = record
-        self.subscriptions.subscribe(plain, session.client_id, record, group)
+        self.subscriptions.subscribe(plain, session.key, record, group)
         self.stats.subscriptions = len(self.subscriptions)
         return SubscribeOutcome(existed=existed)
 
@@ -175,7 +175,7 @@ class Broker:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         group, plain = parse_shared(topic_filter)
-        self.subscriptions.unsubscribe(plain, session.client_id, group)
+        self.subscriptions.unsubscribe(plain, session.key, group)
         self.stats.subscriptions = len(self.subscriptions)
         return True
 
@@ -267,7 +267,7 @@ class Broker:
 
     def deliver(self, session: Session, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
         """Hand one message to one session: send it now, queue it, or drop it (counted)."""
-        connection = self.connections.get(session.client_id)
+        connection = self.connections.get(session.key)
         if qos == 0:
             if connection is not None and not connection.congested:
                 connection.send_message(message, 0, retain, sub_ids, None)
@@ -310,7 +310,7 @@ class Broker:
                 self._send_inflight(connection, session, delivery)
 
     def publish_will(self, will: Will, client: ClientInfo | None) -> None:
-        """Publish a will message, if its client may still publish to its topic."""
+        """Publish a will message, if its client may still publish to its topic (in its tenant's space)."""
         if client is not None and not self.hooks.authorize_publish(client, will.topic):
             log.info("will of %s to %r not authorized; dropped", client.client_id, will.topic)
             return
@@ -321,13 +321,13 @@ class Broker:
                 expires_at = time.time() + properties.message_expiry_interval
             properties = replace(properties, will_delay_interval=None)
         message = Message(
-            will.topic,
+            client.mount + will.topic if client is not None else will.topic,
             will.payload,
             will.qos,
             will.retain,
             properties,
             expires_at,
-            client.client_id if client is not None else None,
+            client.session_key if client is not None else None,
         )
         self.publish(message)
 
@@ -353,8 +353,9 @@ class Broker:
     def connected(self) -> Iterable[MQTTConnection]:
         return list(self.connections.values())
 
-    def find_connections(self, predicate: Callable[[ClientInfo], bool]) -> list[MQTTConnection]:
-        return [c for c in self.connections.values() if c.client is not None and predicate(c.client)]
+    def find_connections(self, predicate: Callable[[ClientInfo], bool]) -> list[ClientInfo]:
+        """The connected clients for which `predicate` is true."""
+        return [c.client for c in self.connections.values() if c.client is not None and predicate(c.client)]
 
 
 def _will_delay(will: Will) -> int:

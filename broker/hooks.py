@@ -54,7 +54,10 @@ class ConnectRequest:
 class ClientInfo:
     """Who a connected client is, as the hook that let it in describes it.
 
-    `attributes` carries whatever that hook needs to answer later checks quickly (a tenant, a device id).
+    `mount` is the client's tenant namespace: a prefix such as `t42/` that the broker puts in front of every
+    topic the client names and strips from every topic it receives, so tenants can use the same topic
+    names without ever meeting. Hooks see the client's own (unprefixed) topics. `attributes` carries
+    whatever the hook needs to answer later checks quickly (a tenant, a device id).
     """
 
     client_id: str
@@ -62,7 +65,13 @@ class ClientInfo:
     protocol_version: int
     is_admin: bool = False
     anonymous: bool = False
+    mount: str = ""
     attributes: dict[str, object] = field(default_factory=dict, compare=False)
+
+    @property
+    def session_key(self) -> str:
+        """The broker's key for this client's session: client ids are unique per tenant, not globally."""
+        return f"{self.mount}\x00{self.client_id}" if self.mount else self.client_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +155,7 @@ class AnonymousHook(Hook):
         self,
         allow: bool,
         publish: Sequence[str] = ("#",),
-        subscribe: Sequence[str] = ("#",),
+        subscribe: Sequence[str] = ("#", "$SYS/#"),
         deny: Sequence[str] = (),
     ) -> None:
         self.allow = allow

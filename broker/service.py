@@ -39,16 +39,17 @@ class BrokerService:
         where: Callable[[ClientInfo], bool] | None = None,
     ) -> int:
         """Disconnect matching clients at once (v5: DISCONNECT 0x98) and end their sessions, connected or
-        not. Returns how many sessions or connections were ended."""
+        not. `client_id` names a client outside any tenant; tenant clients are found by `username` or by
+        `where`, a predicate on their `ClientInfo`. Returns how many sessions or connections were ended."""
         broker = self.broker
         targets: set[str] = set()
         if client_id is not None:
             targets.add(client_id)
         if username is not None:
-            targets.update(s.client_id for s in broker.sessions.values() if s.username == username)
-            targets.update(c.client.client_id for c in broker.find_connections(lambda info: info.username == username) if c.client)
+            targets.update(s.key for s in broker.sessions.values() if s.username == username)
+            targets.update(c.session_key for c in broker.find_connections(lambda info: info.username == username))
         if where is not None:
-            targets.update(c.client.client_id for c in broker.find_connections(where) if c.client)
+            targets.update(c.session_key for c in broker.find_connections(where))
         return sum(1 for target in targets if broker.remove_session(target))
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:

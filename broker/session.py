@@ -40,7 +40,7 @@ class Message:
     properties: Properties = EMPTY_PROPERTIES
     expires_at: float | None = None
     sender: str | None = None
-    encoded: dict[tuple[int, bool, tuple[int, ...]], bytes] | None = None
+    encoded: dict[tuple[int, bool, str], bytes] | None = None
 
     def remaining_expiry(self, now: float | None = None) -> int | None:
         """Seconds left before expiry (forwarded to subscribers [MQTT-3.3.2-6]); None when it never expires."""
@@ -83,7 +83,9 @@ class Delivery:
 
 @dataclass(slots=True, eq=False)
 class Session:
-    client_id: str
+    # The session's key: the client id, scoped by the tenant's mount point (`ClientInfo.session_key`), so
+    # that two tenants using the same client id never share or take over each other's session.
+    key: str
     # Seconds the session outlives its connection: 0 = ends with it; NEVER_EXPIRES = kept forever.
     expiry_interval: int = 0
     subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
