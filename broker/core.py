@@ -23,6 +23,7 @@ from broker.retained import RetainedStore
 from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
 from broker.settings import BrokerSettings
 from broker.stats import Stats
+from broker.topic_match import topic_matches
 from broker.topic_tree import SharedGroup, SubscriptionTree
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class Broker:
             session = Session(key)
             self.sessions[key] = session
         session.expiry_interval = expiry
-        session.username = client.username
+        session.client = client
         session.disconnected_at = None
         self.connections[key] = connection
         self.stats.clients_connected = len(self.connections)
@@ -350,12 +351,51 @@ class Broker:
 
     # -- administration -------------------------------------------------------------------------------------
 
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+        """Ask the hooks again about every subscription of the matching sessions (connected or not) and
+        remove those no longer allowed, with the queued deliveries that only they had asked for. Returns
+        how many subscriptions were removed. This is how a narrowed ACL stops deliveries at once."""
+        removed = 0
+        for session in list(self.sessions.values()):
+            client = session.client
+            if client is None or not where(client):
+                continue
+            dropped = False
+            for internal in list(session.subscriptions):
+                if not self.hooks.authorize_subscribe(client, unmount_filter(internal, client.mount)):
+                    self.unsubscribe(session, internal)
+                    removed += 1
+                    dropped = True
+            if dropped and session.queue:
+                self._prune_queue(session)
+        return removed
+
+    def _prune_queue(self, session: Session) -> None:
+        filters = [parse_shared(f)[1] for f in session.subscriptions]
+        kept = [d for d in session.queue if any(topic_matches(f, d.message.topic) for f in filters)]
+        session.queue.clear()
+        session.queue.extend(kept)
+
     def connected(self) -> Iterable[MQTTConnection]:
         return list(self.connections.values())
 
-    def find_connections(self, predicate: Callable[[ClientInfo], bool]) -> list[ClientInfo]:
-        """The connected clients for which `predicate` is true."""
-        return [c.client for c in self.connections.values() if c.client is not None and predicate(c.client)]
+    def find_clients(self, predicate: Callable[[ClientInfo], bool]) -> list[ClientInfo]:
+        """Clients with a session (connected or not) or a connection, for which `predicate` is true."""
+        found = {s.key: s.client for s in self.sessions.values() if s.client is not None and predicate(s.client)}
+        for key, connection in self.connections.items():
+            if key not in found and connection.client is not None and predicate(connection.client):
+                found[key] = connection.client
+        return list(found.values())
+
+
+def unmount_filter(internal: str, mount: str) -> str:
+    """A stored (internal) filter as its client named it: the mount point taken out again."""
+    if not mount:
+        return internal
+    group, plain = parse_shared(internal)
+    if plain.startswith(mount):
+        plain = plain[len(mount):]
+    return plain if group is None else f"$share/{group}/{plain}"
 
 
 def _will_delay(will: Will) -> int:

@@ -46,11 +46,14 @@ class BrokerService:
         if client_id is not None:
             targets.add(client_id)
         if username is not None:
-            targets.update(s.key for s in broker.sessions.values() if s.username == username)
-            targets.update(c.session_key for c in broker.find_connections(lambda info: info.username == username))
+            targets.update(c.session_key for c in broker.find_clients(lambda info: info.username == username))
         if where is not None:
-            targets.update(c.session_key for c in broker.find_connections(where))
+            targets.update(c.session_key for c in broker.find_clients(where))
         return sum(1 for target in targets if broker.remove_session(target))
+
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+        """Re-check the subscriptions of matching clients against the hooks; remove what is now denied."""
+        return self.broker.revalidate_subscriptions(where)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:
         """Publish as the broker itself; returns how many sessions it was delivered or queued to."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.codec import EMPTY_PROPERTIES, Properties, Will
+from broker.hooks import ClientInfo
 
 if TYPE_CHECKING:
     import asyncio
@@ -98,8 +99,9 @@ class Session:
     awaiting_release: set[int] = field(default_factory=set)
     # The will of the last connection, while its delay runs [MQTT-3.1.3-9].
     pending_will: Will | None = None
-    # Owner of the session, as the auth hook named it (a later revoke finds sessions by it).
-    username: str | None = None
+    # Who the session belongs to, as the auth hook described its last connection: revokes and ACL
+    # changes find sessions by it, connected or not.
+    client: ClientInfo | None = None
     disconnected_at: float | None = None
     next_packet_id: int = 1
     expiry_timer: asyncio.TimerHandle | None = None

@@ -1,0 +1,254 @@
+"""Live authentication and topic ACLs, answered from an in-memory snapshot of the database.
+
+The broker asks its hooks on every CONNECT, PUBLISH and SUBSCRIBE; none of those may wait on disk. So the
+rows that decide access (users, MQTT credentials, topic rules) are read into an `AccessSnapshot`, and
+`StorageAuthHook` answers from it. The snapshot is replaced whole, never edited in place, so a check always
+sees one consistent state.
+
+`LiveAccess` keeps that promise live: after every write through Roost's own services it reloads the
+snapshot and *enforces* it on the broker at once: clients whose credentials were deleted, rotated or
+deactivated are disconnected (v5: DISCONNECT 0x98) and their sessions removed; subscriptions that the new
+rules no longer allow are removed from live sessions, so deliveries stop. Writes by another process are
+noticed through `PRAGMA data_version` within the poll interval.
+
+Tenants: every client of a user lives under that user's mount point `u{user_id}/`; MQTT-instance
+credentials may use any topic there, devices only their project's registered topics, as each topic's
+permission allows. `$SYS` is readable by admin users only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.codec.topics import parse_shared
+from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
+from broker.service import BrokerService
+from broker.topic_match import filter_covers, topic_matches
+from storage.secrets import verify_secret
+
+__all__ = [
+    "AccessSnapshot",
+    "CredentialAccess",
+    "LiveAccess",
+    "StorageAuthHook",
+    "TopicRule",
+    "UserAccess",
+    "load_access_snapshot",
+    "tenant_mount",
+]
+
+log = logging.getLogger("roost.access")
+
+# Longest user name we look up; a longer one cannot exist (generated names are short, device ids are capped).
+MAX_USERNAME = 255
+_ACL_CACHE_LIMIT = 10_000
+
+
+def tenant_mount(user_id: int) -> str:
+    """The topic namespace of a user's clients."""
+    return f"u{user_id}/"
+
+
+@dataclass(frozen=True, slots=True)
+class UserAccess:
+    id: int
+    public_id: str
+    is_admin: bool
+    is_active: bool
+    plan: str
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialAccess:
+    """One MQTT user name and what it opens: an MQTT instance, or a device (then `device_id` is set)."""
+
+    username: str
+    secret_hash: str
+    user_id: int
+    instance_id: int | None = None
+    device_row_id: int | None = None
+    device_id: str | None = None
+    project_id: int | None = None
+    is_active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRule:
+    id: int
+    project_id: int
+    name: str
+    can_publish: bool
+    can_subscribe: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccessSnapshot:
+    users: dict[int, UserAccess] = field(default_factory=dict)
+    credentials: dict[str, CredentialAccess] = field(default_factory=dict)
+    topics: dict[int, tuple[TopicRule, ...]] = field(default_factory=dict)
+
+
+async def load_access_snapshot(connection: Any) -> AccessSnapshot:
+    """Read everything live access needs in one pass (an aiosqlite connection)."""
+    users: dict[int, UserAccess] = {}
+    async with connection.execute("SELECT id, public_id, is_admin, is_active, plan FROM users") as cursor:
+        async for row in cursor:
+            users[row[0]] = UserAccess(row[0], row[1], bool(row[2]), bool(row[3]), row[4])
+    credentials: dict[str, CredentialAccess] = {}
+    async with connection.execute("SELECT username, secret_hash, user_id, id FROM mqtt_instances") as cursor:
+        async for row in cursor:
+            credentials[row[0]] = CredentialAccess(row[0], row[1], row[2], instance_id=row[3])
+    async with connection.execute(
+        "SELECT d.device_id, d.secret_hash, p.user_id, d.id, d.project_id, d.is_active "
+        "FROM devices d JOIN projects p ON p.id = d.project_id"
+    ) as cursor:
+        async for row in cursor:
+            credentials[row[0]] = CredentialAccess(
+                row[0], row[1], row[2], device_row_id=row[3], device_id=row[0], project_id=row[4], is_active=bool(row[5])
+            )
+    grouped: dict[int, list[TopicRule]] = {}
+    async with connection.execute("SELECT id, project_id, name, can_publish, can_subscribe FROM topics") as cursor:
+        async for row in cursor:
+            grouped.setdefault(row[1], []).append(TopicRule(row[0], row[1], row[2], bool(row[3]), bool(row[4])))
+    return AccessSnapshot(users, credentials, {k: tuple(v) for k, v in grouped.items()})
+
+
+class StorageAuthHook(Hook):
+    """Answers CONNECT, PUBLISH and SUBSCRIBE checks from the current snapshot."""
+
+    def __init__(self, snapshot: AccessSnapshot | None = None) -> None:
+        self.snapshot = snapshot or AccessSnapshot()
+        # (project id, topic) -> may publish; cleared whenever the snapshot changes.
+        self._publish_cache: dict[tuple[int, str], bool] = {}
+
+    def replace(self, snapshot: AccessSnapshot) -> None:
+        self.snapshot = snapshot
+        self._publish_cache = {}
+
+    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+        username = request.username
+        if username is None:
+            return AuthResult(Decision.DEFER)
+        snapshot = self.snapshot
+        credential = snapshot.credentials.get(username) if len(username) <= MAX_USERNAME else None
+        password = request.password
+        if credential is None or password is None:
+            return AuthResult(Decision.DENY, 0x86)
+        try:
+            secret = password.decode("utf-8")
+        except UnicodeDecodeError:
+            return AuthResult(Decision.DENY, 0x86)
+        if not verify_secret(secret, credential.secret_hash):
+            return AuthResult(Decision.DENY, 0x86)
+        user = snapshot.users.get(credential.user_id)
+        if user is None or not user.is_active or not credential.is_active:
+            return AuthResult(Decision.DENY, 0x87)
+        if credential.device_id is not None and request.client_id != credential.device_id:
+            # A device connects with its own device_id as client id, nothing else.
+            return AuthResult(Decision.DENY, 0x85)
+        client = ClientInfo(
+            client_id=request.client_id,
+            username=username,
+            protocol_version=request.protocol_version,
+            is_admin=user.is_admin,
+            mount=tenant_mount(user.id),
+            attributes={
+                "user_id": user.id,
+                "project_id": credential.project_id,
+                "device_row_id": credential.device_row_id,
+                "instance_id": credential.instance_id,
+                "secret_hash": credential.secret_hash,
+            },
+        )
+        return AuthResult(Decision.ALLOW, client=client)
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> Decision:
+        attributes = client.attributes
+        if "secret_hash" not in attributes:
+            return Decision.DEFER  # Not one of ours (anonymous).
+        project_id = attributes["project_id"]
+        if project_id is None:
+            return Decision.ALLOW  # MQTT-instance credentials: any topic in the owner's namespace.
+        key = (project_id, topic)
+        allowed = self._publish_cache.get(key)
+        if allowed is None:
+            rules = self.snapshot.topics.get(project_id, ())
+            allowed = any(rule.can_publish and topic_matches(rule.name, topic) for rule in rules)
+            if len(self._publish_cache) >= _ACL_CACHE_LIMIT:
+                self._publish_cache.clear()
+            self._publish_cache[key] = allowed
+        return Decision.ALLOW if allowed else Decision.DENY
+
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> Decision:
+        attributes = client.attributes
+        if "secret_hash" not in attributes:
+            return Decision.DEFER
+        _, plain = parse_shared(topic_filter)
+        if plain.startswith("$"):
+            return Decision.ALLOW if client.is_admin and plain.startswith("$SYS") else Decision.DENY
+        project_id = attributes["project_id"]
+        if project_id is None:
+            return Decision.ALLOW
+        rules = self.snapshot.topics.get(project_id, ())
+        allowed = any(rule.can_subscribe and filter_covers(rule.name, plain) for rule in rules)
+        return Decision.ALLOW if allowed else Decision.DENY
+
+    def still_valid(self, client: ClientInfo) -> bool:
+        """Whether the credentials a client connected with still open the door, as they did then."""
+        attributes = client.attributes
+        if "secret_hash" not in attributes:
+            return True
+        snapshot = self.snapshot
+        credential = snapshot.credentials.get(client.username or "")
+        if credential is None or credential.secret_hash != attributes["secret_hash"] or not credential.is_active:
+            return False
+        user = snapshot.users.get(credential.user_id)
+        return user is not None and user.is_active and user.is_admin == client.is_admin
+
+
+class LiveAccess:
+    """Keeps `StorageAuthHook`'s snapshot in step with the database and enforces each change at once."""
+
+    def __init__(self, connection: Any, hook: StorageAuthHook, broker: BrokerService) -> None:
+        self.connection = connection
+        self.hook = hook
+        self.broker = broker
+        self._lock = asyncio.Lock()
+        self._data_version: int | None = None
+
+    async def refresh(self) -> None:
+        """Reload the snapshot and enforce it; call after every write that touches access."""
+        async with self._lock:
+            snapshot = await load_access_snapshot(self.connection)
+            self._data_version = await self._read_data_version()
+            self.hook.replace(snapshot)
+            self.enforce()
+
+    def enforce(self) -> None:
+        """Disconnect clients whose credentials no longer hold; drop subscriptions no longer allowed."""
+        hook = self.hook
+        kicked = self.broker.kick(where=lambda client: not hook.still_valid(client))
+        if kicked:
+            log.info("revoked: disconnected %d client session(s)", kicked)
+        removed = self.broker.revalidate_subscriptions(lambda client: "secret_hash" in client.attributes)
+        if removed:
+            log.info("narrowed: removed %d subscription(s) no longer allowed", removed)
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Poll `PRAGMA data_version` and refresh when another process wrote the file."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                version = await self._read_data_version()
+                if version != self._data_version:
+                    await self.refresh()
+            except Exception:
+                log.exception("could not check the database for outside changes")
+
+    async def _read_data_version(self) -> int:
+        async with self.connection.execute("PRAGMA data_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0])
