@@ -397,9 +397,9 @@ class MQTTConnection(asyncio.Protocol):
             self._send(Pubrec(packet.packet_id, reason))  # type: ignore[arg-type]
 
     def _may_publish(self, topic: str) -> bool:
-        """Topics starting with `$` belong to the broker: `$SYS` to nobody else, and inside a tenant every
-        `$` topic, so the `$` rule [MQTT-4.7.2-1] keeps holding within a tenant's namespace."""
-        if topic.startswith("$") and (self.mount or topic.startswith("$SYS")):
+        """Topics starting with `$` belong to the broker ($SYS, and the tenants' namespaces): no client
+        publishes to them [MQTT-4.7.2-1 context]."""
+        if topic.startswith("$"):
             return False
         assert self.client is not None
         return self.broker.hooks.authorize_publish(self.client, topic)
@@ -409,13 +409,14 @@ class MQTTConnection(asyncio.Protocol):
         internal filter); None when a tenant client names a `$` filter it may not read."""
         group, plain = parse_shared(topic_filter)
         mount = self.mount
-        if mount:
-            if plain.startswith("$"):
-                client = self.client
-                if not (plain.startswith("$SYS") and client is not None and client.is_admin):
-                    return None
-            else:
-                plain = mount + plain
+        if plain.startswith("$"):
+            # `$` filters name the broker's own topics; tenants' namespaces also start with `$`, so only
+            # `$SYS` is ever reachable, and from inside a tenant only by admins.
+            client = self.client
+            if not plain.startswith("$SYS") or (mount and not (client is not None and client.is_admin)):
+                return None
+        elif mount:
+            plain = mount + plain
         full = plain if group is None else f"$share/{group}/{plain}"
         return group, plain, full
 

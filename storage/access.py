@@ -11,7 +11,7 @@ deactivated are disconnected (v5: DISCONNECT 0x98) and their sessions removed; s
 rules no longer allow are removed from live sessions, so deliveries stop. Writes by another process are
 noticed through `PRAGMA data_version` within the poll interval.
 
-Tenants: every client of a user lives under that user's mount point `u{user_id}/`; MQTT-instance
+Tenants: every client of a user lives under that user's mount point `$u{user_id}/`; MQTT-instance
 credentials may use any topic there, devices only their project's registered topics, as each topic's
 permission allows. `$SYS` is readable by admin users only.
 """
@@ -48,8 +48,12 @@ _ACL_CACHE_LIMIT = 10_000
 
 
 def tenant_mount(user_id: int) -> str:
-    """The topic namespace of a user's clients."""
-    return f"u{user_id}/"
+    """The topic namespace of a user's clients.
+
+    It starts with `$` so that clients outside any tenant (anonymous ones) can never reach into it: filters
+    starting with a wildcard do not match `$` topics [MQTT-4.7.2-1], and the broker refuses `$` topics and
+    filters (other than `$SYS`) to them."""
+    return f"$u{user_id}/"
 
 
 @dataclass(frozen=True, slots=True)
