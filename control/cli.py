@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from broker.errors import ConfigError
+from broker.errors import ConfigError, RoostError
 from broker.settings import VERSION
 from control.config import Config, load_config
 
@@ -43,7 +43,8 @@ def _serve(config: Config) -> int:
     roost = Roost(config)
     try:
         _run(roost.run_until_signal)
-    except OSError as exc:
+    except (OSError, RoostError) as exc:
+        # A port in use, a database from a newer Roost: say what, once, without a traceback.
         logging.getLogger("roost").error("cannot start: %s", exc)
         return 1
     return 0

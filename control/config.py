@@ -24,7 +24,7 @@ class AnonymousACL:
     """Topic filters that anonymous clients may use (`[mqtt.anonymous]`); deny wins over both lists."""
 
     publish: tuple[str, ...] = ("#",)
-    subscribe: tuple[str, ...] = ("#",)
+    subscribe: tuple[str, ...] = ("#", "$SYS/#")
     deny: tuple[str, ...] = ()
 
 
@@ -89,7 +89,7 @@ def parse_config(document: dict[str, Any]) -> Config:
     anon_table = mqtt_table.table("anonymous")
     anonymous = AnonymousACL(
         publish=anon_table.filters("publish", ("#",)),
-        subscribe=anon_table.filters("subscribe", ("#",)),
+        subscribe=anon_table.filters("subscribe", ("#", "$SYS/#")),
         deny=anon_table.filters("deny", ()),
     )
     anon_table.done()

@@ -1,6 +1,6 @@
 """The composition root: builds Roost from a `Config` and runs it in one asyncio process.
 
-Start-up goes bottom-up (hooks -> broker -> MQTT listener -> HTTP), shutdown top-down, as uvicorn's own
+Start-up goes bottom-up (storage -> live access -> broker -> MQTT listener -> HTTP), shutdown top-down, as uvicorn's own
 server does: stop accepting, ask each connection to close, wait up to a grace period, abort what is left.
 The HTTP side is uvicorn's `Server.serve()` running as a task on the broker's loop; its signal capture is
 switched off because the process has one owner of SIGTERM and SIGINT: `run_until_signal` below.
@@ -25,6 +25,8 @@ from broker.settings import VERSION
 from broker.sys_topics import run_sys_topics
 from control.app import create_app
 from control.config import Config
+from storage.access import LiveAccess, StorageAuthHook
+from storage.database import Database, open_database
 
 __all__ = ["Roost"]
 
@@ -45,11 +47,19 @@ class Roost:
     def __init__(self, config: Config) -> None:
         self.config = config
         mqtt = config.mqtt
+        # Credentials from the database first; anonymous access (when allowed) for clients with no user name.
+        self.auth_hook = StorageAuthHook()
         hooks = HookChain(
-            [AnonymousHook(mqtt.allow_anonymous, mqtt.anonymous.publish, mqtt.anonymous.subscribe, mqtt.anonymous.deny)]
+            [
+                self.auth_hook,
+                AnonymousHook(mqtt.allow_anonymous, mqtt.anonymous.publish, mqtt.anonymous.subscribe, mqtt.anonymous.deny),
+            ]
         )
         self.broker = Broker(mqtt.broker, hooks)
         self.service = BrokerService(self.broker)
+        self.database: Database | None = None
+        self.access: LiveAccess | None = None
+        self._watch_task: asyncio.Task[None] | None = None
         self.mqtt_listener = TCPListener(self.broker, mqtt.host, mqtt.port)
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
@@ -68,6 +78,10 @@ class Roost:
     async def start(self) -> None:
         """Open everything; when this returns, both ports accept connections."""
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.database = await open_database(self.config.data_dir / "roost.db")
+        self.access = LiveAccess(self.database, self.auth_hook, self.service)
+        await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
+        self._watch_task = asyncio.create_task(self.access.watch())
         await self.mqtt_listener.start()
         if self.config.mqtt.broker.sys_interval:
             self._sys_task = asyncio.create_task(run_sys_topics(self.broker, self.config.mqtt.broker.sys_interval))
@@ -98,16 +112,19 @@ class Roost:
         """Stop accepting, close every client (v5: DISCONNECT 0x8B), then stop HTTP."""
         log.info("shutting down")
         await self.mqtt_listener.close()
-        if self._sys_task is not None:
-            self._sys_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sys_task
+        for task in (self._sys_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.broker.shutdown()
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
         if self._http_socket is not None:
             self._http_socket.close()
+        if self.database is not None:
+            await self.database.close()
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

@@ -27,6 +27,7 @@ from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
 from broker.topic_match import filter_covers, topic_matches
+from storage.database import Database
 from storage.secrets import verify_secret
 
 __all__ = [
@@ -216,8 +217,8 @@ class StorageAuthHook(Hook):
 class LiveAccess:
     """Keeps `StorageAuthHook`'s snapshot in step with the database and enforces each change at once."""
 
-    def __init__(self, connection: Any, hook: StorageAuthHook, broker: BrokerService) -> None:
-        self.connection = connection
+    def __init__(self, database: Database, hook: StorageAuthHook, broker: BrokerService) -> None:
+        self.database = database
         self.hook = hook
         self.broker = broker
         self._lock = asyncio.Lock()
@@ -226,8 +227,9 @@ class LiveAccess:
     async def refresh(self) -> None:
         """Reload the snapshot and enforce it; call after every write that touches access."""
         async with self._lock:
-            snapshot = await load_access_snapshot(self.connection)
-            self._data_version = await self._read_data_version()
+            async with self.database.read() as connection:
+                snapshot = await load_access_snapshot(connection)
+            self._data_version = await self.database.data_version()
             self.hook.replace(snapshot)
             self.enforce()
 
@@ -246,13 +248,8 @@ class LiveAccess:
         while True:
             await asyncio.sleep(interval)
             try:
-                version = await self._read_data_version()
+                version = await self.database.data_version()
                 if version != self._data_version:
                     await self.refresh()
             except Exception:
                 log.exception("could not check the database for outside changes")
-
-    async def _read_data_version(self) -> int:
-        async with self.connection.execute("PRAGMA data_version") as cursor:
-            row = await cursor.fetchone()
-        return int(row[0])
