@@ -123,7 +123,8 @@ class Database:
         if self._owner is not None and self._owner is asyncio.current_task():
             if not self._owner_writes:
                 raise RuntimeError("a write transaction cannot be opened inside a read()")
-            yield self._connection
+            async with self._translated_errors():
+                yield self._connection
             return
         async with self._lock, self._translated_errors():
             self._ensure_open()
@@ -142,7 +143,8 @@ class Database:
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """A read-only snapshot: every statement inside sees the same state of the file."""
         if self._owner is not None and self._owner is asyncio.current_task():
-            yield self._connection
+            async with self._translated_errors():
+                yield self._connection
             return
         async with self._lock, self._translated_errors():
             self._ensure_open()

@@ -1,0 +1,62 @@
+"""The storage layer assembled: one database, one secret box, every repository. Built by the composition
+root at start-up and closed at shutdown (`async with await open_store(data_dir) as store:`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from storage.api_keys import ApiKeyRepository
+from storage.auth_snapshot import AuthSnapshot, load_auth_snapshot
+from storage.database import DATABASE_FILE_NAME, Database, open_database
+from storage.devices import DeviceRepository
+from storage.instances import InstanceRepository
+from storage.messages import MessageRepository
+from storage.projects import ProjectRepository
+from storage.quota import QuotaRepository
+from storage.secrets import SecretBox
+from storage.topics import TopicRepository
+from storage.users import UserRepository
+
+__all__ = ["Store", "open_store"]
+
+
+class Store:
+    """Repositories sharing one `Database`; attributes are named after what they hold."""
+
+    def __init__(self, db: Database, box: SecretBox, *, api_key_flush_interval: float = 30.0) -> None:
+        self.db = db
+        self.users = UserRepository(db)
+        self.instances = InstanceRepository(db, box)
+        self.projects = ProjectRepository(db)
+        self.devices = DeviceRepository(db)
+        self.topics = TopicRepository(db)
+        self.api_keys = ApiKeyRepository(db, flush_interval=api_key_flush_interval)
+        self.messages = MessageRepository(db)
+        self.quota = QuotaRepository(db)
+
+    async def auth_snapshot(self) -> AuthSnapshot:
+        return await load_auth_snapshot(self.db)
+
+    async def close(self) -> None:
+        """Write what is still buffered (API key last-used times), then close the database."""
+        try:
+            await self.api_keys.flush_last_used()
+        finally:
+            await self.db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def open_store(data_dir: Path) -> Store:
+    """Open `data_dir/roost.db` (migrating it) and `data_dir/secret.key` (creating both on first start)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    box = SecretBox.from_data_dir(data_dir)
+    db = await open_database(data_dir / DATABASE_FILE_NAME)
+    return Store(db, box)
