@@ -8,15 +8,18 @@ a free-port finder for tests that run `roost serve` as a subprocess.
 from __future__ import annotations
 
 import socket
-import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+
 from broker.codec import EMPTY_PROPERTIES, Connack, Disconnect, Pingreq, Pingresp, Properties, Will
-from tests.helpers import TIMEOUT, RawClient
+from tests.helpers import PahoClient, RawClient, Received, RoostThread, paho_properties
 
 __all__ = [
-    "connect_bytes", "disconnect", "free_port", "persistent", "ping", "raw_connect", "read_until_closed",
-    "receive_raw_until_closed", "wait_for_port", "will",
+    "collect_until_synced", "connect_bytes", "disconnect", "free_port", "paho_on", "persistent", "ping", "raw_connect",
+    "read_until_closed", "receive_raw_until_closed", "session_properties", "will",
 ]
 
 
@@ -100,24 +103,25 @@ def connect_bytes(protocol_name: str, level: int, client_id: str = "raw", flags:
     return bytes((0x10, len(body))) + body
 
 
+def collect_until_synced(publisher: PahoClient, subscriber: PahoClient, topic: str = "sync/marker") -> list[Received]:
+    """Round-trip a marker like `tests.helpers.sync`, and return everything that arrived before it, in
+    arrival order (`sync` itself re-queues earlier messages behind the marker, which rotates their order).
+    The subscriber must be subscribed to `topic`."""
+    marker = f"marker-{id(object())}".encode()
+    publisher.publish(topic, marker, qos=1)
+    before = []
+    while True:
+        message = subscriber.expect()
+        if message.payload == marker:
+            return before
+        before.append(message)
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago (bound, then closed)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = TIMEOUT * 2) -> None:
-    """Wait until something accepts TCP connections on 127.0.0.1:`port`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing listens on port {port}") from None
-            time.sleep(0.05)  # polling a port that is not open yet: there is no event to wait on
 
 
 def will(topic: str, payload: bytes = b"gone", qos: int = 0, retain: bool = False, **properties: Any) -> Will:
@@ -130,3 +134,26 @@ def disconnect(client: RawClient, reason_code: int = 0, **properties: Any) -> No
     client.send(Disconnect(reason_code, Properties(**properties) if properties else EMPTY_PROPERTIES))
     assert client.closed_by_broker()
     client.close()
+
+
+@pytest.fixture
+def paho_on() -> Iterator[Callable[..., PahoClient]]:
+    """Like conftest's `client_factory`, for any Roost (e.g. one from `make_roost`): `paho_on(roost, id, ...)`."""
+    clients: list[PahoClient] = []
+
+    def factory(roost: RoostThread, client_id: str = "", version: int = 5, connect: bool = True, **kwargs: Any) -> PahoClient:
+        client = PahoClient(roost.mqtt_port, client_id=client_id, version=version, **kwargs)
+        clients.append(client)
+        return client.connect() if connect else client
+
+    yield factory
+    for client in clients:
+        client.client.disconnect()
+        client.client.loop_stop()
+
+
+def session_properties(version: int, expiry: int = 60) -> dict[str, Any]:
+    """PahoClient arguments for a persistent session: clean=False and, for v5, a Session Expiry Interval."""
+    if version == 5:
+        return {"clean": False, "properties": paho_properties(PacketTypes.CONNECT, SessionExpiryInterval=expiry)}
+    return {"clean": False}
