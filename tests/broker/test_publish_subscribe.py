@@ -550,3 +550,53 @@ def test_maximum_packet_size_skips_larger_messages(client_factory, roost, qos: i
         assert raw.until_pingresp() == []
     finally:
         raw.close()
+
+
+def test_qos0_not_held_back_by_a_full_receive_maximum(client_factory, roost) -> None:
+    """Receive Maximum counts QoS 1 and 2 PUBLISHes only [MQTT-3.3.4-9]: with the window full, a QoS 0
+    message still goes out at once."""
+    raw = RawPeer(roost.mqtt_port, 5)
+    try:
+        raw.open("full", properties=Properties(receive_maximum=1))
+        raw.subscribe(Subscription("rm0/#", 1))
+        pub = client_factory("pub", version=5)
+        pub.publish("rm0/a", b"held", qos=1)
+        pub.publish("rm0/a", b"queued", qos=1)
+        pub.publish("rm0/b", b"qos0", qos=0)
+        first = raw.expect_publish()
+        assert first.payload == b"held"
+        assert [(p.payload, p.qos) for p in raw.until_pingresp()] == [(b"qos0", 0)]
+        raw.send(Puback(first.packet_id))
+        assert raw.expect_publish().payload == b"queued"
+    finally:
+        raw.close()
+
+
+def test_message_expiry_interval_forwarded(client_factory, raw_factory) -> None:
+    """A live message with a Message Expiry Interval reaches the subscriber with the time left, not more
+    [MQTT-3.3.2-6]."""
+    raw = raw_factory("raw-sub", 5)
+    raw.subscribe(Subscription("mei/t", 1))
+    client_factory("pub", version=5).publish("mei/t", b"x", qos=1, properties=paho_properties(MessageExpiryInterval=60))
+    publish = raw.expect_publish()
+    assert 59 <= publish.properties.message_expiry_interval <= 60
+
+
+def test_invalid_utf8_with_payload_format_indicator_refused(client_factory, raw_factory) -> None:
+    """Payload Format Indicator 1 promises UTF-8; a payload that is not is refused with PUBACK 0x99 Payload
+    format invalid (section 3.3.2.3.2) and not forwarded."""
+    sub = client_factory("sub", version=5)
+    subscribe_sync(sub)
+    sub.subscribe("pfi/t", qos=1)
+    raw = raw_factory("raw-pub", 5)
+    raw.send(Publish("pfi/t", b"\xff\xfe", qos=1, packet_id=1, properties=Properties(payload_format_indicator=1)))
+    assert raw.receive() == Puback(1, ReasonCode.PAYLOAD_FORMAT_INVALID)
+    sync(client_factory("pub", version=5), sub)
+    assert drain(sub) == []
+
+
+def test_subscription_identifier_in_client_publish_is_protocol_error(raw_factory) -> None:
+    """A client PUBLISH must not carry a Subscription Identifier [MQTT-3.3.4-6]: DISCONNECT 0x82."""
+    raw = raw_factory("raw", 5)
+    raw.send(Publish("sidp/t", b"x", qos=0, properties=Properties(subscription_identifiers=(1,))))
+    assert raw.expect_disconnect().reason_code == ReasonCode.PROTOCOL_ERROR
