@@ -45,6 +45,12 @@ async def open_database(path: Path, *, migrations: Sequence[Migration] = MIGRATI
     Raises StorageError, without writing to the file, if it is not a SQLite database, is damaged, or
     carries a schema version newer than `migrations` knows. `migrations` is a parameter for tests.
     """
+    # Checked here because a failed aiosqlite.connect leaves its worker thread finishing after the caller
+    # has moved on; these are the usual ways it fails.
+    if path.exists() and not path.is_file():
+        raise StorageError(f"cannot open the database {path}: it exists and is not a file")
+    if not path.parent.is_dir():
+        raise StorageError(f"cannot open the database {path}: the folder {path.parent} does not exist")
     try:
         connection = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:

@@ -143,3 +143,8 @@ def test_statements_split_around_trigger_bodies() -> None:
 
 def test_migrations_are_numbered_one_up() -> None:
     assert [migration.version for migration in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+
+
+async def test_a_missing_folder_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="does not exist"):
+        await open_database(tmp_path / "missing" / "roost.db")
