@@ -63,7 +63,7 @@ def test_suback_grants_each_requested_qos_in_order(raw_factory, version: int) ->
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_qos1_to_raw_subscriber_carries_packet_id_and_waits_for_puback(client_factory, raw_factory, version: int) -> None:
+def test_qos1_delivery_has_packet_id_and_ends_at_puback(client_factory, raw_factory, version: int) -> None:
     """A QoS 1 delivery has a packet identifier and DUP 0 [MQTT-4.3.2-2]; after the PUBACK nothing is resent."""
     raw = raw_factory("raw-sub", version)
     raw.subscribe(Subscription("q1/t", 1))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
 
 from broker.codec import Publish, ReasonCode, Subscribe, Subscription
 from tests.helpers import paho_properties
@@ -97,8 +98,6 @@ def test_shared_subscription_respects_granted_qos(client_factory) -> None:
 
 def test_shared_subscription_carries_its_subscription_identifier(client_factory) -> None:
     """A subscription identifier given with a shared subscription comes with its messages [MQTT-3.3.4-3]."""
-    from paho.mqtt.packettypes import PacketTypes
-
     sub = member(client_factory, "sub", "$share/g/sid/t",
                  properties=paho_properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=42))
     client_factory("pub", version=5).publish("sid/t", b"x", qos=1)
@@ -120,8 +119,6 @@ def test_client_with_plain_and_shared_subscription(client_factory) -> None:
     once for the plain subscription and once more through the group (section 4.8.2: "this could result in
     a second copy being sent to this Client"), or at least once. Roost merges them into one copy, carrying
     both subscription identifiers."""
-    from paho.mqtt.packettypes import PacketTypes
-
     sub = client_factory("sub", version=5)
     sub.subscribe("sync/marker", qos=2)
     sub.subscribe("both/t", qos=1, properties=paho_properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=1))
