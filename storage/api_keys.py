@@ -69,7 +69,9 @@ class ApiKeyRepository:
 
     async def get(self, key_id: int, *, user_id: int | None) -> ApiKey | None:
         clause, parameters = _owned(user_id)
-        row = await self._db.fetch_one(f"SELECT {_COLUMNS} FROM api_keys AS k WHERE k.id = ?{clause}", (key_id, *parameters))
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM api_keys AS k WHERE k.id = ?{clause}", (key_id, *parameters)
+        )
         return self._overlay(_record(row)) if row else None
 
     async def list_by_user(self, user_id: int, *, offset: int = 0, limit: int = 10) -> Page[ApiKey]:
@@ -116,7 +118,9 @@ class ApiKeyRepository:
     async def delete(self, key_id: int, *, user_id: int | None) -> bool:
         clause, parameters = _owned(user_id)
         async with self._db.transaction() as connection:
-            cursor = await connection.execute(f"DELETE FROM api_keys AS k WHERE k.id = ?{clause}", (key_id, *parameters))
+            cursor = await connection.execute(
+                f"DELETE FROM api_keys AS k WHERE k.id = ?{clause}", (key_id, *parameters)
+            )
             deleted = cursor.rowcount > 0
         self._pending.pop(key_id, None)
         return deleted

@@ -61,7 +61,9 @@ class InstanceRepository:
                     ) as cursor:
                         row = await cursor.fetchone()
                     assert row is not None
-                    async with connection.execute(f"SELECT {_COLUMNS} FROM {_FROM} WHERE i.id = ?", (row[0],)) as cursor:
+                    async with connection.execute(
+                        f"SELECT {_COLUMNS} FROM {_FROM} WHERE i.id = ?", (row[0],)
+                    ) as cursor:
                         created = await cursor.fetchone()
                 assert created is not None
                 return CreatedInstance(_record(created), password)
@@ -94,7 +96,9 @@ class InstanceRepository:
         direction = check_order(order)
         condition, parameters = "i.user_id = ?", [user_id]
         async with self._db.read() as connection:
-            async with connection.execute("SELECT count(*) FROM mqtt_instances WHERE user_id = ?", (user_id,)) as cursor:
+            async with connection.execute(
+                "SELECT count(*) FROM mqtt_instances WHERE user_id = ?", (user_id,)
+            ) as cursor:
                 total = (await cursor.fetchone())[0]  # type: ignore[index]
             filtered = total
             if search:

@@ -49,7 +49,9 @@ class ProjectRepository:
 
     async def get(self, project_id: int, *, user_id: int | None) -> Project | None:
         clause, parameters = _owned(user_id)
-        row = await self._db.fetch_one(f"SELECT {_COLUMNS} FROM projects WHERE id = ?{clause}", (project_id, *parameters))
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM projects WHERE id = ?{clause}", (project_id, *parameters)
+        )
         return _record(row) if row else None
 
     async def list_by_user(self, user_id: int, *, offset: int = 0, limit: int = 15) -> Page[Project]:

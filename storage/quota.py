@@ -39,7 +39,9 @@ class QuotaRepository:
             )
 
     async def get(self, user_id: int, hour: str) -> int:
-        value = await self._db.fetch_value("SELECT count FROM quota_usage WHERE user_id = ? AND hour = ?", (user_id, hour))
+        value = await self._db.fetch_value(
+            "SELECT count FROM quota_usage WHERE user_id = ? AND hour = ?", (user_id, hour)
+        )
         return int(value or 0)
 
     async def purge_before(self, hour: str) -> int:

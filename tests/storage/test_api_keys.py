@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from storage.api_keys import ApiKeyRepository
 from storage.records import User
 from storage.secrets import api_key_digest
-from storage.store import Store
+from storage.store import Store, open_store
 
 
 async def test_create_returns_key_and_secret_once(store: Store, user: User) -> None:
@@ -111,12 +112,11 @@ async def test_flush_never_moves_last_used_backwards(store: Store, user: User) -
     await keys.flush_last_used()
     await keys.touch_last_used(key.id, datetime(2026, 1, 1, tzinfo=UTC))
     await keys.flush_last_used()
-    assert (await keys.get(key.id, user_id=None)).last_used_at == "2026-01-02T00:00:00.000Z"  # type: ignore[union-attr]
+    reloaded = await keys.get(key.id, user_id=None)
+    assert reloaded is not None and reloaded.last_used_at == "2026-01-02T00:00:00.000Z"
 
 
-async def test_store_close_flushes_pending_touches(tmp_path, user: User) -> None:  # type: ignore[no-untyped-def]
-    from storage.store import open_store
-
+async def test_store_close_flushes_pending_touches(tmp_path: Path) -> None:
     data_dir = tmp_path / "flush"
     store = await open_store(data_dir)
     owner = await store.users.create("dora")
@@ -124,7 +124,8 @@ async def test_store_close_flushes_pending_touches(tmp_path, user: User) -> None
     await store.api_keys.touch_last_used(key.id, datetime(2026, 3, 1, tzinfo=UTC))
     await store.close()
     async with await open_store(data_dir) as reopened:
-        assert (await reopened.api_keys.get(key.id, user_id=None)).last_used_at == "2026-03-01T00:00:00.000Z"  # type: ignore[union-attr]
+        reloaded = await reopened.api_keys.get(key.id, user_id=None)
+        assert reloaded is not None and reloaded.last_used_at == "2026-03-01T00:00:00.000Z"
 
 
 @pytest.mark.parametrize("name", ["", "n" * 256])

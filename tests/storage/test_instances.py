@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from storage.errors import Conflict, StorageError
+from storage.instances import InstanceRepository
 from storage.records import User
 from storage.secrets import SecretBox, verify_secret
 from storage.store import Store
@@ -24,10 +26,8 @@ async def test_create_returns_the_password_once_and_keeps_it_recoverable(store: 
     assert verify_secret(created.password, stored_hash)
 
 
-async def test_reveal_with_another_key_fails(store: Store, user: User, tmp_path) -> None:  # type: ignore[no-untyped-def]
+async def test_reveal_with_another_key_fails(store: Store, user: User, tmp_path: Path) -> None:
     instance = (await store.instances.create(user.id)).instance
-    from storage.instances import InstanceRepository
-
     stranger = InstanceRepository(store.db, SecretBox.from_data_dir(tmp_path / "elsewhere"))
     with pytest.raises(StorageError):
         stranger.reveal_password(instance)
