@@ -155,7 +155,7 @@ def decode_properties(buf: Buffer, pos: int, end: int, context: int) -> tuple[Pr
             raise MalformedPacket(f"unknown property identifier 0x{ident:02X} (section 2.2.2.2)")
         name, kind, allowed = entry
         if not allowed & mask:
-            raise ProtocolError(f"property {name} is not allowed in this packet (section 2.2.2.2)")
+            raise MalformedPacket(f"property {name} is not valid for this packet type (section 2.2.2.2)")
         if kind == _PAIR:
             key, pos = read_str(buf, pos, stop)
             value, pos = read_str(buf, pos, stop)

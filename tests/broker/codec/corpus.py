@@ -261,8 +261,8 @@ INVALID: list[Case] = [
          Error(ProtocolError, 0x94)),
     # properties
     Case("unknown property identifier", 5, frame(0x30, s("a") + b"\x02\x7f\x00"), MALFORMED),
-    Case("property not allowed in PUBLISH (session expiry)", 5, frame(0x30, s("a") + b"\x05\x11\x00\x00\x00\x01"),
-         PROTOCOL),
+    Case("property not valid for PUBLISH (session expiry) (section 2.2.2.2)", 5,
+         frame(0x30, s("a") + b"\x05\x11\x00\x00\x00\x01"), MALFORMED),
     Case("payload format indicator twice", 5, frame(0x30, s("a") + b"\x04\x01\x00\x01\x01"), PROTOCOL),
     Case("payload format indicator 2", 5, frame(0x30, s("a") + b"\x02\x01\x02"), PROTOCOL),
     Case("subscription identifier 0", 5, frame(0x30, s("a") + b"\x02\x0b\x00"), PROTOCOL),
@@ -298,9 +298,9 @@ INVALID: list[Case] = [
     Case("CONNECT 5 request problem information 2", None,
          frame(0x10, _CONNECT5 + b"\x02\x00\x00\x02\x17\x02" + s("c")), PROTOCOL),
     Case("CONNECT 5 will delay interval outside the will properties", None,
-         frame(0x10, _CONNECT5 + b"\x02\x00\x00\x05\x18\x00\x00\x00\x01" + s("c")), PROTOCOL),
+         frame(0x10, _CONNECT5 + b"\x02\x00\x00\x05\x18\x00\x00\x00\x01" + s("c")), MALFORMED),
     Case("CONNECT 5 topic alias in the will properties", None,
-         frame(0x10, _CONNECT5 + b"\x06\x00\x00\x00" + s("c") + b"\x03\x23\x00\x01" + s("t") + b(b"")), PROTOCOL),
+         frame(0x10, _CONNECT5 + b"\x06\x00\x00\x00" + s("c") + b"\x03\x23\x00\x01" + s("t") + b(b"")), MALFORMED),
     Case("CONNECT 5 authentication data without method", None,
          frame(0x10, _CONNECT5 + b"\x02\x00\x00\x03\x16\x00\x00" + s("c")), PROTOCOL),
     # SUBSCRIBE / UNSUBSCRIBE

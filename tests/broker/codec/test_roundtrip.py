@@ -33,7 +33,7 @@ from broker.codec import (
     Will,
     encode,
 )
-from broker.errors import ProtocolError
+from broker.errors import MalformedPacket, ProtocolError
 
 
 def roundtrip(packet: Packet, version: int) -> Packet:
@@ -242,14 +242,15 @@ def test_publish_may_repeat_subscription_identifiers() -> None:
     "name,where",
     [(name, where) for name, places in ALLOWED.items() for where in sorted(BUILDERS) if where not in places],
 )
-def test_property_outside_its_packets_is_a_protocol_error(name: str, where: str) -> None:
-    """Section 2.2.2.2: a property in a packet it does not belong to is a Protocol Error (0x82)."""
+def test_property_outside_its_packets_is_malformed(name: str, where: str) -> None:
+    """Section 2.2.2.2: "A Control Packet which contains an Identifier which is not valid for its packet
+    type ... is a Malformed Packet" (0x81)."""
     packet = BUILDERS[where](Properties(**{name: SAMPLES[name]}))
     reader = PacketReader(None if where in ("CONNECT", "WILL") else 5)
     reader.receive_data(encode(packet, 5))
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(MalformedPacket) as info:
         reader.next_packet()
-    assert type(info.value) is ProtocolError and info.value.reason_code == 0x82
+    assert info.value.reason_code == 0x81
 
 
 def test_subscription_identifier_repeated_in_subscribe_is_a_protocol_error() -> None:
