@@ -1,0 +1,253 @@
+"""Fresh broker processes for one measurement: Roost or Mosquitto, on a free loopback port, in a temp dir.
+
+    with start_broker("roost", limits) as broker:
+        broker.port, broker.pid, broker.credentials, broker.rss_kb()
+
+Both get the same limits (`Limits`): in-flight window and queue length raised for the benchmark, $SYS off,
+TCP_NODELAY on, logging quiet. Mosquitto authenticates every client (a `password_file` made with
+`mosquitto_passwd -b` and an `acl_file` granting the bench user `bench/#`); Roost admits anonymous clients
+until its live auth lands (see the TODO in `RoostBroker.write_config`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .wire import Credentials
+
+__all__ = ["BROKERS", "Broker", "Limits", "ensure_mosquitto", "free_port", "read_rss_kb", "start_broker"]
+
+HOST = "127.0.0.1"
+BENCH_USER = Credentials("bench", "bench-password")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_inflight: int = 1000
+    max_queued_messages: int = 10_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def read_rss_kb(pid: int, field: str = "VmRSS") -> int:
+    """Resident set size of `pid` in kB (VmRSS, or VmHWM for the peak), from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")
+
+
+def ensure_mosquitto() -> None:
+    """Mosquitto and its tools must be on PATH; as root, install Debian's packages if they are not."""
+    if shutil.which("mosquitto") and shutil.which("mosquitto_passwd"):
+        return
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("bench: installing mosquitto and mosquitto-clients with apt-get", file=sys.stderr)
+        subprocess.run(["apt-get", "update"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "mosquitto", "mosquitto-clients"], check=True,
+                       stdout=subprocess.DEVNULL)
+        if shutil.which("mosquitto"):
+            return
+    raise SystemExit("bench: Mosquitto is missing; install it with: sudo apt-get install -y mosquitto mosquitto-clients")
+
+
+def _mosquitto_binary() -> str:
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def mosquitto_version() -> str:
+    try:
+        out = subprocess.run([_mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.splitlines()[0].strip() if out else "unknown"
+
+
+class Broker:
+    name = "broker"
+    credentials: Credentials | None = None
+
+    def __init__(self, workdir: Path, limits: Limits) -> None:
+        self.workdir = workdir
+        self.limits = limits
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "broker.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 20.0) -> None:
+        log = open(self.log_path, "wb")
+        self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} did not listen on {HOST}:{self.port} within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        # A broker still working off a flood would take long to stop gracefully, and every run gets a
+        # fresh process anyway: a short grace, then SIGKILL.
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(3)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def rss_kb(self) -> int:
+        return read_rss_kb(self.pid)
+
+    def peak_rss_kb(self) -> int:
+        return read_rss_kb(self.pid, "VmHWM")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the broker process has used so far."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wait_idle(self, timeout: float = 60.0, window: float = 0.3, busy: float = 0.1) -> float:
+        """Wait until the broker used under `busy` of a core over `window` s (it worked off any backlog
+        that was queued in socket buffers); at most `timeout` s. Returns the seconds waited."""
+        began = time.perf_counter()
+        while time.perf_counter() - began < timeout and self.alive():
+            before = self.cpu_seconds()
+            time.sleep(window)
+            if self.cpu_seconds() - before < busy * window:
+                break
+        return time.perf_counter() - began
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class RoostBroker(Broker):
+    name = "roost"
+    # TODO(auth): once Roost's live auth lands, create a tenant client with username/password here (through
+    # the control plane's service layer or CLI), set `credentials` to it, and turn allow_anonymous off in
+    # write_config, so that Roost is measured with authenticated clients as Mosquitto is. Until then the
+    # CONNECTs to Roost are anonymous, which flatters Roost in the connect storm in particular.
+    credentials = None
+
+    def command(self) -> list[str]:
+        self.write_config()
+        script = Path(sys.executable).with_name("roost")
+        launcher = [str(script)] if script.exists() else [sys.executable, "-m", "control.cli"]
+        return [*launcher, "serve", "--config", str(self.workdir / "roost.toml")]
+
+    def write_config(self) -> None:
+        (self.workdir / "roost.toml").write_text(
+            f"""# Written by bench/brokers.py for one benchmark run.
+data_dir = "{self.workdir / 'data'}"
+
+[mqtt]
+host = "{HOST}"
+port = {self.port}
+allow_anonymous = true  # TODO(auth): false, with a bench tenant client (see RoostBroker.credentials)
+max_inflight = {self.limits.max_inflight}
+max_queued_messages = {self.limits.max_queued_messages}
+receive_maximum = 65535
+sys_interval = 0
+shutdown_grace = 0.5
+
+[mqtt.anonymous]
+publish = ["bench/#"]
+subscribe = ["bench/#"]
+
+[http]
+host = "{HOST}"
+port = 0
+
+[log]
+level = "warning"
+"""
+        )
+
+
+class MosquittoBroker(Broker):
+    name = "mosquitto"
+    credentials = BENCH_USER
+
+    def command(self) -> list[str]:
+        self.write_config()
+        return [_mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")]
+
+    def write_config(self) -> None:
+        passwords = self.workdir / "passwords"
+        subprocess.run(
+            ["mosquitto_passwd", "-c", "-b", str(passwords), BENCH_USER.username, BENCH_USER.password],
+            check=True, capture_output=True, timeout=30,
+        )
+        acl = self.workdir / "acl"
+        acl.write_text(f"user {BENCH_USER.username}\ntopic readwrite bench/#\n")
+        for path in (passwords, acl):
+            path.chmod(0o600)
+        user = "root" if os.geteuid() == 0 else ""
+        (self.workdir / "mosquitto.conf").write_text(
+            f"""# Written by bench/brokers.py for one benchmark run.
+listener {self.port} {HOST}
+allow_anonymous false
+password_file {passwords}
+acl_file {acl}
+max_inflight_messages {self.limits.max_inflight}
+max_queued_messages {self.limits.max_queued_messages}
+persistence false
+sys_interval 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+{"user " + user if user else ""}
+"""
+        )
+
+
+BROKERS: dict[str, type[Broker]] = {"roost": RoostBroker, "mosquitto": MosquittoBroker}
+
+
+@contextlib.contextmanager
+def start_broker(name: str, limits: Limits | None = None) -> Iterator[Broker]:
+    """A fresh broker process in a fresh temp dir; stopped and removed on exit."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+        broker = BROKERS[name](Path(tmp), limits or Limits())
+        try:
+            broker.start()
+            yield broker
+        finally:
+            broker.stop()
