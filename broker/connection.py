@@ -702,13 +702,18 @@ class MQTTConnection(asyncio.Protocol):
             self.broker.hooks.connection_closed(self.client)
         return will
 
+    def take_will(self) -> Will | None:
+        """Hand over this connection's will (the broker publishes it); it will not be published again."""
+        will, self.will = self.will, None
+        return will if self.state == _CONNECTED else None
+
     def close_for_admin(self) -> None:
         """Closed by an administrator (kick, revoked credentials): v5 hears 0x98, no will is sent."""
         self.will = None
         self._close_with(ReasonCode.ADMINISTRATIVE_ACTION)
 
     def close_for_shutdown(self) -> None:
-        """The broker is stopping: v5 hears 0x8B [MQTT-3.14 reason codes]; wills are sent as for any close."""
+        """The broker is stopping: v5 hears 0x8B (its will was already published by `Broker.shutdown`)."""
         if self.state == _CONNECTED:
             self._close_with(ReasonCode.SERVER_SHUTTING_DOWN)
         else:

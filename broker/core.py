@@ -83,7 +83,9 @@ class Broker:
                 self.publish_will(will, old_connection.client)
         if session is not None:
             self._cancel_timers(session, publish_pending_will=clean_start)
-            if clean_start:
+            # A session without expiry ends with its connection, a taken-over one included [MQTT-3.1.2-6]
+            # (3.1.1) / section 3.1.2.11.2 (v5): the new connection does not resume it.
+            if clean_start or (old_connection is not None and session.expiry_interval == 0):
                 self._discard_session(session)
                 session = None
         present = session is not None
@@ -252,9 +254,11 @@ class Broker:
         client_id, record = picked
         target = targets.get(client_id)
         if target is None:
-            target = targets[client_id] = [record.qos, False, []]
-        elif record.qos > target[0]:
-            target[0] = record.qos
+            target = targets[client_id] = [record.qos, record.retain_as_published, []]
+        else:
+            if record.qos > target[0]:
+                target[0] = record.qos
+            target[1] = target[1] or record.retain_as_published
         if record.subscription_id is not None:
             target[2].append(record.subscription_id)
 
@@ -340,6 +344,13 @@ class Broker:
         """Close every connection: v5 clients hear DISCONNECT 0x8B; queued bytes get `shutdown_grace`
         seconds to leave, then what is left is aborted."""
         connections = list(self.open_connections)
+        # The server closing a connection is not the client's DISCONNECT: wills go out [MQTT-3.1.2-8], and
+        # they go first, while every subscriber is still connected to receive them. A will delay cannot
+        # outlive the process, so delayed wills are published now too.
+        for connection in connections:
+            will = connection.take_will()
+            if will is not None:
+                self.publish_will(will, connection.client)
         for connection in connections:
             connection.close_for_shutdown()
         if connections:

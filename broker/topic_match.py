@@ -40,9 +40,11 @@ def filter_covers(outer: str, inner: str) -> bool:
             return False
         if level == "#":
             return True
+        if inner_level == "#":
+            # Inner `#` matches any number of levels, none included; only an outer `#` covers that, or at
+            # the first level `+/#` (every topic has a first level, which `+` matches).
+            return index == 0 and o_levels == ["+", "#"]
         if level == "+":
-            if inner_level == "#":
-                return False
             continue
         if inner_level != level:
             return False

@@ -20,26 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
-from typing import Any
 
 from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
 from broker.topic_match import filter_covers, topic_matches
+from storage.auth_snapshot import AuthSnapshot, DeviceCredential, load_auth_snapshot
 from storage.database import Database
 from storage.secrets import verify_secret
 
-__all__ = [
-    "AccessSnapshot",
-    "CredentialAccess",
-    "LiveAccess",
-    "StorageAuthHook",
-    "TopicRule",
-    "UserAccess",
-    "load_access_snapshot",
-    "tenant_mount",
-]
+__all__ = ["LiveAccess", "StorageAuthHook", "tenant_mount"]
 
 log = logging.getLogger("roost.access")
 
@@ -57,79 +47,15 @@ def tenant_mount(user_id: int) -> str:
     return f"$u{user_id}/"
 
 
-@dataclass(frozen=True, slots=True)
-class UserAccess:
-    id: int
-    public_id: str
-    is_admin: bool
-    is_active: bool
-    plan: str
-
-
-@dataclass(frozen=True, slots=True)
-class CredentialAccess:
-    """One MQTT user name and what it opens: an MQTT instance, or a device (then `device_id` is set)."""
-
-    username: str
-    secret_hash: str
-    user_id: int
-    instance_id: int | None = None
-    device_row_id: int | None = None
-    device_id: str | None = None
-    project_id: int | None = None
-    is_active: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class TopicRule:
-    id: int
-    project_id: int
-    name: str
-    can_publish: bool
-    can_subscribe: bool
-
-
-@dataclass(frozen=True, slots=True)
-class AccessSnapshot:
-    users: dict[int, UserAccess] = field(default_factory=dict)
-    credentials: dict[str, CredentialAccess] = field(default_factory=dict)
-    topics: dict[int, tuple[TopicRule, ...]] = field(default_factory=dict)
-
-
-async def load_access_snapshot(connection: Any) -> AccessSnapshot:
-    """Read everything live access needs in one pass (an aiosqlite connection)."""
-    users: dict[int, UserAccess] = {}
-    async with connection.execute("SELECT id, public_id, is_admin, is_active, plan FROM users") as cursor:
-        async for row in cursor:
-            users[row[0]] = UserAccess(row[0], row[1], bool(row[2]), bool(row[3]), row[4])
-    credentials: dict[str, CredentialAccess] = {}
-    async with connection.execute("SELECT username, secret_hash, user_id, id FROM mqtt_instances") as cursor:
-        async for row in cursor:
-            credentials[row[0]] = CredentialAccess(row[0], row[1], row[2], instance_id=row[3])
-    async with connection.execute(
-        "SELECT d.device_id, d.secret_hash, p.user_id, d.id, d.project_id, d.is_active "
-        "FROM devices d JOIN projects p ON p.id = d.project_id"
-    ) as cursor:
-        async for row in cursor:
-            credentials[row[0]] = CredentialAccess(
-                row[0], row[1], row[2], device_row_id=row[3], device_id=row[0], project_id=row[4], is_active=bool(row[5])
-            )
-    grouped: dict[int, list[TopicRule]] = {}
-    async with connection.execute("SELECT id, project_id, name, can_publish, can_subscribe FROM topics") as cursor:
-        async for row in cursor:
-            grouped.setdefault(row[1], []).append(TopicRule(row[0], row[1], row[2], bool(row[3]), bool(row[4])))
-    return AccessSnapshot(users, credentials, {k: tuple(v) for k, v in grouped.items()})
-
-
 class StorageAuthHook(Hook):
     """Answers CONNECT, PUBLISH and SUBSCRIBE checks from the current snapshot."""
 
-    def __init__(self, snapshot: AccessSnapshot | None = None) -> None:
-        self.snapshot = snapshot or AccessSnapshot()
+    def __init__(self, snapshot: AuthSnapshot | None = None) -> None:
+        self.snapshot = snapshot or AuthSnapshot({}, {}, {}, (0, 0))
         # (project id, topic) -> may publish; cleared whenever the snapshot changes.
         self._publish_cache: dict[tuple[int, str], bool] = {}
 
-    def replace(self, snapshot: AccessSnapshot) -> None:
+    def replace(self, snapshot: AuthSnapshot) -> None:
         self.snapshot = snapshot
         self._publish_cache = {}
 
@@ -149,9 +75,10 @@ class StorageAuthHook(Hook):
         if not verify_secret(secret, credential.secret_hash):
             return AuthResult(Decision.DENY, 0x86)
         user = snapshot.users.get(credential.user_id)
-        if user is None or not user.is_active or not credential.is_active:
+        is_device = isinstance(credential, DeviceCredential)
+        if user is None or not user.is_active or (is_device and not credential.is_active):
             return AuthResult(Decision.DENY, 0x87)
-        if credential.device_id is not None and request.client_id != credential.device_id:
+        if is_device and request.client_id != credential.device_id:
             # A device connects with its own device_id as client id, nothing else.
             return AuthResult(Decision.DENY, 0x85)
         client = ClientInfo(
@@ -162,9 +89,9 @@ class StorageAuthHook(Hook):
             mount=tenant_mount(user.id),
             attributes={
                 "user_id": user.id,
-                "project_id": credential.project_id,
-                "device_row_id": credential.device_row_id,
-                "instance_id": credential.instance_id,
+                "project_id": credential.project_id if is_device else None,
+                "device_row_id": credential.device_row_id if is_device else None,
+                "instance_id": None if is_device else credential.instance_id,
                 "secret_hash": credential.secret_hash,
             },
         )
@@ -208,7 +135,9 @@ class StorageAuthHook(Hook):
             return True
         snapshot = self.snapshot
         credential = snapshot.credentials.get(client.username or "")
-        if credential is None or credential.secret_hash != attributes["secret_hash"] or not credential.is_active:
+        if credential is None or credential.secret_hash != attributes["secret_hash"]:
+            return False
+        if isinstance(credential, DeviceCredential) and not credential.is_active:
             return False
         user = snapshot.users.get(credential.user_id)
         return user is not None and user.is_active and user.is_admin == client.is_admin
@@ -222,14 +151,11 @@ class LiveAccess:
         self.hook = hook
         self.broker = broker
         self._lock = asyncio.Lock()
-        self._data_version: int | None = None
 
     async def refresh(self) -> None:
         """Reload the snapshot and enforce it; call after every write that touches access."""
         async with self._lock:
-            async with self.database.read() as connection:
-                snapshot = await load_access_snapshot(connection)
-            self._data_version = await self.database.data_version()
+            snapshot = await load_auth_snapshot(self.database)
             self.hook.replace(snapshot)
             self.enforce()
 
@@ -244,12 +170,12 @@ class LiveAccess:
             log.info("narrowed: removed %d subscription(s) no longer allowed", removed)
 
     async def watch(self, interval: float = 1.0) -> None:
-        """Poll `PRAGMA data_version` and refresh when another process wrote the file."""
+        """Poll the database's change token (`PRAGMA data_version` and our own commit count) and refresh
+        when it moved: another process (the CLI) wrote the file, or a write here skipped `refresh()`."""
         while True:
             await asyncio.sleep(interval)
             try:
-                version = await self.database.data_version()
-                if version != self._data_version:
+                if await self.database.change_token() != self.hook.snapshot.token:
                     await self.refresh()
             except Exception:
                 log.exception("could not check the database for outside changes")

@@ -104,8 +104,6 @@ def test_shared_subscription_carries_its_subscription_identifier(client_factory)
     assert sub.expect().properties.SubscriptionIdentifier == [42]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: broker/core.py Broker._pick_shared ignores Retain As Published "
-                   "(target built with retain_as_published False), so shared members always get RETAIN 0")
 def test_retain_as_published_on_a_shared_subscription(client_factory) -> None:
     """Retain As Published is a subscription option of shared subscriptions too [MQTT-3.3.1-13]."""
     sub = member(client_factory, "sub", "$share/g/rap/t", retain_as_published=True)
