@@ -377,6 +377,13 @@ class MQTTConnection(asyncio.Protocol):
             log.debug("publish by %s to %r not authorized", self.client.client_id, topic)
         elif v5 and props.payload_format_indicator == 1 and not _is_utf8(packet.payload):
             reason = ReasonCode.PAYLOAD_FORMAT_INVALID
+        elif code := self.broker.hooks.on_publish(self.client, topic, packet.payload, qos, packet.retain):
+            # Refused by a hook, e.g. the hourly quota (0x97). 3.1.1 cannot hear a reason: QoS 0 is dropped,
+            # and for QoS 1/2 the connection is closed rather than acknowledged [MQTT-3.3.5-2].
+            self.broker.stats.messages_dropped += 1
+            if not v5 and qos:
+                raise ProtocolError("publish refused (quota exceeded) [MQTT-3.3.5-2]", code)
+            reason = code
         else:
             expires_at = None
             if props is not EMPTY_PROPERTIES:
@@ -387,7 +394,10 @@ class MQTTConnection(asyncio.Protocol):
                     if props == EMPTY_PROPERTIES:
                         props = EMPTY_PROPERTIES
             self.broker.publish(
-                Message(self.mount + topic, packet.payload, qos, packet.retain, props, expires_at, session.key)
+                Message(
+                    self.mount + topic, packet.payload, qos, packet.retain, props, expires_at, session.key,
+                    self.client.username,
+                )
             )
         if qos == 1:
             self._send(Puback(packet.packet_id, reason) if reason else Puback(packet.packet_id))  # type: ignore[arg-type]

@@ -333,8 +333,17 @@ class Broker:
             properties,
             expires_at,
             client.session_key if client is not None else None,
+            client.username if client is not None else None,
         )
         self.publish(message)
+
+    def drop_retained(self, where: Callable[[str, Message], bool]) -> int:
+        """Remove the retained messages for which `where(topic, message)` is true."""
+        doomed = [topic for topic, message in self.retained.items() if where(topic, message)]
+        for topic in doomed:
+            self.retained.delete(topic)
+        self.stats.retained = len(self.retained)
+        return len(doomed)
 
     def publish_system(self, topic: str, payload: bytes, retain: bool = True) -> None:
         """Publish a broker-originated message ($SYS, the control plane)."""

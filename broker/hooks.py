@@ -97,6 +97,12 @@ class Hook:
     def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> Decision:
         return Decision.DEFER
 
+    def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """An authorized PUBLISH is about to be routed. Return 0 to let it through, or a reason code to
+        refuse it (0x97 Quota exceeded). Also where a hook records or counts messages; it runs on the hot
+        path, so it must not block."""
+        return 0
+
     def connection_opened(self, client: ClientInfo) -> None:
         """A client is connected and its CONNACK sent."""
 
@@ -132,6 +138,13 @@ class HookChain:
             if decision is not Decision.DEFER:
                 return decision is Decision.ALLOW
         return False
+
+    def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        for hook in self.hooks:
+            code = hook.on_publish(client, topic, payload, qos, retain)
+            if code:
+                return code
+        return 0
 
     def connection_opened(self, client: ClientInfo) -> None:
         for hook in self.hooks:

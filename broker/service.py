@@ -55,9 +55,18 @@ class BrokerService:
         """Re-check the subscriptions of matching clients against the hooks; remove what is now denied."""
         return self.broker.revalidate_subscriptions(where)
 
-    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False) -> int:
-        """Publish as the broker itself; returns how many sessions it was delivered or queued to."""
-        return self.broker.publish(Message(topic, payload, qos, retain))
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, mount: str = "") -> int:
+        """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many
+        sessions it was delivered or queued to."""
+        return self.broker.publish(Message(mount + topic, payload, qos, retain))
+
+    def drop_retained(self, origin: str) -> int:
+        """Remove the retained messages published by clients that authenticated as `origin`."""
+        return self.broker.drop_retained(lambda _topic, message: message.origin == origin)
+
+    def online_usernames(self) -> set[str]:
+        """User names of the clients connected now (a device's status is `online` while it is in here)."""
+        return {c.client.username for c in self.broker.connected() if c.client is not None and c.client.username}
 
     def clients(self) -> list[ClientSummary]:
         result = []

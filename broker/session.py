@@ -30,7 +30,8 @@ class Message:
 
     `properties` are the PUBLISH properties that travel with the message to subscribers (topic alias and
     subscription identifiers belong to one hop and are never stored here). `expires_at` is a wall-clock
-    deadline taken from the Message Expiry Interval, so it stays meaningful across a restart.
+    deadline taken from the Message Expiry Interval, so it stays meaningful across a restart. `sender` is
+    the publisher's session key (for No Local).
     `encoded` caches the wire bytes of QoS 0 forms during one fan-out: one encoding per distinct form.
     """
 
@@ -41,6 +42,9 @@ class Message:
     properties: Properties = EMPTY_PROPERTIES
     expires_at: float | None = None
     sender: str | None = None
+    # The user name the publisher authenticated with: the control plane removes what a revoked
+    # credential left behind (its retained messages) by it.
+    origin: str | None = None
     encoded: dict[tuple[int, bool, str], bytes] | None = None
 
     def remaining_expiry(self, now: float | None = None) -> int | None:

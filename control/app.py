@@ -13,11 +13,12 @@ from starlette.routing import Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
+from control.services import Services
 
 __all__ = ["create_app"]
 
 
-def create_app(service: BrokerService) -> Starlette:
+def create_app(service: BrokerService, services: Services | None = None) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(
             {

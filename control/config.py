@@ -15,6 +15,7 @@ from typing import Any
 
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
+from control.plans import DEFAULT_PLANS, Plan
 
 __all__ = ["AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "load_config", "parse_config"]
 
@@ -33,6 +34,9 @@ class MQTTConfig:
     host: str = "0.0.0.0"
     port: int = 1883
     allow_anonymous: bool = False
+    # What the instance API tells devices to connect to (`server`, `port`); 0 = the MQTT port above.
+    public_host: str = "localhost"
+    public_port: int = 0
     anonymous: AnonymousACL = field(default_factory=AnonymousACL)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
 
@@ -54,6 +58,7 @@ class Config:
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -115,6 +120,8 @@ def parse_config(document: dict[str, Any]) -> Config:
         host=mqtt_table.string("host", "0.0.0.0", non_empty=True),
         port=mqtt_table.integer("port", 1883, 0, 65_535),
         allow_anonymous=mqtt_table.boolean("allow_anonymous", False),
+        public_host=mqtt_table.string("public_host", "localhost", non_empty=True),
+        public_port=mqtt_table.integer("public_port", 0, 0, 65_535),
         anonymous=anonymous,
         broker=broker,
     )
@@ -132,8 +139,25 @@ def parse_config(document: dict[str, Any]) -> Config:
     if level not in _LOG_LEVELS:
         raise ConfigError(f"log.level: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
     log_table.done()
+
+    plans = dict(DEFAULT_PLANS)
+    plans_table = reader.table("plans")
+    for name in list(plans_table.keys()):
+        plan_table = plans_table.table(name)
+        base = plans.get(name) or Plan(name, 0, 0, 0, 0, 0, 30)
+        plans[name] = Plan(
+            name=name,
+            messages_per_hour=plan_table.integer("messages_per_hour", base.messages_per_hour, 0, 1 << 40),
+            max_projects=plan_table.integer("max_projects", base.max_projects, 0, 1 << 31),
+            max_devices=plan_table.integer("max_devices", base.max_devices, 0, 1 << 31),
+            max_topics=plan_table.integer("max_topics", base.max_topics, 0, 1 << 31),
+            max_instances=plan_table.integer("max_instances", base.max_instances, 0, 1 << 31),
+            retention_days=plan_table.integer("retention_days", base.retention_days, 1, 36_500),
+        )
+        plan_table.done()
+    plans_table.done()
     reader.done()
-    return Config(data_dir=data_dir, mqtt=mqtt, http=http, log=LogConfig(level=level))
+    return Config(data_dir=data_dir, mqtt=mqtt, http=http, log=LogConfig(level=level), plans=plans)
 
 
 def _replace(config: Config, **changes: Any) -> Config:
@@ -158,6 +182,11 @@ class _Table:
 
     def _name(self, key: str) -> str:
         return self._prefix + key
+
+    def keys(self) -> list[str]:
+        """Every key of this table, all counted as used (for tables of named sub-tables, like [plans])."""
+        self._used.update(self._table)
+        return list(self._table)
 
     def table(self, key: str) -> _Table:
         value = self._get(key)

@@ -1,7 +1,8 @@
 """The composition root: builds Roost from a `Config` and runs it in one asyncio process.
 
-Start-up goes bottom-up (storage -> live access -> broker -> MQTT listener -> HTTP), shutdown top-down, as uvicorn's own
-server does: stop accepting, ask each connection to close, wait up to a grace period, abort what is left.
+Start-up goes bottom-up (storage -> live access -> broker -> MQTT listener -> HTTP), shutdown top-down, as
+uvicorn's own server does: stop accepting, ask each connection to close, wait up to a grace period, abort
+what is left, then write what is buffered (quota counts, message history) and close the database.
 The HTTP side is uvicorn's `Server.serve()` running as a task on the broker's loop; its signal capture is
 switched off because the process has one owner of SIGTERM and SIGINT: `run_until_signal` below.
 """
@@ -13,7 +14,8 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
+from typing import Any
 
 import uvicorn
 
@@ -25,8 +27,12 @@ from broker.settings import VERSION
 from broker.sys_topics import run_sys_topics
 from control.app import create_app
 from control.config import Config
-from storage.access import LiveAccess, StorageAuthHook
-from storage.database import Database, open_database
+from control.plans import DEFAULT_PLANS
+from control.services import Services
+from storage.access import LiveAccess, PlanTerms, StorageAuthHook
+from storage.recorder import MessageRecorder
+from storage.store import Store, open_store
+from storage.usage import UsageMeter
 
 __all__ = ["Roost"]
 
@@ -42,13 +48,13 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class Roost:
-    """One Roost process: broker, listeners and HTTP app. `start()`, then `stop()`."""
+    """One Roost process: storage, broker, listeners and HTTP app. `start()`, then `stop()`."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         mqtt = config.mqtt
         # Credentials from the database first; anonymous access (when allowed) for clients with no user name.
-        self.auth_hook = StorageAuthHook()
+        self.auth_hook = StorageAuthHook(plan_terms=self._plan_terms)
         hooks = HookChain(
             [
                 self.auth_hook,
@@ -57,14 +63,18 @@ class Roost:
         )
         self.broker = Broker(mqtt.broker, hooks)
         self.service = BrokerService(self.broker)
-        self.database: Database | None = None
-        self.access: LiveAccess | None = None
-        self._watch_task: asyncio.Task[None] | None = None
         self.mqtt_listener = TCPListener(self.broker, mqtt.host, mqtt.port)
+        self.store: Store | None = None
+        self.access: LiveAccess | None = None
+        self.services: Services | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._http_socket: socket.socket | None = None
-        self._sys_task: asyncio.Task[None] | None = None
+
+    def _plan_terms(self, plan_name: str) -> PlanTerms:
+        plan = self.config.plans.get(plan_name) or DEFAULT_PLANS["free"]
+        return PlanTerms(plan.messages_per_hour, plan.retention_days)
 
     @property
     def mqtt_port(self) -> int:
@@ -75,16 +85,42 @@ class Roost:
         assert self._http_socket is not None
         return int(self._http_socket.getsockname()[1])
 
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine))
+
     async def start(self) -> None:
         """Open everything; when this returns, both ports accept connections."""
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.database = await open_database(self.config.data_dir / "roost.db")
-        self.access = LiveAccess(self.database, self.auth_hook, self.service)
+        config = self.config
+        store = self.store = await open_store(config.data_dir)
+        usage = UsageMeter(store.quota)
+        await usage.load()
+        recorder = MessageRecorder(store.messages)
+        self.auth_hook.usage = usage
+        self.auth_hook.recorder = recorder
+        self.access = LiveAccess(store.db, self.auth_hook, self.service)
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
-        self._watch_task = asyncio.create_task(self.access.watch())
+        self.services = Services.build(
+            store,
+            config.plans,
+            access=self.access,
+            broker=self.service,
+            usage=usage,
+            public_host=config.mqtt.public_host,
+            public_port=config.mqtt.public_port or config.mqtt.port,
+        )
+        self._spawn(self.access.watch())
+        self._spawn(usage.run())
+        self._spawn(recorder.run())
         await self.mqtt_listener.start()
-        if self.config.mqtt.broker.sys_interval:
-            self._sys_task = asyncio.create_task(run_sys_topics(self.broker, self.config.mqtt.broker.sys_interval))
+        if config.mqtt.broker.sys_interval:
+            self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
+        await self._start_http()
+        log.info(
+            "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
+            VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
+        )
+
+    async def _start_http(self) -> None:
         # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
         http = self.config.http
         family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
@@ -94,8 +130,9 @@ class Roost:
         sock.listen(1024)
         sock.setblocking(False)
         self._http_socket = sock
+        assert self.services is not None
         uv_config = uvicorn.Config(
-            create_app(self.service),
+            create_app(self.service, self.services),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -103,28 +140,25 @@ class Roost:
         )
         self._http = _EmbeddedUvicorn(uv_config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
-        log.info(
-            "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
-            VERSION, self.config.mqtt.host, self.mqtt_port, http.host, self.http_port, self.config.data_dir,
-        )
 
     async def stop(self) -> None:
-        """Stop accepting, close every client (v5: DISCONNECT 0x8B), then stop HTTP."""
+        """Stop accepting, close every client (v5: DISCONNECT 0x8B), stop HTTP, write what is buffered."""
         log.info("shutting down")
         await self.mqtt_listener.close()
-        for task in (self._sys_task, self._watch_task):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
         await self.broker.shutdown()
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
         if self._http_socket is not None:
             self._http_socket.close()
-        if self.database is not None:
-            await self.database.close()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            # Each background writer flushes once more as it is cancelled.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.store is not None:
+            await self.store.close()
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

@@ -20,22 +20,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 
 from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
 from broker.topic_match import filter_covers, topic_matches
 from storage.auth_snapshot import AuthSnapshot, DeviceCredential, load_auth_snapshot
+from storage.clock import format_timestamp, utc_now
+from storage.recorder import MessageRecorder
+from storage.records import NewMessage
+from storage.usage import UsageMeter
 from storage.database import Database
 from storage.secrets import verify_secret
 
-__all__ = ["LiveAccess", "StorageAuthHook", "tenant_mount"]
+__all__ = ["LiveAccess", "PlanTerms", "StorageAuthHook", "tenant_mount"]
 
 log = logging.getLogger("roost.access")
 
 # Longest user name we look up; a longer one cannot exist (generated names are short, device ids are capped).
 MAX_USERNAME = 255
 _ACL_CACHE_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlanTerms:
+    """What the broker needs of a user's plan: the hourly quota (0 = unlimited) and history retention."""
+
+    messages_per_hour: int
+    retention_days: int
 
 
 def tenant_mount(user_id: int) -> str:
@@ -50,8 +65,19 @@ def tenant_mount(user_id: int) -> str:
 class StorageAuthHook(Hook):
     """Answers CONNECT, PUBLISH and SUBSCRIBE checks from the current snapshot."""
 
-    def __init__(self, snapshot: AuthSnapshot | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: AuthSnapshot | None = None,
+        *,
+        usage: UsageMeter | None = None,
+        recorder: MessageRecorder | None = None,
+        plan_terms: Callable[[str], PlanTerms] = lambda plan: PlanTerms(0, 30),
+    ) -> None:
         self.snapshot = snapshot or AuthSnapshot({}, {}, {}, (0, 0))
+        self.usage = usage
+        self.recorder = recorder
+        self.plan_terms = plan_terms
+        self.quota_rejections = 0
         # (project id, topic) -> may publish; cleared whenever the snapshot changes.
         self._publish_cache: dict[tuple[int, str], bool] = {}
 
@@ -127,6 +153,31 @@ class StorageAuthHook(Hook):
         rules = self.snapshot.topics.get(project_id, ())
         allowed = any(rule.can_subscribe and filter_covers(rule.name, plain) for rule in rules)
         return Decision.ALLOW if allowed else Decision.DENY
+
+    def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        """Count the message against the owner's hourly quota (0x97 when it is used up), and record it in
+        the project's history when a device publishes on one of its project's topics."""
+        attributes = client.attributes
+        user_id = attributes.get("user_id")
+        if user_id is None:
+            return 0
+        user = self.snapshot.users.get(user_id)  # type: ignore[arg-type]
+        terms = self.plan_terms(user.plan if user is not None else "free")
+        if self.usage is not None and not self.usage.try_consume(user_id, terms.messages_per_hour):  # type: ignore[arg-type]
+            self.quota_rejections += 1
+            return 0x97
+        project_id = attributes.get("project_id")
+        if project_id is not None and self.recorder is not None:
+            rule = next(
+                (r for r in self.snapshot.topics.get(project_id, ()) if topic_matches(r.name, topic)),  # type: ignore[arg-type]
+                None,
+            )
+            if rule is not None:
+                expires = utc_now() + timedelta(days=terms.retention_days)
+                self.recorder.add(
+                    NewMessage(project_id, topic, payload, qos, retain, rule.id, format_timestamp(expires))  # type: ignore[arg-type]
+                )
+        return 0
 
     def still_valid(self, client: ClientInfo) -> bool:
         """Whether the credentials a client connected with still open the door, as they did then."""

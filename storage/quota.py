@@ -49,3 +49,8 @@ class QuotaRepository:
         async with self._db.transaction() as connection:
             cursor = await connection.execute("DELETE FROM quota_usage WHERE hour < ?", (hour,))
             return cursor.rowcount
+
+    async def counts_for_hour(self, hour: str) -> dict[int, int]:
+        """Every user's count for one hour."""
+        rows = await self._db.fetch_all("SELECT user_id, count FROM quota_usage WHERE hour = ?", (hour,))
+        return {row[0]: row[1] for row in rows}

@@ -1,0 +1,40 @@
+"""Billing plans: hourly message quotas and limits on what a user may create.
+
+The four plans of icmqtt-rest-api-v1.md, with its hourly message quotas (100; 1,000; 10,000; unlimited).
+The document gives no numbers for the other limits; these defaults are Roost's, documented in
+docs/api.md, and every number can be changed in the config file (`[plans.NAME]`). 0 means unlimited.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DEFAULT_PLANS", "Plan", "UNLIMITED"]
+
+UNLIMITED = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    name: str
+    messages_per_hour: int
+    max_projects: int
+    max_devices: int
+    max_topics: int
+    max_instances: int
+    retention_days: int
+
+    def allows(self, limit: int, current: int) -> bool:
+        """Whether one more fits under `limit` (0 = unlimited) when `current` exist."""
+        return limit == UNLIMITED or current < limit
+
+
+DEFAULT_PLANS: dict[str, Plan] = {
+    plan.name: plan
+    for plan in (
+        Plan("free", 100, 3, 10, 20, 1, 7),
+        Plan("starter", 1_000, 10, 50, 100, 3, 30),
+        Plan("professional", 10_000, 20, 500, 1_000, 10, 90),
+        Plan("enterprise", UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
+    )
+}

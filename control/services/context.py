@@ -1,0 +1,44 @@
+"""What every service shares: the store, the plans, and the live parts of a running server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from broker.service import BrokerService
+from control.errors import LimitReached, NotFound
+from control.plans import DEFAULT_PLANS, Plan
+from storage.access import LiveAccess
+from storage.records import Project, User
+from storage.store import Store
+from storage.usage import UsageMeter
+
+__all__ = ["Context"]
+
+
+@dataclass
+class Context:
+    store: Store
+    plans: dict[str, Plan]
+    access: LiveAccess | None
+    broker: BrokerService | None
+    usage: UsageMeter | None
+    public_host: str
+    public_port: int
+
+    def plan_of(self, user: User) -> Plan:
+        return self.plans.get(user.plan) or DEFAULT_PLANS["free"]
+
+    async def access_changed(self) -> None:
+        """Make a write felt at once: reload live access and enforce it on connected clients."""
+        if self.access is not None:
+            await self.access.refresh()
+
+    def check_limit(self, user: User, kind: str, limit: int, current: int, message: str) -> None:
+        if limit and current >= limit:
+            raise LimitReached(message, kind, limit)
+
+    async def owned_project(self, user: User, project_id: int) -> Project:
+        project = await self.store.projects.get(project_id, user_id=user.id)
+        if project is None:
+            raise NotFound("Project not found")
+        return project
