@@ -52,10 +52,10 @@ def test_silent_client_is_closed_after_one_and_a_half_keep_alives_and_its_will_i
 def test_client_sending_packets_stays_connected(roost) -> None:
     """[MQTT-3.1.2-22] (3.1.1: [MQTT-3.1.2-24]): any control packet within the keep alive resets it: a
     3.1.1 client sending PINGREQ and a v5 client sending PUBLISH every 0.6 s (keep alive 1 s) outlive
-    several keep-alive periods."""
+    1.5 keep-alive periods."""
     pinger, _ = raw_connect(roost.mqtt_port, "ka-pinger", 4, keep_alive=1)
     talker, _ = raw_connect(roost.mqtt_port, "ka-talker", 5, keep_alive=1)
-    for _ in range(4):
+    for _ in range(3):
         time.sleep(0.6)  # a keep-alive test: real time must pass between packets
         assert ping(pinger) == []
         talker.send(Publish("ka/chatter", b"still here"))
@@ -67,16 +67,16 @@ def test_client_sending_packets_stays_connected(roost) -> None:
 # -- the server's keep-alive ceiling ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("asked", "told"), [(60, 2), (0, 2), (2, None), (1, None)])
-def test_v5_keep_alive_above_max_keepalive_gets_server_keep_alive(make_roost, asked: int, told: int | None) -> None:
+def test_v5_keep_alive_above_max_keepalive_gets_server_keep_alive(make_roost) -> None:
     """[MQTT-3.2.2-21]: with max_keepalive = 2, a v5 client asking for more (or for 0, "no keep alive") is
     told Server Keep Alive 2 in CONNACK; one asking for 2 or less keeps its own value and hears nothing
     [MQTT-3.2.2-22]."""
     roost = make_roost(max_keepalive=2)
-    client, connack = raw_connect(roost.mqtt_port, f"asks-{asked}", 5, keep_alive=asked)
-    assert connack.reason_code == 0
-    assert connack.properties.server_keep_alive == told
-    client.close()
+    for asked, told in [(60, 2), (0, 2), (2, None), (1, None)]:
+        client, connack = raw_connect(roost.mqtt_port, f"asks-{asked}", 5, keep_alive=asked)
+        assert connack.reason_code == 0
+        assert connack.properties.server_keep_alive == told, asked
+        client.close()
 
 
 def test_v5_server_keep_alive_is_enforced(make_roost) -> None:
@@ -96,16 +96,16 @@ def test_v5_server_keep_alive_is_enforced(make_roost) -> None:
     assert 2.8 <= capped_elapsed < 4.5, capped_elapsed
 
 
-@pytest.mark.parametrize(("asked", "accepted"), [(60, False), (0, False), (2, True)])
-def test_v311_keep_alive_above_max_keepalive_is_refused(make_roost, asked: int, accepted: bool) -> None:
+def test_v311_keep_alive_above_max_keepalive_is_refused(make_roost) -> None:
     """3.1.1 cannot tell a client another keep alive, so with max_keepalive = 2 a client asking for more
-    (or for 0) is refused with return code 2, then closed [MQTT-3.2.2-5 (3.1.1)], as Mosquitto does."""
+    (or for 0) is refused with return code 2, then closed [MQTT-3.2.2-5 (3.1.1)], as Mosquitto does; one
+    asking for 2 is accepted."""
     roost = make_roost(max_keepalive=2)
-    client, connack = raw_connect(roost.mqtt_port, f"v311-asks-{asked}", 4, keep_alive=asked)
-    if accepted:
-        assert connack.reason_code == 0
-        assert ping(client) == []
-        client.close()
-    else:
-        assert (connack.reason_code, connack.session_present) == (2, False)
+    for asked in (60, 0):
+        client, connack = raw_connect(roost.mqtt_port, f"v311-asks-{asked}", 4, keep_alive=asked)
+        assert (connack.reason_code, connack.session_present) == (2, False), asked
         assert read_until_closed(client) == []
+    client, connack = raw_connect(roost.mqtt_port, "v311-asks-2", 4, keep_alive=2)
+    assert connack.reason_code == 0
+    assert ping(client) == []
+    client.close()

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from broker.codec import Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe, Subscription
-from broker.codec import Properties
+from broker.codec import (
+    Disconnect, Properties, Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe, Subscription,
+)
 from tests.helpers import RawClient, sync
 from tests.session_helpers import (  # noqa: F401  (paho_on is a fixture)
     collect_until_synced,
@@ -69,11 +70,6 @@ def test_takeover_with_clean_start_0_resumes_the_session(roost, client_factory, 
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Broker.attach resumes the taken-over connection's session even when it was non-persistent "
-    "(3.1.1 clean session 1 / v5 expiry 0): that session ends with its connection, so Session Present must be 0",
-)
 def test_takeover_of_a_non_persistent_session_does_not_resume_it(roost, client_factory, version: int) -> None:
     """3.1.1 [MQTT-3.1.2-6] / v5 3.1.2.11.2: a session with clean session 1 (v5: Session Expiry Interval 0)
     ends when its network connection closes, and a takeover closes it: a new connection with clean start

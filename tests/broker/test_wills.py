@@ -9,12 +9,14 @@ are paho clients subscribed to the will topic. Numbering is MQTT 5.0's unless th
 from __future__ import annotations
 
 import queue
+import subprocess
+import threading
 import time
 
 import pytest
 
-from broker.codec import Connect, Disconnect, Properties, Publish, Subscribe, Subscription
-from tests.helpers import sync
+from broker.codec import Connect, Disconnect, Publish, Subscribe, Subscription
+from tests.helpers import TIMEOUT, sync
 from tests.session_helpers import disconnect, persistent, raw_connect, read_until_closed, will
 
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
@@ -244,17 +246,10 @@ def test_v5_takeover_with_clean_start_0_does_not_publish_a_delayed_will(roost, w
 # -- shutdown -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Broker.shutdown closes every connection in one pass (close_for_shutdown sets _closing on all) "
-    "before any connection_lost publishes its will, so wills are routed to connections that drop every write",
-)
 def test_wills_of_clients_connected_at_shutdown_are_published(make_roost) -> None:
     """[MQTT-3.1.2-8]: the server closing the connection without the client's DISCONNECT is an abnormal
-    close, shutdown included (Roost's own close_for_shutdown says "wills are sent as for any close"). A
-    subscriber connected at that moment should receive the will before its own DISCONNECT 0x8B.
-
-    Observed: the watcher receives only DISCONNECT 0x8B; the will reaches nobody.
+    close, shutdown included. A subscriber connected at that moment receives the will before its own
+    DISCONNECT 0x8B (the broker publishes wills first, then closes everyone).
     """
     roost = make_roost()
     watcher, _ = raw_connect(roost.mqtt_port, "shutdown-watcher", 5)
@@ -266,3 +261,39 @@ def test_wills_of_clients_connected_at_shutdown_are_published(make_roost) -> Non
     assert [type(p) for p in packets] == [Publish, Disconnect]
     assert packets[0].payload == b"bye" and packets[1].reason_code == 0x8B
     dying.close()
+
+
+@pytest.mark.parametrize("protocol", ["mqttv311", "mqttv5"])
+def test_will_of_a_killed_mosquitto_sub_is_published(roost, watcher, mosquitto_clients, protocol: str) -> None:
+    """[MQTT-3.1.2-8] with a third-party client: mosquitto_sub killed (SIGKILL, no DISCONNECT) -> its will."""
+    process = subprocess.Popen(
+        ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(roost.mqtt_port), "-V", protocol, "-d",
+         "-i", f"mosq-{protocol}", "-t", "mosq/nothing",
+         "--will-topic", f"will/mosq/{protocol}", "--will-payload", "killed", "--will-qos", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line)
+        lines.put("")  # EOF
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        while True:  # -d prints "Client ... received SUBACK" once it is connected and subscribed
+            line = lines.get(timeout=TIMEOUT)
+            assert line, "mosquitto_sub exited before subscribing"
+            if "SUBACK" in line:
+                break
+        process.kill()
+        process.wait(TIMEOUT)
+        message = watcher.expect()
+        assert (message.topic, message.payload, message.qos) == (f"will/mosq/{protocol}", b"killed", 1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(TIMEOUT)
