@@ -235,14 +235,6 @@ def test_malformed_packet_closes_only_that_client(
 # A property that is not valid for the packet type is a Malformed Packet (section 2.2.2.2): "A Control Packet
 # which contains an Identifier which is not valid for its packet type ... is a Malformed Packet. If received,
 # use a CONNACK or DISCONNECT packet with Reason Code 0x81".
-_PROPERTY_NOT_FOR_PACKET = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: broker/codec/properties.py decode_properties raises ProtocolError (0x82) for a property not "
-    "allowed in the packet type; section 2.2.2.2 makes that a Malformed Packet (0x81)",
-)
-
-
-@_PROPERTY_NOT_FOR_PACKET
 @pytest.mark.parametrize(
     "body",
     [
@@ -420,7 +412,6 @@ def test_malformed_v5_connect_reason_code(roost: RoostThread, name: str, code: i
     raw.close()
 
 
-@pytest.mark.xfail(strict=True, reason=_PROPERTY_NOT_FOR_PACKET.kwargs["reason"])
 def test_connect_with_a_property_not_valid_for_connect_is_malformed(roost: RoostThread) -> None:
     """Topic Alias (0x23) is not a CONNECT property: Malformed Packet, CONNACK 0x81 (section 2.2.2.2)."""
     raw = RawClient(roost.mqtt_port, 5)
