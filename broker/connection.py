@@ -124,6 +124,10 @@ class MQTTConnection(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
         self.broker.stats.connections_opened += 1
         self.broker.open_connections.add(self)
+        if self.broker.closing:
+            # Accepted while the broker shuts down (the listener was closing): not served.
+            self._close()
+            return
         self._last_read = self._loop.time()
         # A connection that never sends its CONNECT costs a bounded time [MQTT-3.1.4-1 context].
         self._timer = self._loop.call_later(self.broker.settings.connect_timeout, self._connect_timed_out)

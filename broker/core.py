@@ -51,6 +51,7 @@ class Broker:
         # Connected clients by client id; `open_connections` also holds those still in CONNECT.
         self.connections: dict[str, MQTTConnection] = {}
         self.open_connections: set[MQTTConnection] = set()
+        self.closing = False
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore()
         self.stats = Stats()
@@ -352,6 +353,7 @@ class Broker:
     async def shutdown(self) -> None:
         """Close every connection: v5 clients hear DISCONNECT 0x8B; queued bytes get `shutdown_grace`
         seconds to leave, then what is left is aborted."""
+        self.closing = True  # Connections accepted from now on are closed as soon as they are made.
         connections = list(self.open_connections)
         # The server closing a connection is not the client's DISCONNECT: wills go out [MQTT-3.1.2-8], and
         # they go first, while every subscriber is still connected to receive them. A will delay cannot

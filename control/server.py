@@ -144,10 +144,11 @@ class Roost:
     async def stop(self) -> None:
         """Stop accepting, close every client (v5: DISCONNECT 0x8B), stop HTTP, write what is buffered."""
         log.info("shutting down")
+        if self._http is not None:
+            self._http.should_exit = True  # uvicorn notices on its next tick, while the broker closes
         await self.mqtt_listener.close()
         await self.broker.shutdown()
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
+        if self._http_task is not None:
             await self._http_task
         if self._http_socket is not None:
             self._http_socket.close()

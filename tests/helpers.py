@@ -294,11 +294,18 @@ def sync(publisher: PahoClient, subscriber: PahoClient, topic: str = "sync/marke
     """
     marker = f"marker-{id(object())}".encode()
     publisher.publish(topic, marker, qos=1)
+    before: list[Received] = []
     while True:
         message = subscriber.expect()
         if message.payload == marker:
-            return
-        subscriber.messages.put(message)  # keep it for the test (rotates behind the marker)
+            break
+        before.append(message)
+    # Put back what came before the marker, in order, ahead of anything that came after it.
+    after: list[Received] = []
+    while not subscriber.messages.empty():
+        after.append(subscriber.messages.get_nowait())
+    for message in before + after:
+        subscriber.messages.put(message)
 
 
 # -- a raw client built on Roost's codec ------------------------------------------------------------------
