@@ -1,0 +1,218 @@
+"""Live authentication and topic ACLs from SQLite, through real clients (paho-mqtt 3.1.1 and 5, and
+RawClient where the bytes matter): who may connect, what tenants and devices may see and do, and how a
+change in the database acts on clients that are connected now.
+
+Reason codes: v5 CONNACK 0x86 Bad User Name or Password, 0x87 Not authorized, 0x85 Client Identifier not
+valid; 3.1.1 return codes 4, 5 and 2 (section 3.2.2.3 of each version)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from broker.codec import Connack, Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Will
+from storage.store import open_store
+from tests.helpers import TIMEOUT, RawClient, RoostThread, sync
+from tests.storage.live_helpers import (
+    AckClient,
+    Clients,
+    db_rows,
+    device_row_id,
+    instance_public_id,
+    packets_until_closed,
+    ping,
+    poll,
+    raw_connack,
+    stop,
+    wait_revoked,
+)
+from tests.tenant_helpers import Tenant, make_tenant
+
+VERSIONS = pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+BAD_CREDENTIALS = {4: 4, 5: 0x86}
+NOT_AUTHORIZED = {4: 5, 5: 0x87}
+SUBACK_REFUSED = {4: 0x80, 5: 0x87}
+
+
+@pytest.fixture
+def secure_roost(make_roost: Any) -> RoostThread:
+    return make_roost(allow_anonymous=False)
+
+
+@pytest.fixture
+def clients() -> Iterator[Clients]:
+    pool = Clients()
+    yield pool
+    pool.close_all()
+
+
+@pytest.fixture
+def alice(secure_roost: RoostThread) -> Tenant:
+    return make_tenant(secure_roost, "alice")
+
+
+@pytest.fixture
+def bob(secure_roost: RoostThread) -> Tenant:
+    return make_tenant(secure_roost, "bob")
+
+
+# -- CONNECT --------------------------------------------------------------------------------------------------
+
+
+@VERSIONS
+def test_instance_credentials_are_accepted(secure_roost: RoostThread, alice: Tenant, clients: Clients,
+                                           version: int) -> None:
+    """An MQTT instance's generated username and password open the door: CONNACK 0 with Session Present 0
+    for a new session [MQTT-3.2.2-2] (3.1.1: [MQTT-3.2.2-1]), and the client can use its namespace."""
+    client = clients.connect(secure_roost, alice.instance(), "c1", version)
+    assert not client.session_present
+    client.subscribe("a/b", qos=1)
+    client.publish("a/b", b"hello", qos=1)
+    assert client.expect().payload == b"hello"
+
+
+def _refusals(roost: RoostThread, tenant: Tenant) -> dict[str, tuple[dict[str, Any], dict[int, int]]]:
+    """CONNECTs that must be refused, with the expected code by protocol version."""
+    username, password = tenant.instance()
+    return {
+        "wrong password": ({"username": username, "password": b"not-" + password.encode()}, BAD_CREDENTIALS),
+        "unknown user": ({"username": "nobody-" + username, "password": password.encode()}, BAD_CREDENTIALS),
+        "300-char username": ({"username": "u" * 300, "password": password.encode()}, BAD_CREDENTIALS),
+        "non-UTF-8 password": ({"username": username, "password": b"\xff\xfe" + password.encode()}, BAD_CREDENTIALS),
+        "password missing": ({"username": username, "password": None}, BAD_CREDENTIALS),
+        "anonymous": ({"username": None, "password": None}, NOT_AUTHORIZED),
+    }
+
+
+REFUSALS = ["wrong password", "unknown user", "300-char username", "non-UTF-8 password", "password missing",
+            "anonymous"]
+
+
+@VERSIONS
+@pytest.mark.parametrize("case", REFUSALS)
+def test_bad_credentials_are_refused_without_trace(secure_roost: RoostThread, alice: Tenant, version: int,
+                                                   case: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Failed authentication: v5 CONNACK 0x86 (anonymous: 0x87) then close [MQTT-3.1.4-2][MQTT-3.2.2-7];
+    3.1.1 return code 4 (anonymous: 5) then close [MQTT-3.2.2-5]. The refusal changes nothing in the
+    database, and the log line that reports it does not contain the password."""
+    caplog.set_level(logging.DEBUG, logger="roost")
+    kwargs, codes = _refusals(secure_roost, alice)[case]
+    before = db_rows(secure_roost)
+    assert raw_connack(secure_roost.mqtt_port, version, "c1", **kwargs) == codes[version]
+    assert db_rows(secure_roost) == before
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused, "the refusal is not logged"
+    password = kwargs["password"]
+    if password:
+        for secret in {password, password.replace(b"not-", b"").replace(b"\xff\xfe", b"")}:
+            assert secret.decode(errors="replace") not in caplog.text
+            assert repr(secret) not in caplog.text
+
+
+def test_bad_password_is_refused_to_a_paho_client(secure_roost: RoostThread, alice: Tenant,
+                                                  clients: Clients) -> None:
+    """The same refusal as a real v5 client sees it: CONNACK 0x86 [MQTT-3.1.4-2]."""
+    username, _ = alice.instance()
+    client = clients.make(secure_roost, (username, "wrong"), "c1", 5)
+    client.connect(expect_success=False)
+    assert client.connack is not None and client.connack[1].value == 0x86
+
+
+@VERSIONS
+def test_device_must_use_its_own_device_id_as_client_id(secure_roost: RoostThread, alice: Tenant,
+                                                        version: int) -> None:
+    """A device's credentials with another client id: v5 0x85 Client Identifier not valid; 3.1.1 return code
+    2 Identifier rejected [MQTT-3.1.3-9]. With its own device id it connects."""
+    project = alice.project()
+    device_id, secret = alice.device(project, "dev-1")
+    port = secure_roost.mqtt_port
+    expected = {4: 2, 5: 0x85}[version]
+    assert raw_connack(port, version, "other", username=device_id, password=secret.encode()) == expected
+    assert raw_connack(port, version, "", username=device_id, password=secret.encode()) == expected
+    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == 0
+
+
+@VERSIONS
+def test_device_created_inactive_is_not_authorized(secure_roost: RoostThread, alice: Tenant, version: int) -> None:
+    """A device created with status "inactive": v5 0x87 Not authorized, 3.1.1 return code 5."""
+    project = alice.project()
+    device_id, secret = alice.device(project, "dev-1", status="inactive")
+    code = raw_connack(secure_roost.mqtt_port, version, device_id, username=device_id, password=secret.encode())
+    assert code == NOT_AUTHORIZED[version]
+
+
+@VERSIONS
+def test_device_updated_to_inactive_is_not_authorized_and_active_again_is(
+    secure_roost: RoostThread, alice: Tenant, version: int
+) -> None:
+    project = alice.project()
+    device_id, secret = alice.device(project, "dev-1")
+    row = device_row_id(alice, project, device_id)
+    port = secure_roost.mqtt_port
+    secure_roost.run(alice.services.devices.update(alice.user, row, status="inactive"))
+    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == NOT_AUTHORIZED[version]
+    secure_roost.run(alice.services.devices.update(alice.user, row, status="offline"))
+    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == 0
+
+
+@VERSIONS
+def test_deactivated_user_is_not_authorized(secure_roost: RoostThread, alice: Tenant, version: int) -> None:
+    """Every credential of a deactivated user is refused: 0x87 / 5 (instance and device alike)."""
+    instance = alice.instance()
+    project = alice.project()
+    device_id, secret = alice.device(project, "dev-1")
+    secure_roost.run(alice.services.users.update(None, alice.user.id, is_active=False))
+    port = secure_roost.mqtt_port
+    assert raw_connack(port, version, "c1", username=instance[0], password=instance[1].encode()) == NOT_AUTHORIZED[version]
+    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == NOT_AUTHORIZED[version]
+
+
+# -- anonymous clients next to tenants --------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_roost(make_roost: Any) -> RoostThread:
+    return make_roost(allow_anonymous=True)
+
+
+@VERSIONS
+@pytest.mark.parametrize("topic_filter", ["#", "+/#", "$share/g/#", "sensors/temp", "+/temp"])
+def test_anonymous_subscribers_never_see_tenant_messages(open_roost: RoostThread, clients: Clients, version: int,
+                                                         topic_filter: str) -> None:
+    """Tenants live under `$u{id}/`: wildcard filters do not match `$` topics [MQTT-4.7.2-1], and a
+    tenant's `sensors/temp` is not the anonymous `sensors/temp`. The anonymous subscriber sees its own
+    marker (so it was listening) and nothing of the tenant's publishes."""
+    alice = make_tenant(open_roost, "alice")
+    tenant = clients.connect(open_roost, alice.instance(), "a1", version)
+    anonymous = clients.connect(open_roost, None, "anon", version)
+    assert anonymous.subscribe(topic_filter, qos=1)[0].value < 0x80
+    anonymous.subscribe("sync/marker", qos=1)
+    tenant.publish("sensors/temp", b"alice", qos=1)
+    tenant.publish("sensors/temp", b"alice-retained", qos=1, retain=True)
+    publisher = clients.connect(open_roost, None, "anon-pub", version)
+    sync(publisher, anonymous)
+    anonymous.expect_none()
+
+
+@VERSIONS
+def test_anonymous_cannot_reach_into_a_tenant_namespace(open_roost: RoostThread, clients: Clients,
+                                                        version: int) -> None:
+    """An anonymous client names `$u1/...` directly: subscribing is refused (v5 0x87, 3.1.1 0x80
+    [MQTT-3.9.3-1]); publishing there is refused (v5 PUBACK 0x87; 3.1.1 acknowledged but not delivered
+    [MQTT-3.3.5-2]); and its own `sensors/temp` is not the tenant's."""
+    alice = make_tenant(open_roost, "alice")
+    mount = f"$u{alice.user.id}/"
+    tenant = clients.connect(open_roost, alice.instance(), "a1", 5)
+    tenant.subscribe("#", qos=1)
+    anonymous = clients.connect(open_roost, None, "anon", version)
+    for topic_filter in (f"{mount}#", f"$share/g/{mount}#", f"{mount}sensors/temp"):
+        assert anonymous.subscribe(topic_filter, qos=1)[0].value == SUBACK_REFUSED[version], topic_filter
+    code = anonymous.publish_code(f"{mount}sensors/temp", b"intruder")
+    assert code == (0x87 if version == 5 else 0)
+    anonymous.publish("sensors/temp", b"anonymous", qos=1)
+    sync(tenant, tenant)
+    tenant.expect_none()
