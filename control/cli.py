@@ -1,20 +1,30 @@
 """The `roost` command line.
 
-    roost serve [--config FILE]     run the broker and the HTTP app until SIGTERM/SIGINT
+    roost serve [--config FILE]                              run the broker and the HTTP app
+    roost user add NAME [--plan PLAN] [--admin] [--password-stdin] [--json] [--config FILE]
+    roost user list [--json] [--config FILE]
+    roost mqtt add USER [--json] [--config FILE]             new MQTT credentials (an MQTT instance)
     roost --version
+
+The management commands call the same services as the REST API, on the same database as `roost serve`
+(the same `--config`), whether or not the server is running: a running server notices the change within
+a second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from broker.errors import ConfigError, RoostError
 from broker.settings import VERSION
 from control.config import Config, load_config
+from control.errors import ValidationFailed
 
 __all__ = ["main"]
 
@@ -26,17 +36,16 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _run(coro_factory: object) -> None:
+def _run(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
     """Run on uvloop when it is installed, else on asyncio's own loop."""
     try:
         import uvloop
     except ImportError:
-        asyncio.run(coro_factory())  # type: ignore[operator]
-    else:
-        uvloop.run(coro_factory())  # type: ignore[operator]
+        return asyncio.run(coro_factory())  # type: ignore[arg-type]
+    return uvloop.run(coro_factory())  # type: ignore[arg-type]
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, args: argparse.Namespace) -> int:
     from control.server import Roost
 
     _setup_logging(config.log.level)
@@ -50,12 +59,101 @@ def _serve(config: Config) -> int:
     return 0
 
 
+async def _with_services(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
+    from control.services import Services
+    from storage.store import open_store
+
+    store = await open_store(config.data_dir)
+    try:
+        public_port = config.mqtt.public_port or config.mqtt.port
+        services = Services.build(store, config.plans, public_host=config.mqtt.public_host, public_port=public_port)
+        return await action(services)
+    finally:
+        await store.close()
+
+
+def _print(args: argparse.Namespace, values: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(values))
+    else:
+        width = max(len(key) for key in values)
+        for key, value in values.items():
+            print(f"{key:<{width}}  {value}")
+
+
+def _user_add(config: Config, args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+
+    async def action(services: Any) -> int:
+        created = await services.users.create(None, args.name, plan=args.plan, is_admin=args.admin, password=password)
+        _print(args, {"id": created.user.id, "api_key": created.api_key.key, "secret": created.api_key.secret})
+        if not args.json:
+            print("Save the API key and secret now: they will not be shown again.", file=sys.stderr)
+        return 0
+
+    return _run(lambda: _with_services(config, action))  # type: ignore[no-any-return]
+
+
+def _user_list(config: Config, args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        page = await services.users.list(None, limit=1000)
+        rows = [
+            {"id": u.id, "name": u.name, "plan": u.plan, "is_admin": u.is_admin, "is_active": u.is_active}
+            for u in page.items
+        ]
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            for row in rows:
+                flags = ("admin " if row["is_admin"] else "") + ("" if row["is_active"] else "inactive")
+                print(f"{row['id']:>5}  {row['name']:<24} {row['plan']:<13} {flags}".rstrip())
+        return 0
+
+    return _run(lambda: _with_services(config, action))  # type: ignore[no-any-return]
+
+
+def _mqtt_add(config: Config, args: argparse.Namespace) -> int:
+    async def action(services: Any) -> int:
+        user = await services.context.store.users.get_by_name(args.user)
+        if user is None:
+            print(f"roost: no user named {args.user!r}", file=sys.stderr)
+            return 1
+        view = await services.instances.create(user)
+        _print(args, {"server": view.server, "port": view.port, "user": view.instance.username, "password": view.password})
+        return 0
+
+    return _run(lambda: _with_services(config, action))  # type: ignore[no-any-return]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: an MQTT broker with a built-in control plane.")
     parser.add_argument("--version", action="version", version=f"roost {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the broker and the HTTP app")
-    serve.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--config", metavar="FILE", help="TOML configuration file (default: built-in defaults)")
+        return sub
+
+    serve = with_config(commands.add_parser("serve", help="run the broker and the HTTP app"))
+    serve.set_defaults(handler=_serve)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
+    add = with_config(user.add_parser("add", help="create a user and print its first API key and secret"))
+    add.add_argument("name")
+    add.add_argument("--plan", default="free", help="plan name (default: free)")
+    add.add_argument("--admin", action="store_true", help="make the user an administrator")
+    add.add_argument("--password-stdin", action="store_true", help="read a dashboard password from standard input")
+    add.add_argument("--json", action="store_true", help="print one JSON object with keys id, api_key, secret")
+    add.set_defaults(handler=_user_add)
+    listing = with_config(user.add_parser("list", help="list users"))
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=_user_list)
+
+    mqtt = commands.add_parser("mqtt", help="manage MQTT credentials").add_subparsers(dest="mqtt_command", required=True)
+    mqtt_add = with_config(mqtt.add_parser("add", help="create MQTT credentials (an MQTT instance) for a user"))
+    mqtt_add.add_argument("user", help="the user's name")
+    mqtt_add.add_argument("--json", action="store_true")
+    mqtt_add.set_defaults(handler=_mqtt_add)
     return parser
 
 
@@ -66,9 +164,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"roost: configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "serve":
-        return _serve(config)
-    return 2
+    try:
+        return int(args.handler(config, args))
+    except ValidationFailed as exc:
+        for field, problem in exc.fields.items():
+            print(f"roost: {field}: {problem}", file=sys.stderr)
+        return 2
+    except RoostError as exc:
+        print(f"roost: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
