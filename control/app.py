@@ -1,7 +1,7 @@
 """The Starlette application served on the HTTP port.
 
-Routes stay thin: they read the request, call a service, and shape the response. Until the control plane
-lands, the app serves `GET /health`, which load balancers, systemd checks and the tests use.
+Routes stay thin: they read the request, call a service, and shape the response. `/health` for load
+balancers and systemd; `/v1/mqtt` and `/api/v1` for the two REST APIs (with `/api/v1/openapi.json`).
 """
 
 from __future__ import annotations
@@ -9,16 +9,19 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
+from control.api import mqtt_instances, v1
+from control.api.errors import EXCEPTION_HANDLERS
+from control.api.openapi import openapi_document
 from control.services import Services
 
 __all__ = ["create_app"]
 
 
-def create_app(service: BrokerService, services: Services | None = None) -> Starlette:
+def create_app(service: BrokerService, services: Services) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(
             {
@@ -29,4 +32,15 @@ def create_app(service: BrokerService, services: Services | None = None) -> Star
             }
         )
 
-    return Starlette(routes=[Route("/health", health, methods=["GET"])])
+    routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
+    routes += mqtt_instances.routes
+    routes += v1.routes
+    document = openapi_document(routes)
+
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(document)
+
+    routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app.state.services = services
+    return app
