@@ -26,7 +26,10 @@ from pathlib import Path
 
 from .wire import Credentials
 
-__all__ = ["BROKERS", "Broker", "Limits", "ensure_mosquitto", "free_port", "read_rss_kb", "start_broker"]
+__all__ = [
+    "BROKERS", "Broker", "Limits", "RoostBroker", "ensure_mosquitto", "export_roost", "free_port", "read_rss_kb",
+    "start_broker",
+]
 
 HOST = "127.0.0.1"
 BENCH_USER = Credentials("bench", "bench-password")
@@ -157,8 +160,23 @@ class Broker:
             return ""
 
 
+def export_roost(revision: str, into: Path) -> str:
+    """Export Roost's packages at a git `revision` into `into`, so a benchmark measures one fixed version even
+    while the working tree changes under it. Returns the commit it resolved to."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", revision], check=True,
+                            capture_output=True, text=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "broker", "control", "storage", "certs"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return commit
+
+
 class RoostBroker(Broker):
+    """Roost from the installed `roost` command, or from an exported source tree (`source`)."""
+
     name = "roost"
+    source: Path | None = None
     # TODO(auth): once Roost's live auth lands, create a tenant client with username/password here (through
     # the control plane's service layer or CLI), set `credentials` to it, and turn allow_anonymous off in
     # write_config, so that Roost is measured with authenticated clients as Mosquitto is. Until then the
@@ -167,9 +185,13 @@ class RoostBroker(Broker):
 
     def command(self) -> list[str]:
         self.write_config()
+        config = ["serve", "--config", str(self.workdir / "roost.toml")]
+        if self.source is not None:
+            boot = f"import sys; sys.path.insert(0, {str(self.source)!r}); from control.cli import main; sys.exit(main())"
+            return [sys.executable, "-c", boot, *config]
         script = Path(sys.executable).with_name("roost")
         launcher = [str(script)] if script.exists() else [sys.executable, "-m", "control.cli"]
-        return [*launcher, "serve", "--config", str(self.workdir / "roost.toml")]
+        return [*launcher, *config]
 
     def write_config(self) -> None:
         (self.workdir / "roost.toml").write_text(

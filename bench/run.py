@@ -18,14 +18,16 @@ import argparse
 import platform
 import resource
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .brokers import BROKERS, Limits, ensure_mosquitto, mosquitto_version, start_broker
+from .brokers import BROKERS, Limits, RoostBroker, ensure_mosquitto, export_roost, mosquitto_version, start_broker
 from .scenarios import METRICS, SCENARIOS, Plan, median
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -144,7 +146,7 @@ def report(command: str, info: dict[str, str], plan: Plan, runs: int, fd_limit: 
         f"    {command}",
         "",
         f"- {info['nproc']} cores: {info['cpu']}; Linux {info['kernel']}; file descriptor limit raised to {fd_limit}",
-        f"- Python {info['python']}, uvloop {info['uvloop']}; {info['mosquitto']}",
+        f"- Roost at {info['roost']}; Python {info['python']}, uvloop {info['uvloop']}; {info['mosquitto']}",
         f"- {runs} run(s) per broker and scenario, each on a fresh broker process, brokers alternated; medians; "
         f"MQTT protocol level {plan.version}; windows of {plan.duration:g} s after {plan.warmup:g} s of warm-up; "
         f"whole run {seconds / 60:.1f} min",
@@ -176,6 +178,10 @@ def write_output(path: Path, generated: str) -> None:
     path.write_text("# Benchmarks: Roost against Mosquitto\n\n" + generated)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description="Benchmark Roost against Mosquitto.")
     parser.add_argument("--quick", action="store_true", help="smoke mode: one run, tiny sizes; checks the harness")
@@ -185,9 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol", type=int, choices=(4, 5), default=4, help="MQTT 3.1.1 (4) or 5")
     parser.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                         help="also profile Roost with py-spy during fan-in for this long")
+    parser.add_argument("--roost-rev", default="HEAD",
+                        help="git revision of Roost to measure, exported to a temp dir so that edits to the working "
+                             "tree during the run do not leak in (default HEAD); 'worktree' runs the tree as it is")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
 
+    signal.signal(signal.SIGTERM, _interrupt)  # unwind, so brokers and workers are stopped on the way out
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     names = [b.strip() for b in args.brokers.split(",") if b.strip()]
     unknown = [s for s in scenarios if s not in SCENARIOS] + [b for b in names if b not in BROKERS]
@@ -204,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
               f"using {count}", file=sys.stderr)
         plan = Plan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "idle_connections": count})
 
+    source_dir = tempfile.TemporaryDirectory(prefix="bench-roost-src-")
+    roost_version = "working tree"
+    if args.roost_rev != "worktree":
+        roost_version = export_roost(args.roost_rev, Path(source_dir.name))
+        RoostBroker.source = Path(source_dir.name)
     began = time.perf_counter()
     results, errors = run_all(names, scenarios, runs, plan, Limits())
     profile = None
@@ -215,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             errors.append(f"profile: {exc}")
     seconds = time.perf_counter() - began
+    source_dir.cleanup()
 
     body = table(results, scenarios)
     print(body)
@@ -222,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         print("failed:\n" + "\n".join(errors), file=sys.stderr)
     if args.output:
         command = "python -m bench.run " + shlex.join(sys.argv[1:] if argv is None else argv)
-        write_output(args.output, report(command, machine(), plan, runs, fd_limit, body,
+        info = machine() | {"roost": roost_version}
+        write_output(args.output, report(command, info, plan, runs, fd_limit, body,
                                          details(results, scenarios, names), errors, profile, seconds))
     return 1 if errors else 0
 

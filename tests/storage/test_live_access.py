@@ -216,3 +216,123 @@ def test_anonymous_cannot_reach_into_a_tenant_namespace(open_roost: RoostThread,
     anonymous.publish("sensors/temp", b"anonymous", qos=1)
     sync(tenant, tenant)
     tenant.expect_none()
+
+
+# -- tenant isolation ---------------------------------------------------------------------------------------
+
+
+@VERSIONS
+@pytest.mark.parametrize("topic_filter", ["#", "+/#", "+/+", "$share/g/#", "sensors/temp"])
+def test_tenants_with_the_same_names_never_see_each_other(secure_roost: RoostThread, alice: Tenant, bob: Tenant,
+                                                          clients: Clients, version: int,
+                                                          topic_filter: str) -> None:
+    """Alice and Bob use the same client id and the same topic names. Whatever Bob subscribes to, he gets
+    none of Alice's messages (live or retained) while Alice's own identical subscription gets them; the
+    second connection with the same client id does not take over the first [MQTT-3.1.4-3] (sessions are
+    per tenant)."""
+    a = clients.connect(secure_roost, alice.instance(), "same", version)
+    b = clients.connect(secure_roost, bob.instance(), "same", version)
+    for client in (a, b):
+        assert client.subscribe(topic_filter, qos=1)[0].value < 0x80
+        client.subscribe("sync/marker", qos=1)
+    a.publish("sensors/temp", b"alice", qos=1)
+    a.publish("sensors/temp", b"alice-retained", qos=1, retain=True)
+    assert [a.expect().payload, a.expect().payload] == [b"alice", b"alice-retained"]
+    sync(b, b)
+    b.expect_none()
+    # A new subscription of Bob's gets no retained message of Alice's either [MQTT-3.3.1-9 context].
+    assert b.subscribe("sensors/temp", qos=1)[0].value < 0x80
+    sync(b, b)
+    b.expect_none()
+    assert a.alive and b.alive
+
+
+@VERSIONS
+def test_a_tenant_retained_message_goes_to_its_own_tenant_only(secure_roost: RoostThread, alice: Tenant,
+                                                               bob: Tenant, clients: Clients,
+                                                               version: int) -> None:
+    """Alice's retained `status` is sent to Alice's new `#` subscription with RETAIN 1 [MQTT-3.3.1-9], and
+    not to Bob's."""
+    credentials = alice.instance()
+    a = clients.connect(secure_roost, credentials, "a", version)
+    a.publish("status", b"on", qos=1, retain=True)
+    watcher = clients.connect(secure_roost, credentials, "a-watch", version)
+    watcher.subscribe("#", qos=1)
+    message = watcher.expect()
+    assert (message.topic, message.payload, message.retain) == ("status", b"on", True)
+    b = clients.connect(secure_roost, bob.instance(), "b", version)
+    b.subscribe("#", qos=1)
+    sync(b, b)
+    b.expect_none()
+
+
+@VERSIONS
+def test_a_tenant_will_goes_to_its_own_tenant_only(secure_roost: RoostThread, alice: Tenant, bob: Tenant,
+                                                   clients: Clients, version: int) -> None:
+    """Alice's client dies without DISCONNECT: its will is published [MQTT-3.1.2-8] into Alice's namespace,
+    where Alice's `#` subscriber gets it, and Bob's `#` subscriber does not."""
+    username, password = alice.instance()
+    a = clients.connect(secure_roost, (username, password), "a-watch", version)
+    a.subscribe("#", qos=1)
+    b = clients.connect(secure_roost, bob.instance(), "b-watch", version)
+    b.subscribe("#", qos=1)
+    dying = RawClient(secure_roost.mqtt_port, version)
+    connack = dying.connect("dying", username=username, password=password.encode(),
+                            will=Will("status", b"gone", 1, False))
+    assert isinstance(connack, Connack) and connack.reason_code == 0
+    dying.close()
+    message = a.expect()
+    assert (message.topic, message.payload) == ("status", b"gone")
+    sync(b, b)
+    b.expect_none()
+
+
+def test_same_client_id_in_two_tenants_keeps_two_sessions(secure_roost: RoostThread, alice: Tenant, bob: Tenant,
+                                                          clients: Clients) -> None:
+    """Bob connecting as "same" with clean start 0 finds no session (Session Present 0 [MQTT-3.2.2-3])
+    although Alice's "same" has one; Alice stays connected (no DISCONNECT 0x8E) and keeps receiving."""
+    a = clients.connect(secure_roost, alice.instance(), "same", 5, persistent=True)
+    a.subscribe("x", qos=1)
+    b = clients.connect(secure_roost, bob.instance(), "same", 5, persistent=True)
+    assert not b.session_present
+    a.publish("x", b"still here", qos=1)
+    assert a.expect().payload == b"still here"
+    assert a.alive and b.alive
+
+
+@VERSIONS
+def test_a_tenant_cannot_name_another_tenant_namespace_or_sys(secure_roost: RoostThread, alice: Tenant,
+                                                              bob: Tenant, clients: Clients,
+                                                              version: int) -> None:
+    """Alice names Bob's mount point, or `$SYS`, directly: subscriptions refused (v5 0x87, 3.1.1 0x80
+    [MQTT-3.9.3-1]), publishes refused (v5 PUBACK 0x87; 3.1.1 acknowledged, not delivered [MQTT-3.3.5-2])."""
+    mount = f"$u{bob.user.id}/"
+    b = clients.connect(secure_roost, bob.instance(), "b", 5)
+    b.subscribe("#", qos=1)
+    a = clients.connect(secure_roost, alice.instance(), "a", version)
+    for topic_filter in (f"{mount}#", f"$share/g/{mount}#", f"{mount}x", "$SYS/#", "$SYS/broker/version"):
+        assert a.subscribe(topic_filter, qos=1)[0].value == SUBACK_REFUSED[version], topic_filter
+    for topic in (f"{mount}x", "$SYS/broker/version"):
+        assert a.publish_code(topic, b"intruder") == (0x87 if version == 5 else 0), topic
+    sync(b, b)
+    b.expect_none()
+
+
+@VERSIONS
+def test_sys_topics_are_for_admin_tenants_only(make_roost: Any, clients: Clients, version: int) -> None:
+    """A non-admin tenant's `$SYS/#` is refused (0x87 / 0x80); an admin tenant's is granted and receives
+    `$SYS/broker/version` (retained). The admin's `#` does not include `$SYS` [MQTT-4.7.2-1]."""
+    roost = make_roost(allow_anonymous=False, sys_interval=1)
+    admin = make_tenant(roost, "root", plan="enterprise", is_admin=True)
+    plain = make_tenant(roost, "alice")
+    user = clients.connect(roost, plain.instance(), "u", version)
+    assert user.subscribe("$SYS/#", qos=0)[0].value == SUBACK_REFUSED[version]
+    credentials = admin.instance()
+    boss = clients.connect(roost, credentials, "boss", version)
+    assert boss.subscribe("$SYS/broker/version", qos=0)[0].value == 0
+    message = boss.expect()
+    assert message.topic == "$SYS/broker/version" and message.payload.startswith(b"roost ")
+    watcher = clients.connect(roost, credentials, "boss-all", version)
+    watcher.subscribe("#", qos=1)
+    sync(watcher, watcher)
+    watcher.expect_none()
