@@ -336,3 +336,68 @@ def test_sys_topics_are_for_admin_tenants_only(make_roost: Any, clients: Clients
     watcher.subscribe("#", qos=1)
     sync(watcher, watcher)
     watcher.expect_none()
+
+
+# -- device ACLs ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def acl_project(alice: Tenant) -> int:
+    """A project whose devices may publish to `sensors/+/temp` and `telemetry`, subscribe to
+    `sensors/+/temp` and `cmd/dev-1`, and use `sync/marker` both ways."""
+    project = alice.project()
+    alice.topic(project, "sensors/+/temp", publish=True, subscribe=True)
+    alice.topic(project, "cmd/dev-1", publish=False, subscribe=True)
+    alice.topic(project, "telemetry", publish=True, subscribe=False)
+    alice.topic(project, "sync/marker", publish=True, subscribe=True)
+    return project
+
+
+@VERSIONS
+def test_device_publishes_only_to_its_project_topics(secure_roost: RoostThread, alice: Tenant, acl_project: int,
+                                                     clients: Clients, version: int) -> None:
+    """A device's PUBLISH to a topic no can_publish rule matches: v5 PUBACK 0x87 Not authorized; 3.1.1
+    acknowledged but not delivered [MQTT-3.3.5-2], as an instance client of the same tenant on `#` shows.
+    Allowed topics (a filter rule `sensors/+/temp` included) are delivered."""
+    instance = clients.connect(secure_roost, alice.instance(), "watch", 5)
+    instance.subscribe("#", qos=1)
+    device = clients.connect(secure_roost, alice.device(acl_project, "dev-1"), "dev-1", version)
+    refused = 0x87 if version == 5 else 0
+    outcomes = {
+        "sensors/kitchen/temp": 0, "telemetry": 0, "cmd/dev-1": refused, "other": refused,
+        "sensors/kitchen/humidity": refused, "sensors/kitchen/temp/x": refused, "sensors/temp": refused,
+    }
+    for topic, expected in outcomes.items():
+        assert device.publish_code(topic, topic.encode()) == expected, topic
+    sync(instance, instance)
+    delivered = []
+    while not instance.messages.empty():
+        delivered.append(instance.expect().topic)
+    assert delivered == ["sensors/kitchen/temp", "telemetry"]
+
+
+@VERSIONS
+def test_device_subscribes_only_where_can_subscribe_covers_the_filter(
+    secure_roost: RoostThread, alice: Tenant, acl_project: int, clients: Clients, version: int
+) -> None:
+    """Each filter is granted only if a can_subscribe rule covers all of it; otherwise v5 0x87 / 3.1.1 0x80
+    [MQTT-3.9.3-1]. Granted filters receive what an instance client publishes."""
+    device = clients.connect(secure_roost, alice.device(acl_project, "dev-1"), "dev-1", version)
+    outcomes = {
+        "cmd/dev-1": True, "sensors/+/temp": True, "sensors/kitchen/temp": True, "$share/g/sensors/+/temp": True,
+        "telemetry": False, "sensors/#": False, "#": False, "+/+/temp": False, "sensors/+/+": False,
+        "cmd/+": False, "$SYS/#": False,
+    }
+    for topic_filter, granted in outcomes.items():
+        code = device.subscribe(topic_filter, qos=1)[0].value
+        assert code == (1 if granted else SUBACK_REFUSED[version]), topic_filter
+    device.subscribe("sync/marker", qos=1)
+    instance = clients.connect(secure_roost, alice.instance(), "pub", 5)
+    instance.publish("cmd/dev-1", b"go", qos=1)
+    instance.publish("sensors/hall/temp", b"21", qos=1)
+    instance.publish("telemetry", b"not for devices", qos=1)
+    sync(instance, device)
+    received = set()
+    while not device.messages.empty():
+        received.add(device.expect().topic)
+    assert received == {"cmd/dev-1", "sensors/hall/temp"}
