@@ -401,3 +401,171 @@ def test_device_subscribes_only_where_can_subscribe_covers_the_filter(
     while not device.messages.empty():
         received.add(device.expect().topic)
     assert received == {"cmd/dev-1", "sensors/hall/temp"}
+
+
+# -- changes act on connected clients at once ------------------------------------------------------------
+
+
+class Estate:
+    """Alice's instance, two devices in project one, one device in project two; Bob's instance. Every
+    client is connected with a persistent session and a subscription."""
+
+    def __init__(self, roost: RoostThread, clients: Clients, version: int) -> None:
+        self.roost = roost
+        self.clients = clients
+        self.version = version
+        self.alice = make_tenant(roost, "alice", plan="starter")
+        self.bob = make_tenant(roost, "bob")
+        self.credentials: dict[str, tuple[str, str]] = {"instance": self.alice.instance()}
+        self.project_one = self.alice.project("one")
+        self.project_two = self.alice.project("two")
+        for project in (self.project_one, self.project_two):
+            self.alice.topic(project, "data")
+        self.credentials["d1"] = self.alice.device(self.project_one, "d1")
+        self.credentials["d2"] = self.alice.device(self.project_one, "d2")
+        self.credentials["d3"] = self.alice.device(self.project_two, "d3")
+        self.credentials["bob"] = self.bob.instance()
+        self.live: dict[str, AckClient] = {}
+        for name, credentials in self.credentials.items():
+            client = self.connect(name, credentials)
+            client.subscribe("data", qos=1)
+            self.live[name] = client
+
+    def client_id(self, name: str) -> str:
+        return name if name.startswith("d") else "same"  # both instance clients use the same client id
+
+    def connect(self, name: str, credentials: tuple[str, str]) -> AckClient:
+        return self.clients.connect(self.roost, credentials, self.client_id(name), self.version, persistent=True)
+
+    def check(self, revoked: set[str]) -> None:
+        """The revoked clients are closed (v5: DISCONNECT 0x98 first); the others still work."""
+        for name in revoked:
+            wait_revoked(self.live[name])
+        for name in set(self.live) - revoked:
+            client = self.live[name]
+            assert client.publish_code("data", b"ping") == 0, name
+            assert client.alive, name
+
+    def refused(self, name: str, expected: dict[int, int]) -> None:
+        """Reconnecting with the old credentials is refused."""
+        username, password = self.credentials[name]
+        code = raw_connack(self.roost.mqtt_port, self.version, self.client_id(name), username, password.encode())
+        assert code == expected[self.version], name
+
+    def session_gone(self, name: str, credentials: tuple[str, str]) -> None:
+        """With valid credentials again and clean start 0, the old session is not there: Session Present 0
+        [MQTT-3.2.2-3] (3.1.1: [MQTT-3.2.2-2])."""
+        client = self.connect(name, credentials)
+        assert not client.session_present, name
+        stop(client)
+
+
+@pytest.fixture(params=[4, 5], ids=["v311", "v5"])
+def estate(request: pytest.FixtureRequest, secure_roost: RoostThread, clients: Clients) -> Estate:
+    return Estate(secure_roost, clients, request.param)
+
+
+def test_deleting_an_instance_closes_its_clients(estate: Estate) -> None:
+    alice = estate.alice
+    estate.roost.run(alice.services.instances.delete(alice.user, instance_public_id(alice)))
+    estate.check(revoked={"instance"})
+    estate.refused("instance", BAD_CREDENTIALS)
+    estate.session_gone("instance", alice.instance())
+
+
+def test_deleting_a_device_closes_it(estate: Estate) -> None:
+    alice = estate.alice
+    row = device_row_id(alice, estate.project_one, "d1")
+    estate.roost.run(alice.services.devices.delete(alice.user, row))
+    estate.check(revoked={"d1"})
+    estate.refused("d1", BAD_CREDENTIALS)
+    estate.session_gone("d1", alice.device(estate.project_one, "d1"))
+
+
+def test_rotating_a_device_credentials_closes_it(estate: Estate) -> None:
+    alice = estate.alice
+    row = device_row_id(alice, estate.project_one, "d1")
+    view = estate.roost.run(alice.services.devices.rotate_credentials(alice.user, row))
+    estate.check(revoked={"d1"})
+    estate.refused("d1", BAD_CREDENTIALS)
+    assert view.secret is not None
+    estate.session_gone("d1", ("d1", view.secret))
+
+
+def test_deactivating_a_device_closes_it(estate: Estate) -> None:
+    alice = estate.alice
+    row = device_row_id(alice, estate.project_one, "d1")
+    estate.roost.run(alice.services.devices.update(alice.user, row, status="inactive"))
+    estate.check(revoked={"d1"})
+    estate.refused("d1", NOT_AUTHORIZED)
+    estate.roost.run(alice.services.devices.update(alice.user, row, status="offline"))
+    estate.session_gone("d1", estate.credentials["d1"])
+
+
+def test_deactivating_a_user_closes_all_their_clients(estate: Estate) -> None:
+    alice = estate.alice
+    estate.roost.run(alice.services.users.update(None, alice.user.id, is_active=False))
+    estate.check(revoked={"instance", "d1", "d2", "d3"})
+    for name in ("instance", "d1", "d3"):
+        estate.refused(name, NOT_AUTHORIZED)
+    estate.roost.run(alice.services.users.update(None, alice.user.id, is_active=True))
+    estate.session_gone("instance", estate.credentials["instance"])
+    estate.session_gone("d1", estate.credentials["d1"])
+
+
+def test_deleting_a_user_closes_all_their_clients(estate: Estate) -> None:
+    alice = estate.alice
+    estate.roost.run(alice.services.users.delete(None, alice.user.id))
+    estate.check(revoked={"instance", "d1", "d2", "d3"})
+    for name in ("instance", "d1", "d3"):
+        estate.refused(name, BAD_CREDENTIALS)
+    again = make_tenant(estate.roost, "alice")
+    estate.session_gone("instance", again.instance())
+    estate.session_gone("d1", again.device(again.project(), "d1"))
+
+
+def test_deleting_a_project_closes_its_devices(estate: Estate) -> None:
+    alice = estate.alice
+    estate.roost.run(alice.services.projects.delete(alice.user, estate.project_one))
+    estate.check(revoked={"d1", "d2"})
+    estate.refused("d1", BAD_CREDENTIALS)
+    estate.session_gone("d1", alice.device(alice.project("three"), "d1"))
+
+
+@VERSIONS
+def test_a_revoked_client_hears_0x98_then_the_connection_closes(secure_roost: RoostThread, alice: Tenant,
+                                                                version: int) -> None:
+    """Byte-exact: v5 gets exactly one DISCONNECT with 0x98 Administrative action and then the close
+    [MQTT-3.14.2-1][MQTT-3.14.4-2]; 3.1.1 (no server DISCONNECT) gets nothing but the close."""
+    username, password = alice.instance()
+    raw = RawClient(secure_roost.mqtt_port, version)
+    try:
+        assert raw.connect("c1", username=username, password=password.encode()).reason_code == 0
+        secure_roost.run(alice.services.instances.delete(alice.user, instance_public_id(alice)))
+        packets = packets_until_closed(raw)
+    finally:
+        raw.close()
+    assert packets == ([Disconnect(0x98)] if version == 5 else [])
+
+
+@VERSIONS
+def test_an_offline_session_of_a_revoked_device_is_removed(secure_roost: RoostThread, alice: Tenant,
+                                                           clients: Clients, version: int) -> None:
+    """A device with a persistent session is offline when its credentials are rotated: its session (and
+    the messages queued for it) goes too; with the new password it finds Session Present 0 and nothing
+    queued."""
+    project = alice.project()
+    alice.topic(project, "cmd")
+    device = clients.connect(secure_roost, alice.device(project, "d1"), "d1", version, persistent=True)
+    device.subscribe("cmd", qos=1)
+    device.disconnect()
+    instance = clients.connect(secure_roost, alice.instance(), "pub", 5)
+    instance.publish("cmd", b"queued for the old session", qos=1)
+    row = device_row_id(alice, project, "d1")
+    view = secure_roost.run(alice.services.devices.rotate_credentials(alice.user, row))
+    assert view.secret is not None
+    again = clients.connect(secure_roost, ("d1", view.secret), "d1", version, persistent=True)
+    assert not again.session_present
+    again.subscribe("cmd", qos=1)
+    sync(instance, again, "cmd")
+    again.expect_none()
