@@ -297,12 +297,13 @@ class Publisher(_Client):
             sent += due
         return sent
 
-    def windowed(self, topic: str, payload_size: int, window: int, t_start: float, t_end: float) -> int:
-        """QoS 1 keeping up to `window` PUBLISH unacknowledged. Returns messages acknowledged."""
+    def windowed(self, topics: list[str], payload_size: int, window: int, t_start: float, t_end: float) -> int:
+        """QoS 1 keeping up to `window` PUBLISH unacknowledged, cycling over `topics`: the broker's PUBACKs pace
+        the publisher, so it never floods. Returns messages acknowledged."""
         sock = self.socks[0]
         payload = bytes(payload_size)
         ids = range(1, 4097)
-        packets = {pid: wire.publish_packet(topic, payload, 1, self.version, pid) for pid in ids}
+        packets = {pid: wire.publish_packet(topics[pid % len(topics)], payload, 1, self.version, pid) for pid in ids}
         inflight: set[int] = set()
         next_index = 0
         acked = 0

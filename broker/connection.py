@@ -91,6 +91,8 @@ class MQTTConnection(asyncio.Protocol):
         self._keep_alive = 0
         self._timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
+        self._publish_acl: dict[str, bool] = {}
+        self._acl_generation = -1
         self._aliases_in: dict[int, str] = {}
         self._aliases_out: dict[str, int] = {}
         self._alias_out_max = 0
@@ -256,6 +258,7 @@ class MQTTConnection(asyncio.Protocol):
             expiry = 0 if packet.clean_start else NEVER_EXPIRES
         self._expiry_at_connect = expiry
         granted_expiry = min(expiry, settings.max_session_expiry)
+        certificate_cn, certificate_serial = _peer_certificate(self.transport)
         request = ConnectRequest(
             client_id=client_id,
             username=packet.username,
@@ -263,6 +266,8 @@ class MQTTConnection(asyncio.Protocol):
             protocol_version=self.version,
             remote_address=self.remote_address,
             assigned_client_id=assigned,
+            certificate_cn=certificate_cn,
+            certificate_serial=certificate_serial,
         )
         self.state = _AUTHENTICATING
         self._pause_reading()
@@ -404,7 +409,11 @@ class MQTTConnection(asyncio.Protocol):
                 )
             )
         if qos == 1:
-            self._send(Puback(packet.packet_id, reason) if reason else Puback(packet.packet_id))  # type: ignore[arg-type]
+            if reason:
+                self._send(Puback(packet.packet_id, reason))  # type: ignore[arg-type]
+            else:
+                # PUBACK with reason 0 and no properties has the same 4 bytes in every version [MQTT-3.4.2-1].
+                self._write(b"\x40\x02" + packet.packet_id.to_bytes(2, "big"))  # type: ignore[union-attr]
         elif qos == 2:
             if reason < 0x80:
                 session.awaiting_release.add(packet.packet_id)  # type: ignore[arg-type]
@@ -412,11 +421,20 @@ class MQTTConnection(asyncio.Protocol):
 
     def _may_publish(self, topic: str) -> bool:
         """Topics starting with `$` belong to the broker ($SYS, and the tenants' namespaces): no client
-        publishes to them [MQTT-4.7.2-1 context]."""
-        if topic.startswith("$"):
-            return False
-        assert self.client is not None
-        return self.broker.hooks.authorize_publish(self.client, topic)
+        publishes to them [MQTT-4.7.2-1 context]. Answers are cached per topic until the hooks say that
+        access changed, so a client publishing to a few topics asks the ACL once per topic."""
+        hooks = self.broker.hooks
+        cache = self._publish_acl
+        if self._acl_generation != hooks.generation:
+            cache.clear()
+            self._acl_generation = hooks.generation
+        allowed = cache.get(topic)
+        if allowed is None:
+            assert self.client is not None
+            allowed = not topic.startswith("$") and hooks.authorize_publish(self.client, topic)
+            if len(cache) < 1024:
+                cache[topic] = allowed
+        return allowed
 
     def _internal_filter(self, topic_filter: str) -> tuple[str | None, str, str] | None:
         """Map a client's filter into the broker's namespace: (share group, plain internal filter, full
@@ -739,6 +757,21 @@ class MQTTConnection(asyncio.Protocol):
 
     def _who(self) -> str:
         return self.client.client_id if self.client is not None else self.remote_address
+
+
+def _peer_certificate(transport: asyncio.BaseTransport | None) -> tuple[str | None, str | None]:
+    """The subject CN and serial (upper-case hex, no leading zeros) of the client certificate that the TLS
+    handshake verified; (None, None) on plain TCP or when the client presented none."""
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None, None
+    certificate = ssl_object.getpeercert()  # Only a verified certificate is reported.
+    if not certificate or "serialNumber" not in certificate:
+        return None, None
+    common_name = next(
+        (value for rdn in certificate.get("subject", ()) for key, value in rdn if key == "commonName"), None
+    )
+    return common_name, format(int(certificate["serialNumber"], 16), "X")
 
 
 def _is_utf8(payload: bytes) -> bool:

@@ -210,9 +210,25 @@ class Broker:
         if message.retain:
             self._retain(message)
         plain, groups = self.subscriptions.match(message.topic)
-        if not plain and not groups:
-            stats.messages_unrouted += 1
-            return 0
+        if not groups:
+            if not plain:
+                stats.messages_unrouted += 1
+                return 0
+            if len(plain) == 1:
+                # The common case, one matching subscription: no merging needed.
+                client_id, record = plain[0]
+                session = self.sessions.get(client_id)
+                if session is None or (record.no_local and client_id == message.sender):
+                    return 0
+                sub_qos = record.qos
+                self.deliver(
+                    session,
+                    message,
+                    message.qos if message.qos < sub_qos else sub_qos,
+                    message.retain and record.retain_as_published,
+                    () if record.subscription_id is None else (record.subscription_id,),
+                )
+                return 1
         sender = message.sender
         # client_id -> [qos, retain_as_published, subscription ids]
         targets: dict[str, list] = {}

@@ -48,6 +48,10 @@ class ConnectRequest:
     remote_address: str
     # Whether the client asked for an identifier to be assigned (it sent an empty client id).
     assigned_client_id: bool = False
+    # The client certificate verified during the TLS handshake (mutual TLS): its subject CN and its serial
+    # number as upper-case hex without leading zeros. None on plain TCP or when no certificate was presented.
+    certificate_cn: str | None = None
+    certificate_serial: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +117,16 @@ class Hook:
 class HookChain:
     """Asks hooks in order; the first non-DEFER answer wins; all-DEFER means DENY."""
 
-    __slots__ = ("hooks",)
+    __slots__ = ("generation", "hooks")
 
     def __init__(self, hooks: Sequence[Hook]) -> None:
         self.hooks: tuple[Hook, ...] = tuple(hooks)
+        # Bumped whenever an answer may have changed (credentials, ACLs): connections cache publish
+        # decisions per topic and drop their cache when this moves.
+        self.generation = 0
+
+    def invalidate(self) -> None:
+        self.generation += 1
 
     async def authenticate(self, request: ConnectRequest) -> AuthResult:
         for hook in self.hooks:

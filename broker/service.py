@@ -52,7 +52,9 @@ class BrokerService:
         return sum(1 for target in targets if broker.remove_session(target))
 
     def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
-        """Re-check the subscriptions of matching clients against the hooks; remove what is now denied."""
+        """Re-check the subscriptions of matching clients against the hooks; remove what is now denied.
+        Cached publish decisions are dropped too, so the next publish is checked against the new rules."""
+        self.broker.hooks.invalidate()
         return self.broker.revalidate_subscriptions(where)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, mount: str = "") -> int:

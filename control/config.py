@@ -17,7 +17,9 @@ from broker.errors import ConfigError
 from broker.settings import BrokerSettings
 from control.plans import DEFAULT_PLANS, Plan
 
-__all__ = ["AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "load_config", "parse_config"]
+__all__ = [
+    "AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "TLSConfig", "load_config", "parse_config",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,22 @@ class HTTPConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """`[tls]`: MQTT over TLS, mutual TLS for devices, and HTTPS. Without `cert_file`, Roost serves a
+    certificate signed by its own CA in `data_dir/certs/` (made on first start, renewed before it ends)."""
+
+    host: str = "0.0.0.0"
+    port: int = 8883  # 0 disables the MQTT over TLS listener
+    cert_file: Path | None = None  # a PEM chain (server certificate first), e.g. Let's Encrypt's fullchain.pem
+    key_file: Path | None = None
+    # CAs whose client certificates are accepted; None means Roost's own CA (which issues device certificates).
+    client_ca_file: Path | None = None
+    handshake_timeout: float = 10.0
+    https: bool = False  # serve the HTTP port (REST, dashboard, MQTT over WebSocket) over TLS too
+    watch_interval: float = 10.0  # seconds between checks of the certificate files; 0: only on SIGHUP
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
 
@@ -57,6 +75,7 @@ class Config:
     data_dir: Path = Path("roost-data")
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
     log: LogConfig = field(default_factory=LogConfig)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
@@ -82,6 +101,15 @@ def load_config(path: str | Path | None) -> Config:
         # A relative data_dir is relative to the config file, so a service started from any working
         # directory finds the same data.
         config = _replace(config, data_dir=(path.parent / config.data_dir))
+    tls = config.tls
+    relative = {
+        name: path.parent / value
+        for name in ("cert_file", "key_file", "client_ca_file")
+        if (value := getattr(tls, name)) is not None and not value.is_absolute()
+    }
+    if relative:
+        # Certificate paths, like data_dir, are relative to the config file.
+        config = _replace(config, tls=TLSConfig(**{f.name: relative.get(f.name, getattr(tls, f.name)) for f in fields(tls)}))
     return config
 
 
@@ -134,6 +162,22 @@ def parse_config(document: dict[str, Any]) -> Config:
     )
     http_table.done()
 
+    tls_table = reader.table("tls")
+    tls_files = {name: tls_table.string(name, "") or None for name in ("cert_file", "key_file", "client_ca_file")}
+    if (tls_files["cert_file"] is None) != (tls_files["key_file"] is None):
+        raise ConfigError("tls.cert_file and tls.key_file: give both, or neither (Roost then makes its own)")
+    tls = TLSConfig(
+        host=tls_table.string("host", mqtt.host, non_empty=True),
+        port=tls_table.integer("port", 8883, 0, 65_535),
+        cert_file=Path(tls_files["cert_file"]) if tls_files["cert_file"] else None,
+        key_file=Path(tls_files["key_file"]) if tls_files["key_file"] else None,
+        client_ca_file=Path(tls_files["client_ca_file"]) if tls_files["client_ca_file"] else None,
+        handshake_timeout=tls_table.number("handshake_timeout", 10.0, 0.1, 600.0),
+        https=tls_table.boolean("https", False),
+        watch_interval=tls_table.number("watch_interval", 10.0, 0.0, 86_400.0),
+    )
+    tls_table.done()
+
     log_table = reader.table("log")
     level = log_table.string("level", "info").lower()
     if level not in _LOG_LEVELS:
@@ -157,7 +201,7 @@ def parse_config(document: dict[str, Any]) -> Config:
         plan_table.done()
     plans_table.done()
     reader.done()
-    return Config(data_dir=data_dir, mqtt=mqtt, http=http, log=LogConfig(level=level), plans=plans)
+    return Config(data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level), plans=plans)
 
 
 def _replace(config: Config, **changes: Any) -> Config:

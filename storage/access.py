@@ -87,6 +87,8 @@ class StorageAuthHook(Hook):
 
     async def authenticate(self, request: ConnectRequest) -> AuthResult:
         username = request.username
+        if request.certificate_serial is not None and request.password is None:
+            return self._authenticate_certificate(request)
         if username is None:
             return AuthResult(Decision.DEFER)
         snapshot = self.snapshot
@@ -119,6 +121,43 @@ class StorageAuthHook(Hook):
                 "device_row_id": credential.device_row_id if is_device else None,
                 "instance_id": None if is_device else credential.instance_id,
                 "secret_hash": credential.secret_hash,
+            },
+        )
+        return AuthResult(Decision.ALLOW, client=client)
+
+    def _authenticate_certificate(self, request: ConnectRequest) -> AuthResult:
+        """A client certificate verified by the TLS layer stands for a password: its subject CN names the
+        device, and its serial must be the one the device was last issued (revoking clears or replaces
+        it). A user name, if sent, must be that device's too."""
+        snapshot = self.snapshot
+        device_id = request.certificate_cn or ""
+        credential = snapshot.credentials.get(device_id) if len(device_id) <= MAX_USERNAME else None
+        if request.username is not None and request.username != device_id:
+            return AuthResult(Decision.DENY, 0x86)
+        if (
+            not isinstance(credential, DeviceCredential)
+            or credential.cert_serial is None
+            or credential.cert_serial != request.certificate_serial
+        ):
+            return AuthResult(Decision.DENY, 0x86)
+        user = snapshot.users.get(credential.user_id)
+        if user is None or not user.is_active or not credential.is_active:
+            return AuthResult(Decision.DENY, 0x87)
+        if request.client_id != credential.device_id:
+            return AuthResult(Decision.DENY, 0x85)
+        client = ClientInfo(
+            client_id=request.client_id,
+            username=device_id,
+            protocol_version=request.protocol_version,
+            is_admin=user.is_admin,
+            mount=tenant_mount(user.id),
+            attributes={
+                "user_id": user.id,
+                "project_id": credential.project_id,
+                "device_row_id": credential.device_row_id,
+                "instance_id": None,
+                "secret_hash": None,  # present: one of ours; None: it logged in by certificate
+                "cert_serial": credential.cert_serial,
             },
         )
         return AuthResult(Decision.ALLOW, client=client)
@@ -186,7 +225,14 @@ class StorageAuthHook(Hook):
             return True
         snapshot = self.snapshot
         credential = snapshot.credentials.get(client.username or "")
-        if credential is None or credential.secret_hash != attributes["secret_hash"]:
+        if credential is None:
+            return False
+        cert_serial = attributes.get("cert_serial")
+        if cert_serial is not None:
+            # Logged in by certificate: it holds while the device's certificate is still that one.
+            if not isinstance(credential, DeviceCredential) or credential.cert_serial != cert_serial:
+                return False
+        elif credential.secret_hash != attributes["secret_hash"]:
             return False
         if isinstance(credential, DeviceCredential) and not credential.is_active:
             return False

@@ -137,6 +137,18 @@ class DeviceRepository:
                 row = await cursor.fetchone()
         return CreatedDevice(_record(row), secret) if row else None
 
+    async def set_cert_serial(self, device_row_id: int, cert_serial: str | None, *, user_id: int | None) -> Device | None:
+        """Record the serial of the device's one valid client certificate (None: it has none, so any
+        certificate it was issued is revoked). None if there is no such device."""
+        clause, parameters = _owned(user_id)
+        async with self._db.transaction() as connection:
+            async with connection.execute(
+                f"UPDATE devices SET cert_serial = ?, updated_at = ? WHERE id = ?{clause} RETURNING {_COLUMNS}",
+                (cert_serial, format_timestamp(utc_now()), device_row_id, *parameters),
+            ) as cursor:
+                row = await cursor.fetchone()
+        return _record(row) if row else None
+
     async def delete(self, device_row_id: int, *, user_id: int | None) -> bool:
         clause, parameters = _owned(user_id)
         async with self._db.transaction() as connection:

@@ -569,3 +569,126 @@ def test_an_offline_session_of_a_revoked_device_is_removed(secure_roost: RoostTh
     again.subscribe("cmd", qos=1)
     sync(instance, again, "cmd")
     again.expect_none()
+
+
+# -- narrowing an ACL ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def narrowing(secure_roost: RoostThread, alice: Tenant, clients: Clients) -> dict[str, Any]:
+    project = alice.project()
+    topics = {name: alice.topic(project, name) for name in ("cmd", "sensors/+/temp", "sync/marker")}
+    return {"project": project, "topics": topics, "instance": clients.connect(secure_roost, alice.instance(), "i", 5)}
+
+
+def _narrow(roost: RoostThread, alice: Tenant, topic_id: int, how: str) -> None:
+    topics = alice.services.topics
+    if how == "delete":
+        roost.run(topics.delete(alice.user, topic_id))
+    elif how == "can_subscribe False":
+        roost.run(topics.update(alice.user, topic_id, can_subscribe=False))
+    else:  # rename
+        roost.run(topics.update(alice.user, topic_id, name="renamed"))
+
+
+@VERSIONS
+@pytest.mark.parametrize("how", ["delete", "can_subscribe False", "rename"])
+@pytest.mark.parametrize("topic_filter", ["cmd", "$share/g/cmd"])
+def test_narrowing_a_topic_removes_live_subscriptions(secure_roost: RoostThread, alice: Tenant, clients: Clients,
+                                                      narrowing: dict[str, Any], version: int, how: str,
+                                                      topic_filter: str) -> None:
+    """A device subscribed to `cmd` (plain or shared) loses the subscription as soon as the topic is deleted,
+    renamed, or loses can_subscribe: what the instance publishes to `cmd` afterwards is not delivered, while
+    the still-allowed `sync/marker` is (the sync marker proves it)."""
+    device = clients.connect(secure_roost, alice.device(narrowing["project"], "d1"), "d1", version)
+    instance = narrowing["instance"]
+    assert device.subscribe(topic_filter, qos=1)[0].value == 1
+    device.subscribe("sync/marker", qos=1)
+    instance.publish("cmd", b"before", qos=1)
+    assert device.expect().payload == b"before"
+    _narrow(secure_roost, alice, narrowing["topics"]["cmd"], how)
+    instance.publish("cmd", b"after", qos=1)
+    sync(instance, device)
+    device.expect_none()
+    assert device.alive
+
+
+@VERSIONS
+def test_a_still_covering_rule_keeps_the_subscription(secure_roost: RoostThread, alice: Tenant, clients: Clients,
+                                                      narrowing: dict[str, Any], version: int) -> None:
+    """Only what is no longer allowed goes: with `sensors/#` (subscribe only) added, deleting
+    `sensors/+/temp` keeps the device's `sensors/kitchen/temp` subscription, now covered by the other rule."""
+    alice.topic(narrowing["project"], "sensors/#", publish=False, subscribe=True)
+    device = clients.connect(secure_roost, alice.device(narrowing["project"], "d1"), "d1", version)
+    device.subscribe("sensors/kitchen/temp", qos=1)
+    _narrow(secure_roost, alice, narrowing["topics"]["sensors/+/temp"], "delete")
+    narrowing["instance"].publish("sensors/kitchen/temp", b"21", qos=1)
+    assert device.expect().payload == b"21"
+
+
+@VERSIONS
+def test_taking_away_can_publish_refuses_the_next_publish(secure_roost: RoostThread, alice: Tenant,
+                                                          clients: Clients, narrowing: dict[str, Any],
+                                                          version: int) -> None:
+    """After can_publish False, the device's next PUBLISH to that topic is refused: v5 PUBACK 0x87; 3.1.1
+    acknowledged and not delivered [MQTT-3.3.5-2]."""
+    instance = narrowing["instance"]
+    instance.subscribe("#", qos=1)
+    device = clients.connect(secure_roost, alice.device(narrowing["project"], "d1"), "d1", version)
+    assert device.publish_code("cmd", b"allowed") == 0
+    assert instance.expect().payload == b"allowed"
+    secure_roost.run(alice.services.topics.update(alice.user, narrowing["topics"]["cmd"], can_publish=False))
+    assert device.publish_code("cmd", b"refused") == (0x87 if version == 5 else 0)
+    sync(instance, instance)
+    instance.expect_none()
+
+
+# -- writes by another process ------------------------------------------------------------------------------
+
+
+def _outside(roost: RoostThread, write: Any) -> None:
+    """Run `write(store)` on a second store over the same database file, as the CLI in another process
+    would (the running server is not told)."""
+
+    async def main() -> None:
+        async with await open_store(roost.config.data_dir) as store:
+            await write(store)
+
+    asyncio.run(main())
+
+
+@VERSIONS
+def test_an_instance_deleted_by_another_process_is_closed_within_seconds(secure_roost: RoostThread, alice: Tenant,
+                                                                        clients: Clients, version: int) -> None:
+    """The server notices the outside write (its poll of the database's change token) and closes the client
+    (v5: DISCONNECT 0x98) within about two seconds; its credentials are refused from then on."""
+    credentials = alice.instance()
+    client = clients.connect(secure_roost, credentials, "c1", version, persistent=True)
+    public_id = instance_public_id(alice)
+    _outside(secure_roost, lambda store: store.instances.delete(public_id, user_id=None))
+    wait_revoked(client)
+    code = raw_connack(secure_roost.mqtt_port, version, "c1", credentials[0], credentials[1].encode())
+    assert code == BAD_CREDENTIALS[version]
+
+
+def test_a_topic_narrowed_by_another_process_stops_deliveries(secure_roost: RoostThread, alice: Tenant,
+                                                              clients: Clients, narrowing: dict[str, Any]) -> None:
+    """A topic deleted through a second store: the device's subscription goes within seconds. The device
+    is told nothing, so the test waits until a publish to `cmd` is no longer delivered (a sync marker after
+    each try)."""
+    device = clients.connect(secure_roost, alice.device(narrowing["project"], "d1"), "d1", 5)
+    device.subscribe("cmd", qos=1)
+    device.subscribe("sync/marker", qos=1)
+    instance = narrowing["instance"]
+    topic_id = narrowing["topics"]["cmd"]
+    _outside(secure_roost, lambda store: store.topics.delete(topic_id, user_id=None))
+
+    def stopped() -> bool:
+        instance.publish("cmd", b"probe", qos=1)
+        sync(instance, device)
+        delivered = not device.messages.empty()
+        while not device.messages.empty():
+            device.expect()
+        return not delivered
+
+    assert poll(stopped), "deliveries to the narrowed subscription did not stop"
