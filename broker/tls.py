@@ -1,0 +1,184 @@
+"""MQTT over TLS: a listener whose certificate can be replaced while it runs.
+
+Each accepted TCP connection is upgraded with `loop.start_tls(..., ssl_handshake_timeout=...)` using the
+listener's *current* `ssl.SSLContext`, read at that moment. So a certificate reload is one assignment
+(`listener.context = new_context`): new connections get the new certificate, connections already up keep
+the session they negotiated and are not dropped. (`create_server(ssl=...)` would bind one context for the
+server's life, and it settles failed handshakes silently; upgrading each connection ourselves also lets
+every failure be logged once, with the peer's address.)
+
+What a bad peer can cost is bounded: a TLS handshake that fails, a plain-text client, or a client that says
+nothing ends within `handshake_timeout` seconds, with the transport's bounded read buffer; then the
+`MQTTConnection`'s own CONNECT timeout applies as on plain TCP.
+
+Mutual TLS is optional: with a client CA, the context asks for a client certificate (`CERT_OPTIONAL`);
+a client that presents one must present one signed by that CA, and one that presents none is left to
+authenticate with a user name and password. The certificate's subject CN and serial reach the auth hooks
+through `ConnectRequest` (see `MQTTConnection._on_connect`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+from broker.connection import MQTTConnection
+from broker.core import Broker
+
+__all__ = ["TLSListener", "server_context"]
+
+log = logging.getLogger("roost.listeners")
+
+
+def server_context(cert_file: str | Path, key_file: str | Path, client_ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """A TLS 1.2/1.3 server context for a PEM certificate chain and key; with `client_ca_file`, clients may
+    present a certificate signed by one of its CAs (mutual TLS), and one they present is verified."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert_file), str(key_file))
+    if client_ca_file is not None:
+        context.load_verify_locations(cafile=str(client_ca_file))
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+class _Upgrading(asyncio.Protocol):
+    """Stands in for the MQTT connection while the TLS handshake runs.
+
+    The TLS layer may deliver the first application bytes (a CONNECT sent right behind the handshake) in
+    the same call that completes the handshake, before the `start_tls` caller resumes; they are held here
+    and handed to the `MQTTConnection` once it has its transport.
+    """
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.lost = False
+        self.lost_exc: Exception | None = None
+        self.writing_paused = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.lost_exc = exc
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+
+
+class _Accepted(asyncio.Protocol):
+    """A raw TCP connection on the TLS port, until `TLSListener` has upgraded it."""
+
+    def __init__(self, listener: TLSListener) -> None:
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]  # start_tls takes over the socket's bytes
+        self.listener._upgrade(transport)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+class TLSListener:
+    """MQTT over TLS. Assign `context` to serve a new certificate to new connections."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        host: str,
+        port: int,
+        context: ssl.SSLContext,
+        handshake_timeout: float = 10.0,
+        name: str = "tls",
+    ) -> None:
+        self.broker = broker
+        self.host = host
+        self.requested_port = port
+        self.context = context
+        self.handshake_timeout = handshake_timeout
+        self.name = name
+        self.handshake_failures = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Accepted(self), self.host, self.requested_port, reuse_address=True, backlog=1024
+        )
+        for sock in self._server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        log.info("MQTT listener %s on %s:%d", self.name, self.host, self.port)
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets
+        return int(self._server.sockets[0].getsockname()[1])
+
+    def _upgrade(self, transport: asyncio.Transport) -> None:
+        if self._server is None or self.broker.closing:
+            transport.abort()
+            return
+        task = self.broker.loop.create_task(self._handshake(transport))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        peer = _peer(transport)
+        upgrading = _Upgrading()
+        try:
+            tls_transport = await self.broker.loop.start_tls(
+                transport, upgrading, self.context, server_side=True, ssl_handshake_timeout=self.handshake_timeout
+            )
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except Exception as exc:  # ssl.SSLError, ConnectionError, a timeout: the peer's doing, logged once
+            self.handshake_failures += 1
+            log.info("TLS handshake with %s failed: %s", peer, _reason(exc))
+            transport.abort()
+            return
+        if tls_transport is None or upgrading.lost:
+            return
+        connection = MQTTConnection(self.broker, self.name)
+        tls_transport.set_protocol(connection)
+        connection.connection_made(tls_transport)
+        if upgrading.writing_paused:
+            connection.pause_writing()
+        if upgrading.data:
+            connection.data_received(b"".join(upgrading.data))
+
+    async def close(self) -> None:
+        """Stop accepting; handshakes under way are abandoned; MQTT connections are closed by the broker."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._pending):
+            task.cancel()
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer: Any = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "?"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or str(exc)
+    if isinstance(exc, (TimeoutError, ConnectionAbortedError)) and "taking longer" in str(exc):
+        return "no handshake within the timeout"
+    return str(exc) or type(exc).__name__
