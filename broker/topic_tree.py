@@ -38,6 +38,8 @@ V = TypeVar("V")
 _SEP = "/"
 _ONE = "+"
 _MULTI = "#"
+# Most distinct topics whose routes are remembered at once (see SubscriptionTree._cache).
+_CACHE_LIMIT = 4096
 
 
 class SharedGroup(Generic[V]):
@@ -190,11 +192,14 @@ class SubscriptionTree(Generic[V]):
     subscription identifier); the tree only stores and returns it.
     """
 
-    __slots__ = ("_root", "_count")
+    __slots__ = ("_root", "_count", "_cache")
 
     def __init__(self) -> None:
         self._root: _Node[V] = _Node()
         self._count: int = 0
+        # topic -> match() result, valid until the next subscribe or unsubscribe. Publishers mostly repeat
+        # a few topics, so routing is usually one dict lookup; any change of subscriptions clears it.
+        self._cache: dict[str, tuple[list[tuple[str, V]], list[SharedGroup[V]]]] = {}
 
     def __len__(self) -> int:
         """Number of subscriptions: plain ones plus shared-group memberships."""
@@ -208,6 +213,8 @@ class SubscriptionTree(Generic[V]):
         an existing one of the same session replaces it [MQTT-3.8.4-3]. The return value lets the broker
         decide whether to send retained messages for Retain Handling 1 (only if new).
         """
+        if self._cache:
+            self._cache.clear()
         node = self._root
         for level in topic_filter.split(_SEP):
             child = node.children.get(level)
@@ -250,6 +257,8 @@ class SubscriptionTree(Generic[V]):
             if not shared.members:
                 del node.groups[group]
         self._count -= 1
+        if self._cache:
+            self._cache.clear()
         # Walk back up, removing nodes that no longer hold anything.
         for parent, level in reversed(path):
             if not node.is_empty():
@@ -261,11 +270,14 @@ class SubscriptionTree(Generic[V]):
     def match(self, topic: str) -> tuple[list[tuple[str, V]], list[SharedGroup[V]]]:
         """All plain subscriptions matching the topic name as (client_id, value) pairs – a client with several
         overlapping subscriptions appears once per matching subscription (the broker merges them) – and the
-        shared groups whose filter matches.
+        shared groups whose filter matches. The lists are shared with a cache: callers must not change them.
 
         The broker needs every overlapping subscription because, in MQTT 5, each may carry its own
         subscription identifier and options [MQTT-3.3.4-3, 3.3.4-4]; merging is its decision.
         """
+        cached = self._cache.get(topic)
+        if cached is not None:
+            return cached
         levels = topic.split(_SEP)
         plain: list[tuple[str, V]] = []
         shared: list[SharedGroup[V]] = []
@@ -278,4 +290,9 @@ class SubscriptionTree(Generic[V]):
                 _collect(first, levels, 1, len(levels), plain, shared)
         else:
             _collect(root, levels, 0, len(levels), plain, shared)
-        return plain, shared
+        result = (plain, shared)
+        cache = self._cache
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[topic] = result
+        return result
