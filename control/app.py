@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute, Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
-from control.api import mqtt_instances, v1
+from control.api import certificates, mqtt_instances, v1, websocket
 from control.api.errors import EXCEPTION_HANDLERS
 from control.api.openapi import openapi_document
 from control.services import Services
@@ -35,6 +35,8 @@ def create_app(service: BrokerService, services: Services) -> Starlette:
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes += mqtt_instances.routes
     routes += v1.routes
+    routes += certificates.routes
+    routes += websocket.routes  # MQTT over WebSocket at /mqtt
     document = openapi_document(routes)
 
     async def openapi(request: Request) -> JSONResponse:
@@ -43,4 +45,5 @@ def create_app(service: BrokerService, services: Services) -> Starlette:
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
     app.state.services = services
+    app.state.broker = service.broker
     return app

@@ -25,10 +25,12 @@ from broker.listeners import TCPListener
 from broker.service import BrokerService
 from broker.settings import VERSION
 from broker.sys_topics import run_sys_topics
+from broker.tls import TLSListener
 from control.app import create_app
 from control.config import Config
 from control.plans import DEFAULT_PLANS
 from control.services import Services
+from control.tls import TLSFiles
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
@@ -64,6 +66,8 @@ class Roost:
         self.broker = Broker(mqtt.broker, hooks)
         self.service = BrokerService(self.broker)
         self.mqtt_listener = TCPListener(self.broker, mqtt.host, mqtt.port)
+        self.tls = TLSFiles(config)
+        self.tls_listener: TLSListener | None = None
         self.store: Store | None = None
         self.access: LiveAccess | None = None
         self.services: Services | None = None
@@ -79,6 +83,14 @@ class Roost:
     @property
     def mqtt_port(self) -> int:
         return self.mqtt_listener.port
+
+    @property
+    def tls_port(self) -> int | None:
+        return self.tls_listener.port if self.tls_listener is not None else None
+
+    def reload_certificates(self) -> bool:
+        """Reload the certificate files now (SIGHUP does this): new connections get the new certificate."""
+        return self.tls.reload(force=True)
 
     @property
     def http_port(self) -> int:
@@ -107,11 +119,13 @@ class Roost:
             usage=usage,
             public_host=config.mqtt.public_host,
             public_port=config.mqtt.public_port or config.mqtt.port,
+            certificates=self.tls.store,
         )
         self._spawn(self.access.watch())
         self._spawn(usage.run())
         self._spawn(recorder.run())
         await self.mqtt_listener.start()
+        await self._start_tls()
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
         await self._start_http()
@@ -119,6 +133,22 @@ class Roost:
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
         )
+
+    async def _start_tls(self) -> None:
+        tls = self.config.tls
+        if not tls.port and not tls.https:
+            self.tls.store.authority()  # the local CA still issues device certificates
+            return
+        self.tls.prepare()
+        if tls.port:
+            assert self.tls.mqtt_context is not None
+            listener = self.tls_listener = TLSListener(
+                self.broker, tls.host, tls.port, self.tls.mqtt_context, tls.handshake_timeout
+            )
+            self.tls.on_reload.append(lambda: setattr(listener, "context", self.tls.mqtt_context))
+            await listener.start()
+        if tls.watch_interval:
+            self._spawn(self.tls.watch(tls.watch_interval))
 
     async def _start_http(self) -> None:
         # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
@@ -137,6 +167,8 @@ class Roost:
             access_log=False,
             lifespan="off",
             server_header=False,
+            ws="wsproto",
+            ssl_context_factory=(lambda *_: self.tls.https_front_context()) if self.config.tls.https else None,
         )
         self._http = _EmbeddedUvicorn(uv_config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
@@ -147,6 +179,8 @@ class Roost:
         if self._http is not None:
             self._http.should_exit = True  # uvicorn notices on its next tick, while the broker closes
         await self.mqtt_listener.close()
+        if self.tls_listener is not None:
+            await self.tls_listener.close()
         await self.broker.shutdown()
         if self._http_task is not None:
             await self._http_task
@@ -168,10 +202,11 @@ class Roost:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_certificates)
         await self.start()
         try:
             await stop.wait()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
             await self.stop()

@@ -111,6 +111,7 @@ def roost_document(tmp_path: Path, **mqtt: Any) -> dict[str, Any]:
         "data_dir": str(tmp_path / "data"),
         "mqtt": section,
         "http": {"host": "127.0.0.1", "port": 0},
+        "tls": {"port": 0},  # off unless a test asks (its default, 8883, would collide between Roosts)
     }
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.service import BrokerService
+from certs.store import CertificateStore
 from control.plans import Plan
 from control.services.api_keys import ApiKeyService
 from control.services.context import Context
@@ -52,8 +53,9 @@ class Services:
         usage: UsageMeter | None = None,
         public_host: str = "localhost",
         public_port: int = 1883,
+        certificates: CertificateStore | None = None,
     ) -> Services:
-        context = Context(store, plans, access, broker, usage, public_host, public_port)
+        context = Context(store, plans, access, broker, usage, public_host, public_port, certificates)
         return cls(
             context=context,
             users=UserService(context),

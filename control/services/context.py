@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from broker.service import BrokerService
 from control.errors import LimitReached, NotFound
 from control.plans import DEFAULT_PLANS, Plan
+from certs.store import CertificateStore
 from storage.access import LiveAccess
 from storage.records import Project, User
 from storage.store import Store
@@ -24,6 +25,8 @@ class Context:
     usage: UsageMeter | None
     public_host: str
     public_port: int
+    # Roost's local CA, which issues device certificates (None: certificates are not offered).
+    certificates: CertificateStore | None = None
 
     def plan_of(self, user: User) -> Plan:
         return self.plans.get(user.plan) or DEFAULT_PLANS["free"]

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from certs.authority import KeyPair, describe
+
 from control.errors import NotFound, ValidationFailed
 from control.services.context import Context
 from control.services.validation import Fields
 from storage.errors import Conflict
 from storage.records import Device, Page, User
 
-__all__ = ["DeviceService", "DeviceView", "STATUSES"]
+__all__ = ["DeviceCertificate", "DeviceService", "DeviceView", "STATUSES"]
 
 PER_PAGE = 15
 STATUSES = ("online", "offline", "inactive")
@@ -26,6 +28,17 @@ class DeviceView:
     device: Device
     status: str
     secret: str | None = None  # only right after creation or rotation
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCertificate:
+    """A device's new client certificate and private key (PEM), handed over once, with the CA's."""
+
+    view: DeviceView
+    issued: KeyPair
+    ca_certificate: bytes
+    serial: str
+    expires_at: str
 
 
 class DeviceService:
@@ -110,6 +123,43 @@ class DeviceService:
             raise NotFound("Device not found")
         await self.context.access_changed()
         return self._view(created.device, set(), created.secret)
+
+    async def issue_certificate(self, user: User | None, device_row_id: int) -> DeviceCertificate:
+        """A client certificate from Roost's CA whose subject CN is the device_id: presented over TLS, it logs
+        the device in without a password. It replaces (revokes) any certificate issued before; the key is not
+        kept, so this is the only time it is shown. `user` None: any device (the CLI)."""
+        authority = self.context.certificates
+        if authority is None:
+            raise NotFound("Device certificates are not available")
+        user_id = None if user is None else user.id
+        device = await self.store.devices.get(device_row_id, user_id=user_id)
+        if device is None:
+            raise NotFound("Device not found")
+        if len(device.device_id) > 64:
+            raise ValidationFailed({"device_id": "A device_id longer than 64 characters cannot be a certificate's name."})
+        issued = authority.issue_client(device.device_id)
+        info = describe(issued.certificate)
+        updated = await self.store.devices.set_cert_serial(device_row_id, info.serial, user_id=user_id)
+        if updated is None:
+            raise NotFound("Device not found")
+        await self.context.access_changed()  # a client still using the previous certificate is disconnected
+        return DeviceCertificate(
+            self._view(updated, self._online()),
+            issued,
+            authority.authority().certificate,
+            info.serial,
+            info.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+
+    async def revoke_certificate(self, user: User | None, device_row_id: int) -> DeviceView:
+        """Revoke the device's certificate: a connection that logged in with it is closed at once, and the
+        certificate is refused from then on. Its password, if it has one, still works."""
+        user_id = None if user is None else user.id
+        device = await self.store.devices.set_cert_serial(device_row_id, None, user_id=user_id)
+        if device is None:
+            raise NotFound("Device not found")
+        await self.context.access_changed()
+        return self._view(device, self._online())
 
     async def delete(self, user: User, device_row_id: int) -> None:
         if not await self.store.devices.delete(device_row_id, user_id=user.id):
