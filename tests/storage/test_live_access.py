@@ -16,7 +16,7 @@ import pytest
 
 from broker.codec import Connack, Disconnect, Puback, Publish, Suback, Subscribe, Subscription, Will
 from storage.store import open_store
-from tests.helpers import TIMEOUT, RawClient, RoostThread, sync
+from tests.helpers import RawClient, RoostThread, sync
 from tests.storage.live_helpers import (
     AckClient,
     Clients,
@@ -75,7 +75,7 @@ def test_instance_credentials_are_accepted(secure_roost: RoostThread, alice: Ten
     assert client.expect().payload == b"hello"
 
 
-def _refusals(roost: RoostThread, tenant: Tenant) -> dict[str, tuple[dict[str, Any], dict[int, int]]]:
+def _refusals(tenant: Tenant) -> dict[str, tuple[dict[str, Any], dict[int, int]]]:
     """CONNECTs that must be refused, with the expected code by protocol version."""
     username, password = tenant.instance()
     return {
@@ -100,7 +100,7 @@ def test_bad_credentials_are_refused_without_trace(secure_roost: RoostThread, al
     3.1.1 return code 4 (anonymous: 5) then close [MQTT-3.2.2-5]. The refusal changes nothing in the
     database, and the log line that reports it does not contain the password."""
     caplog.set_level(logging.DEBUG, logger="roost")
-    kwargs, codes = _refusals(secure_roost, alice)[case]
+    kwargs, codes = _refusals(alice)[case]
     before = db_rows(secure_roost)
     assert raw_connack(secure_roost.mqtt_port, version, "c1", **kwargs) == codes[version]
     assert db_rows(secure_roost) == before
@@ -154,7 +154,8 @@ def test_device_updated_to_inactive_is_not_authorized_and_active_again_is(
     row = device_row_id(alice, project, device_id)
     port = secure_roost.mqtt_port
     secure_roost.run(alice.services.devices.update(alice.user, row, status="inactive"))
-    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == NOT_AUTHORIZED[version]
+    refused = NOT_AUTHORIZED[version]
+    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == refused
     secure_roost.run(alice.services.devices.update(alice.user, row, status="offline"))
     assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == 0
 
@@ -166,9 +167,9 @@ def test_deactivated_user_is_not_authorized(secure_roost: RoostThread, alice: Te
     project = alice.project()
     device_id, secret = alice.device(project, "dev-1")
     secure_roost.run(alice.services.users.update(None, alice.user.id, is_active=False))
-    port = secure_roost.mqtt_port
-    assert raw_connack(port, version, "c1", username=instance[0], password=instance[1].encode()) == NOT_AUTHORIZED[version]
-    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == NOT_AUTHORIZED[version]
+    port, refused = secure_roost.mqtt_port, NOT_AUTHORIZED[version]
+    assert raw_connack(port, version, "c1", username=instance[0], password=instance[1].encode()) == refused
+    assert raw_connack(port, version, device_id, username=device_id, password=secret.encode()) == refused
 
 
 # -- anonymous clients next to tenants --------------------------------------------------------------------
@@ -180,7 +181,7 @@ def open_roost(make_roost: Any) -> RoostThread:
 
 
 @VERSIONS
-@pytest.mark.parametrize("topic_filter", ["#", "+/#", "$share/g/#", "sensors/temp", "+/temp"])
+@pytest.mark.parametrize("topic_filter", ["#", "+/#", "$share/g/#", "sensors/temp"])
 def test_anonymous_subscribers_never_see_tenant_messages(open_roost: RoostThread, clients: Clients, version: int,
                                                          topic_filter: str) -> None:
     """Tenants live under `$u{id}/`: wildcard filters do not match `$` topics [MQTT-4.7.2-1], and a
@@ -592,8 +593,10 @@ def _narrow(roost: RoostThread, alice: Tenant, topic_id: int, how: str) -> None:
 
 
 @VERSIONS
-@pytest.mark.parametrize("how", ["delete", "can_subscribe False", "rename"])
-@pytest.mark.parametrize("topic_filter", ["cmd", "$share/g/cmd"])
+@pytest.mark.parametrize(
+    ("how", "topic_filter"),
+    [("delete", "cmd"), ("can_subscribe False", "cmd"), ("rename", "cmd"), ("delete", "$share/g/cmd")],
+)
 def test_narrowing_a_topic_removes_live_subscriptions(secure_roost: RoostThread, alice: Tenant, clients: Clients,
                                                       narrowing: dict[str, Any], version: int, how: str,
                                                       topic_filter: str) -> None:
@@ -692,3 +695,166 @@ def test_a_topic_narrowed_by_another_process_stops_deliveries(secure_roost: Roos
         return not delivered
 
     assert poll(stopped), "deliveries to the narrowed subscription did not stop"
+
+
+# -- hourly quota over MQTT -------------------------------------------------------------------------------
+
+
+def _raw_tenant_client(roost: RoostThread, credentials: tuple[str, str], client_id: str, version: int) -> RawClient:
+    raw = RawClient(roost.mqtt_port, version)
+    username, password = credentials
+    connack = raw.connect(client_id, username=username, password=password.encode())
+    assert isinstance(connack, Connack) and connack.reason_code == 0
+    return raw
+
+
+def _use_up_quota(raw: RawClient, count: int = 100) -> None:
+    """Subscribe to `q/#` and publish `count` QoS 0 messages there; all of them come back."""
+    raw.send(Subscribe(1, (Subscription("q/#", 0),)))
+    assert isinstance(raw.receive(), Suback)
+    for n in range(count):
+        raw.send(Publish(f"q/{n}", b"x"))
+    delivered = ping(raw)
+    assert len(delivered) == count and all(isinstance(p, Publish) for p in delivered)
+
+
+def test_v5_publish_beyond_the_hourly_quota_gets_0x97(secure_roost: RoostThread, alice: Tenant, bob: Tenant,
+                                                     clients: Clients) -> None:
+    """A free user's 100 messages an hour: the 101st QoS 1 PUBLISH gets PUBACK 0x97 Quota exceeded and is
+    not delivered; QoS 0 beyond the quota is dropped; the connection stays open. The quota is the user's
+    (a device of the same user is refused too), and another tenant is not affected."""
+    raw = _raw_tenant_client(secure_roost, alice.instance(), "c1", 5)
+    try:
+        _use_up_quota(raw)
+        raw.send(Publish("q/over", b"x", qos=1, packet_id=7))
+        assert raw.receive() == Puback(7, 0x97)
+        raw.send(Publish("q/over", b"x"))
+        assert ping(raw) == []  # dropped, and still connected
+    finally:
+        raw.close()
+    project = alice.project()
+    alice.topic(project, "data")
+    device = clients.connect(secure_roost, alice.device(project, "d1"), "d1", 5)
+    assert device.publish_code("data") == 0x97
+    other = clients.connect(secure_roost, bob.instance(), "c1", 5)
+    assert other.publish_code("data") == 0
+
+
+def test_v311_qos1_publish_beyond_the_quota_closes_the_connection(secure_roost: RoostThread, alice: Tenant) -> None:
+    """3.1.1 cannot hear a reason code: QoS 0 beyond the quota is dropped, and a QoS 1 PUBLISH the server
+    will not accept closes the connection instead of being acknowledged [MQTT-3.3.5-2]."""
+    raw = _raw_tenant_client(secure_roost, alice.instance(), "c1", 4)
+    try:
+        _use_up_quota(raw)
+        raw.send(Publish("q/over", b"x"))
+        assert ping(raw) == []
+        raw.send(Publish("q/over", b"x", qos=1, packet_id=7))
+        assert packets_until_closed(raw) == []
+    finally:
+        raw.close()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: storage/usage.py UsageMeter keeps a deleted user's in-memory count; "
+                                       "users.id is reused (INTEGER PRIMARY KEY without AUTOINCREMENT), so a new "
+                                       "user inherits the used-up quota")
+def test_a_new_user_does_not_inherit_a_deleted_user_quota(secure_roost: RoostThread) -> None:
+    """Alice uses up her quota and is deleted; the next user created starts with a fresh quota (SQLite may
+    give them Alice's old id)."""
+    alice = make_tenant(secure_roost, "alice")
+    raw = _raw_tenant_client(secure_roost, alice.instance(), "c1", 5)
+    try:
+        _use_up_quota(raw)
+    finally:
+        raw.close()
+    secure_roost.run(alice.services.users.delete(None, alice.user.id))
+    carol = make_tenant(secure_roost, "carol")
+    raw = _raw_tenant_client(secure_roost, carol.instance(), "c1", 5)
+    try:
+        raw.send(Publish("q/first", b"x", qos=1, packet_id=1))
+        assert raw.receive() == Puback(1, 0)
+    finally:
+        raw.close()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: control/services/users.py UserService.delete leaves the retained "
+                                       "messages under the deleted user's mount $u{id}/ in the broker, and users.id "
+                                       "is reused, so the next user created reads them")
+def test_a_new_user_does_not_see_a_deleted_user_retained_messages(secure_roost: RoostThread,
+                                                                 clients: Clients) -> None:
+    """Alice's clients leave retained messages and Alice is deleted; a user created afterwards (SQLite may
+    give them Alice's old id, hence her mount point) subscribes to `#` and must receive none of them."""
+    alice = make_tenant(secure_roost, "alice")
+    project = alice.project()
+    alice.topic(project, "device/state")
+    instance = clients.connect(secure_roost, alice.instance(), "a", 5)
+    instance.publish("secret", b"alice's", qos=1, retain=True)
+    device = clients.connect(secure_roost, alice.device(project, "d1"), "d1", 5)
+    device.publish("device/state", b"alice's device", qos=1, retain=True)
+    secure_roost.run(alice.services.users.delete(None, alice.user.id))
+    mallory = make_tenant(secure_roost, "mallory")
+    watcher = clients.connect(secure_roost, mallory.instance(), "m", 5)
+    watcher.subscribe("#", qos=1)
+    sync(watcher, watcher)
+    watcher.expect_none()
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: storage/usage.py UsageMeter.flush retries a failed batch whole; the "
+                                       "count of a user deleted before the flush violates quota_usage's FOREIGN KEY "
+                                       "every time, so no user's usage reaches the database again")
+def test_usage_keeps_being_written_after_a_user_is_deleted(secure_roost: RoostThread, alice: Tenant, bob: Tenant,
+                                                           clients: Clients) -> None:
+    """Alice publishes and is deleted before the meter's next write (once a second); Bob's usage still
+    reaches the `quota_usage` table, so it survives a restart."""
+    a = clients.connect(secure_roost, alice.instance(), "a", 5)
+    a.publish("x", b"1", qos=1)
+    secure_roost.run(alice.services.users.delete(None, alice.user.id))
+    b = clients.connect(secure_roost, bob.instance(), "b", 5)
+    b.publish("x", b"2", qos=1)
+
+    def bob_counted() -> bool:
+        return any(row[0] == bob.user.id for row in db_rows(secure_roost)["quota_usage"])
+
+    assert poll(bob_counted, timeout=3), "Bob's usage was never written"
+
+
+# -- message history -----------------------------------------------------------------------------------------
+
+
+@VERSIONS
+def test_device_messages_on_registered_topics_are_recorded(secure_roost: RoostThread, alice: Tenant,
+                                                           acl_project: int, clients: Clients,
+                                                           version: int) -> None:
+    """What a device publishes on its project's topics is in the project's history (written in batches
+    about once a second); a refused publish is not."""
+    device = clients.connect(secure_roost, alice.device(acl_project, "dev-1"), "dev-1", version)
+    device.publish("other", b"refused", qos=1)
+    device.publish("sensors/kitchen/temp", b"21.5", qos=1, retain=True)
+    messages = poll(lambda: secure_roost.run(alice.services.messages.list(alice.user, acl_project)))
+    assert len(messages) == 1
+    message = messages[0]
+    topics = secure_roost.run(alice.services.topics.list(alice.user, acl_project)).items
+    rule = next(t for t in topics if t.name == "sensors/+/temp")
+    assert (message.topic, message.payload, message.qos, message.retained, message.topic_id) == (
+        "sensors/kitchen/temp", b"21.5", 1, True, rule.id
+    )
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: storage/recorder.py MessageRecorder.flush puts a failed batch back "
+                                       "whole; a message whose topic/project row was deleted before the flush "
+                                       "violates the FOREIGN KEY on every retry, so no history is written again")
+def test_history_keeps_being_recorded_after_a_topic_is_deleted(secure_roost: RoostThread, alice: Tenant,
+                                                               clients: Clients) -> None:
+    """A device publishes and its topic is deleted before the recorder's next write; messages published
+    afterwards on another topic are still recorded."""
+    project = alice.project()
+    doomed = alice.topic(project, "doomed")
+    alice.topic(project, "kept")
+    device = clients.connect(secure_roost, alice.device(project, "d1"), "d1", 5)
+    device.publish("doomed", b"1", qos=1)
+    secure_roost.run(alice.services.topics.delete(alice.user, doomed))
+    device.publish("kept", b"2", qos=1)
+
+    def kept() -> list[Any]:
+        return [m for m in secure_roost.run(alice.services.messages.list(alice.user, project)) if m.topic == "kept"]
+
+    assert poll(kept, timeout=3), "the message on `kept` was never recorded"
