@@ -4,6 +4,8 @@
     roost user add NAME [--plan PLAN] [--admin] [--password-stdin] [--json] [--config FILE]
     roost user list [--json] [--config FILE]
     roost mqtt add USER [--json] [--config FILE]             new MQTT credentials (an MQTT instance)
+    roost device cert DEVICE_ID [--out DIR] [--json] [--config FILE]   issue a device client certificate
+    roost device revoke-cert DEVICE_ID [--config FILE]       revoke it (a connected device is closed)
     roost --version
 
 The management commands call the same services as the REST API, on the same database as `roost serve`
@@ -60,13 +62,17 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _with_services(config: Config, action: Callable[[Any], Awaitable[int]]) -> int:
+    from certs.store import CertificateStore
     from control.services import Services
     from storage.store import open_store
 
     store = await open_store(config.data_dir)
     try:
         public_port = config.mqtt.public_port or config.mqtt.port
-        services = Services.build(store, config.plans, public_host=config.mqtt.public_host, public_port=public_port)
+        services = Services.build(
+            store, config.plans, public_host=config.mqtt.public_host, public_port=public_port,
+            certificates=CertificateStore(config.data_dir / "certs"),
+        )
         return await action(services)
     finally:
         await store.close()
@@ -125,6 +131,43 @@ def _mqtt_add(config: Config, args: argparse.Namespace) -> int:
     return _run(lambda: _with_services(config, action))  # type: ignore[no-any-return]
 
 
+def _device_cert(config: Config, args: argparse.Namespace) -> int:
+    """Issue a client certificate from Roost's CA; write DEVICE_ID.pem, DEVICE_ID.key (0600) and ca.pem."""
+    from pathlib import Path
+
+    async def action(services: Any) -> int:
+        device = await services.context.store.devices.get_by_device_id(args.device_id)
+        if device is None:
+            print(f"roost: no device with device_id {args.device_id!r}", file=sys.stderr)
+            return 1
+        if args.revoke:
+            await services.devices.revoke_certificate(None, device.id)
+            print(f"revoked the certificate of {args.device_id}", file=sys.stderr)
+            return 0
+        created = await services.devices.issue_certificate(None, device.id)
+        if args.json:
+            print(json.dumps({
+                "device_id": args.device_id, "serial": created.serial, "expires_at": created.expires_at,
+                "certificate_pem": created.issued.certificate.decode(), "private_key_pem": created.issued.key.decode(),
+                "ca_certificate_pem": created.ca_certificate.decode(),
+            }))
+            return 0
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in args.device_id)
+        key = folder / f"{safe}.key"
+        key.touch(mode=0o600)
+        key.chmod(0o600)
+        key.write_bytes(created.issued.key)
+        (folder / f"{safe}.pem").write_bytes(created.issued.certificate)
+        (folder / "ca.pem").write_bytes(created.ca_certificate)
+        _print(args, {"serial": created.serial, "expires_at": created.expires_at,
+                      "certificate": str(folder / f"{safe}.pem"), "key": str(key), "ca": str(folder / "ca.pem")})
+        return 0
+
+    return _run(lambda: _with_services(config, action))  # type: ignore[no-any-return]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: an MQTT broker with a built-in control plane.")
     parser.add_argument("--version", action="version", version=f"roost {VERSION}")
@@ -154,6 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt_add.add_argument("user", help="the user's name")
     mqtt_add.add_argument("--json", action="store_true")
     mqtt_add.set_defaults(handler=_mqtt_add)
+
+    device = commands.add_parser("device", help="manage device certificates").add_subparsers(
+        dest="device_command", required=True
+    )
+    cert = with_config(device.add_parser("cert", help="issue a client certificate (mutual TLS) for a device"))
+    cert.add_argument("device_id")
+    cert.add_argument("--out", default=".", metavar="DIR", help="folder for DEVICE_ID.pem, DEVICE_ID.key, ca.pem")
+    cert.add_argument("--json", action="store_true", help="print the PEMs as one JSON object instead")
+    cert.set_defaults(handler=_device_cert, revoke=False)
+    revoke = with_config(device.add_parser("revoke-cert", help="revoke a device's client certificate"))
+    revoke.add_argument("device_id")
+    revoke.set_defaults(handler=_device_cert, revoke=True, json=False, out=".")
     return parser
 
 
