@@ -91,6 +91,8 @@ class MQTTConnection(asyncio.Protocol):
         self._keep_alive = 0
         self._timer: asyncio.TimerHandle | None = None
         self._auth_task: asyncio.Task[None] | None = None
+        # The cache keys of this client's QoS 0 PUBLISH forms, by retain flag (see send_message).
+        self._forms: tuple[tuple[int, str, bool], tuple[int, str, bool]] = ((4, "", False), (4, "", True))
         self._publish_acl: dict[str, bool] = {}
         self._acl_generation = -1
         self._aliases_in: dict[int, str] = {}
@@ -302,6 +304,7 @@ class MQTTConnection(asyncio.Protocol):
         client = result.client or ClientInfo(request.client_id, request.username, self.version)
         self.client = client
         self.mount = client.mount
+        self._forms = ((self.version, client.mount, False), (self.version, client.mount, True))
         self.will = packet.will
         self.state = _CONNECTED
         session, present = self.broker.attach(self, client, packet.clean_start, granted_expiry)
@@ -594,23 +597,28 @@ class MQTTConnection(asyncio.Protocol):
         dup: bool = False,
     ) -> bool:
         """Encode and queue one PUBLISH to this client. False if it exceeds the client's maximum packet
-        size and was discarded [MQTT-3.1.2-25]."""
+        size and was discarded [MQTT-3.1.2-25].
+
+        A QoS 0 PUBLISH is the same bytes for every client that gets the same form of it (version, tenant,
+        retain flag, and for v5 no per-client properties), so the last encoding is kept on the message:
+        a fan-out encodes once per distinct form, not once per subscriber."""
         version = self.version
         topic = message.topic
         mount = self.mount
         if mount and topic.startswith(mount):
             topic = topic[len(mount):]
-        if version != _V5:
-            if qos == 0:
-                cache = message.encoded
-                key = (version, retain, mount)
-                if cache is None:
-                    cache = message.encoded = {}
-                data = cache.get(key)
-                if data is None:
-                    data = cache[key] = encode_publish(topic, message.payload, 0, retain, False, None, EMPTY_PROPERTIES, version)
+        v5 = version == _V5
+        if qos == 0 and (not v5 or not (sub_ids or message.expires_at is not None or self._alias_out_max)):
+            form = self._forms[retain]
+            wire = message.wire
+            if wire is not None and wire[0] == form:
+                data = wire[1]
             else:
-                data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, EMPTY_PROPERTIES, version)
+                props = message.properties if v5 else EMPTY_PROPERTIES
+                data = encode_publish(topic, message.payload, 0, retain, False, None, props, version)
+                message.wire = (form, data)
+        elif not v5:
+            data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, EMPTY_PROPERTIES, version)
         else:
             props = message.properties
             if message.expires_at is not None or sub_ids or self._alias_out_max:
@@ -628,17 +636,7 @@ class MQTTConnection(asyncio.Protocol):
                         alias = self._aliases_out[topic] = len(self._aliases_out) + 1
                         changes["topic_alias"] = alias
                 props = replace(props, **changes)
-                data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, props, version)
-            elif qos == 0:
-                cache = message.encoded
-                key = (version, retain, mount)
-                if cache is None:
-                    cache = message.encoded = {}
-                data = cache.get(key)
-                if data is None:
-                    data = cache[key] = encode_publish(topic, message.payload, 0, retain, False, None, props, version)
-            else:
-                data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, props, version)
+            data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, props, version)
         if len(data) > self.max_outgoing_size:
             self.broker.stats.messages_dropped += 1
             return False

@@ -66,6 +66,10 @@ class BrokerService:
         """Remove the retained messages published by clients that authenticated as `origin`."""
         return self.broker.drop_retained(lambda _topic, message: message.origin == origin)
 
+    def drop_tenant_retained(self, mount: str) -> int:
+        """Remove every retained message in a tenant's namespace."""
+        return self.broker.drop_retained(lambda topic, _message: topic.startswith(mount))
+
     def online_usernames(self) -> set[str]:
         """User names of the clients connected now (a device's status is `online` while it is in here)."""
         return {c.client.username for c in self.broker.connected() if c.client is not None and c.client.username}

@@ -32,7 +32,7 @@ class Message:
     subscription identifiers belong to one hop and are never stored here). `expires_at` is a wall-clock
     deadline taken from the Message Expiry Interval, so it stays meaningful across a restart. `sender` is
     the publisher's session key (for No Local).
-    `encoded` caches the wire bytes of QoS 0 forms during one fan-out: one encoding per distinct form.
+    `wire` keeps the last QoS 0 encoding with its form (see `MQTTConnection.send_message`).
     """
 
     topic: str
@@ -45,7 +45,7 @@ class Message:
     # The user name the publisher authenticated with: the control plane removes what a revoked
     # credential left behind (its retained messages) by it.
     origin: str | None = None
-    encoded: dict[tuple[int, bool, str], bytes] | None = None
+    wire: tuple[tuple[int, str, bool], bytes] | None = None
 
     def remaining_expiry(self, now: float | None = None) -> int | None:
         """Seconds left before expiry (forwarded to subscribers [MQTT-3.3.2-6]); None when it never expires."""

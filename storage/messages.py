@@ -24,6 +24,11 @@ _INSERT = (
     "INSERT INTO messages (project_id, topic_id, topic, payload, qos, retained, expires_at, created_at)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_INSERT_IF_PROJECT = (
+    "INSERT INTO messages (project_id, topic_id, topic, payload, qos, retained, expires_at, created_at)"
+    " SELECT ?, (SELECT id FROM topics WHERE id = ?), ?, ?, ?, ?, ?, ?"
+    " WHERE EXISTS (SELECT 1 FROM projects WHERE id = ?)"
+)
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
@@ -60,11 +65,18 @@ class MessageRepository:
         return _record(row)
 
     async def insert_many(self, messages: Sequence[NewMessage]) -> int:
-        """Store a batch in one transaction; all or nothing. Returns how many were stored."""
+        """Store a batch in one transaction. The broker records messages a moment before they are written,
+        so a message whose project was deleted since is skipped, and one whose topic was deleted is kept
+        with `topic_id` NULL (as ON DELETE SET NULL would have left it), instead of failing the batch."""
         if not messages:
             return 0
         created_at = format_timestamp(utc_now())
-        await self._db.execute_many(_INSERT, [_row(message, created_at) for message in messages])
+        rows = [
+            (m.project_id, m.topic_id, m.topic, bytes(m.payload), m.qos, bool(m.retained), m.expires_at, created_at,
+             m.project_id)
+            for m in messages
+        ]
+        await self._db.execute_many(_INSERT_IF_PROJECT, rows)
         return len(messages)
 
     async def list(

@@ -30,7 +30,7 @@ class Migration:
 
 _SCHEMA_1 = """
 CREATE TABLE users (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     public_id     TEXT    NOT NULL UNIQUE CHECK (length(public_id) = 24),
     name          TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 255),
     password_hash TEXT,
@@ -42,7 +42,7 @@ CREATE TABLE users (
 );
 
 CREATE TABLE mqtt_instances (
-    id               INTEGER PRIMARY KEY,
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
     public_id        TEXT    NOT NULL UNIQUE CHECK (length(public_id) = 24),
     user_id          INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     username         TEXT    NOT NULL UNIQUE,
@@ -54,7 +54,7 @@ CREATE TABLE mqtt_instances (
 CREATE INDEX mqtt_instances_user ON mqtt_instances (user_id, created_at);
 
 CREATE TABLE projects (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     name        TEXT    NOT NULL CHECK (length(name) BETWEEN 1 AND 255),
     description TEXT    NOT NULL DEFAULT '',
@@ -64,7 +64,7 @@ CREATE TABLE projects (
 CREATE INDEX projects_user ON projects (user_id, id);
 
 CREATE TABLE devices (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id  INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     name        TEXT    NOT NULL CHECK (length(name) BETWEEN 1 AND 255),
     device_id   TEXT    NOT NULL UNIQUE CHECK (length(device_id) BETWEEN 1 AND 255),
@@ -77,7 +77,7 @@ CREATE TABLE devices (
 CREATE INDEX devices_project ON devices (project_id, id);
 
 CREATE TABLE topics (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id    INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     name          TEXT    NOT NULL CHECK (length(name) >= 1),
     description   TEXT    NOT NULL DEFAULT '',
@@ -89,7 +89,7 @@ CREATE TABLE topics (
 );
 
 CREATE TABLE api_keys (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id      INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     name         TEXT    NOT NULL,
     prefix       TEXT    NOT NULL,
@@ -103,7 +103,7 @@ CREATE TABLE api_keys (
 CREATE INDEX api_keys_user ON api_keys (user_id, id);
 
 CREATE TABLE messages (
-    id         INTEGER PRIMARY KEY,
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
     project_id INTEGER NOT NULL REFERENCES projects (id) ON DELETE CASCADE,
     topic_id   INTEGER REFERENCES topics (id) ON DELETE SET NULL,
     topic      TEXT    NOT NULL,

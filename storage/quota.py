@@ -30,12 +30,14 @@ class QuotaRepository:
         return int(row[0])
 
     async def increment_many(self, hour: str, counts: Mapping[int, int]) -> None:
-        """Add a batch of per-user counts for one hour in one transaction."""
+        """Add a batch of per-user counts for one hour in one transaction. Counts of users deleted since
+        are skipped (rather than failing the whole batch on the foreign key)."""
         if counts:
             await self._db.execute_many(
-                "INSERT INTO quota_usage (user_id, hour, count) VALUES (?, ?, ?)"
+                "INSERT INTO quota_usage (user_id, hour, count) SELECT ?, ?, ?"
+                " WHERE EXISTS (SELECT 1 FROM users WHERE id = ?)"
                 " ON CONFLICT (user_id, hour) DO UPDATE SET count = count + excluded.count",
-                [(user_id, hour, n) for user_id, n in counts.items()],
+                [(user_id, hour, n, user_id) for user_id, n in counts.items()],
             )
 
     async def get(self, user_id: int, hour: str) -> int:

@@ -57,6 +57,12 @@ class UsageMeter:
         self._pending[key] = self._pending.get(key, 0) + n
         return True
 
+    def forget(self, user_id: int) -> None:
+        """A deleted user: drop their counts (nothing of theirs is written any more)."""
+        self._counts.pop(user_id, None)
+        for key in [key for key in self._pending if key[1] == user_id]:
+            del self._pending[key]
+
     def used(self, user_id: int) -> int:
         self._roll()
         return self._counts.get(user_id, 0)

@@ -473,7 +473,8 @@ def _op(
     if params:
         operation["parameters"] = params
     if body is not None:
-        operation["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ref(body)}}}
+        required = bool(_SCHEMAS[body].get("required"))
+        operation["requestBody"] = {"required": required, "content": {"application/json": {"schema": _ref(body)}}}
     all_responses = dict(responses)
     for code in errors:
         all_responses[code] = table[code]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from control.errors import Forbidden, NotFound, ValidationFailed
 from control.services.context import Context
 from control.services.validation import Fields
+from storage.access import tenant_mount
 from storage.errors import Conflict
 from storage.records import CreatedApiKey, Page, User
 
@@ -113,3 +114,8 @@ class UserService:
         if not await self.store.users.delete(user_id):
             raise NotFound("User not found")
         await self.context.access_changed()
+        # Nothing of theirs stays behind: retained messages in their namespace, their quota counts.
+        if self.context.broker is not None:
+            self.context.broker.drop_tenant_retained(tenant_mount(user_id))
+        if self.context.usage is not None:
+            self.context.usage.forget(user_id)

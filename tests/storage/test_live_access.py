@@ -754,9 +754,6 @@ def test_v311_qos1_publish_beyond_the_quota_closes_the_connection(secure_roost: 
         raw.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: storage/usage.py UsageMeter keeps a deleted user's in-memory count; "
-                                       "users.id is reused (INTEGER PRIMARY KEY without AUTOINCREMENT), so a new "
-                                       "user inherits the used-up quota")
 def test_a_new_user_does_not_inherit_a_deleted_user_quota(secure_roost: RoostThread) -> None:
     """Alice uses up her quota and is deleted; the next user created starts with a fresh quota (SQLite may
     give them Alice's old id)."""
@@ -776,9 +773,6 @@ def test_a_new_user_does_not_inherit_a_deleted_user_quota(secure_roost: RoostThr
         raw.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: control/services/users.py UserService.delete leaves the retained "
-                                       "messages under the deleted user's mount $u{id}/ in the broker, and users.id "
-                                       "is reused, so the next user created reads them")
 def test_a_new_user_does_not_see_a_deleted_user_retained_messages(secure_roost: RoostThread,
                                                                  clients: Clients) -> None:
     """Alice's clients leave retained messages and Alice is deleted; a user created afterwards (SQLite may
@@ -798,9 +792,6 @@ def test_a_new_user_does_not_see_a_deleted_user_retained_messages(secure_roost: 
     watcher.expect_none()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: storage/usage.py UsageMeter.flush retries a failed batch whole; the "
-                                       "count of a user deleted before the flush violates quota_usage's FOREIGN KEY "
-                                       "every time, so no user's usage reaches the database again")
 def test_usage_keeps_being_written_after_a_user_is_deleted(secure_roost: RoostThread, alice: Tenant, bob: Tenant,
                                                            clients: Clients) -> None:
     """Alice publishes and is deleted before the meter's next write (once a second); Bob's usage still
@@ -839,9 +830,6 @@ def test_device_messages_on_registered_topics_are_recorded(secure_roost: RoostTh
     )
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: storage/recorder.py MessageRecorder.flush puts a failed batch back "
-                                       "whole; a message whose topic/project row was deleted before the flush "
-                                       "violates the FOREIGN KEY on every retry, so no history is written again")
 def test_history_keeps_being_recorded_after_a_topic_is_deleted(secure_roost: RoostThread, alice: Tenant,
                                                                clients: Clients) -> None:
     """A device publishes and its topic is deleted before the recorder's next write; messages published

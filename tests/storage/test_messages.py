@@ -31,13 +31,20 @@ def test_qos_is_checked_when_the_message_is_built() -> None:
         NewMessage(1, "t", b"", qos=3)
 
 
-async def test_insert_many_is_all_or_nothing(store: Store, project: Project) -> None:
+async def test_insert_many_skips_messages_whose_project_or_topic_is_gone(store: Store, project: Project) -> None:
+    """The broker records a moment before the batch is written: a project deleted since drops its
+    messages, a topic deleted since leaves topic_id NULL, and the rest of the batch is stored."""
     batch = [NewMessage(project.id, f"t/{n}", bytes([n])) for n in range(100)]
     assert await store.messages.insert_many(batch) == 100
     assert await store.messages.insert_many([]) == 0
-    with pytest.raises(StorageError):
-        await store.messages.insert_many([NewMessage(project.id, "ok", b""), NewMessage(9999, "no project", b"")])
-    assert await store.messages.count_by_project(project.id) == 100
+    await store.messages.insert_many(
+        [NewMessage(project.id, "ok", b""), NewMessage(9999, "no project", b""),
+         NewMessage(project.id, "gone", b"", topic_id=9999)]
+    )
+    assert await store.messages.count_by_project(project.id) == 102
+    assert await store.messages.count_by_project(9999) == 0
+    gone = [m for m in await store.messages.list(project.id, limit=5) if m.topic == "gone"]
+    assert gone and gone[0].topic_id is None
 
 
 async def test_list_newest_first_by_topic_with_limit_and_cursor(store: Store, user: User, project: Project) -> None:
