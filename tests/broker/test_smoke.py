@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import PahoClient
-
 
 @pytest.mark.parametrize("version", [4, 5])
 def test_publish_reaches_subscriber(client_factory, version: int) -> None:
     sub = client_factory("sub", version=version)
-    assert sub.subscribe("smoke/#", qos=1) in ([1], [pytest.approx(1)]) or True
+    granted = sub.subscribe("smoke/#", qos=1)
+    assert [int(getattr(code, "value", code)) for code in granted] == [1]
     pub = client_factory("pub", version=version)
     pub.publish("smoke/a", b"hello", qos=1)
     message = sub.expect()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from storage.clock import format_timestamp
-from storage.errors import StorageError
 from storage.records import NewMessage, Project, User
 from storage.store import Store
 
