@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -42,9 +43,18 @@ class Limits:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below Linux's ephemeral range (32768+), so that other programs asking the kernel
+    for port 0 (test suites starting brokers of their own) cannot take it between now and our broker's bind."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free loopback port in 20000-32000")
 
 
 def read_rss_kb(pid: int, field: str = "VmRSS") -> int:
@@ -111,6 +121,9 @@ class Broker:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
             with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5):
+                time.sleep(0.2)  # a broker that failed to bind exits now: then the listener was someone else's
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{self.name} did not listen on {HOST}:{self.port} within {timeout} s:\n{self.log_tail()}")
