@@ -60,6 +60,8 @@ log = logging.getLogger("roost.connection")
 _V5 = ProtocolVersion.MQTT_5
 _NEW, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
 _SUBSCRIBE_REFUSED_V3 = 0x80
+# A read at least this large means the client has a backlog: yield to the loop after handling it.
+_YIELD_AFTER_BYTES = 16_384
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -101,6 +103,7 @@ class MQTTConnection(asyncio.Protocol):
         self._expiry_at_connect = 0
         self._closing = False
         self._reading_paused = False
+        self._yielding = False
         # Resolved when the network connection is gone; shutdown awaits these.
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self._handlers: dict[type, Any] = {
@@ -141,15 +144,29 @@ class MQTTConnection(asyncio.Protocol):
         self.broker.stats.bytes_received += len(data)
         self.reader.receive_data(data)
         self._process()
+        if len(data) >= _YIELD_AFTER_BYTES and not self._yielding and not self._reading_paused and not self._closing:
+            # A flooding client: stop reading it until the loop's next turn. libuv would otherwise read the
+            # same socket up to 32 times per wake-up, and every other client (subscribers' writes,
+            # PINGREQs) would wait behind megabytes of one publisher's backlog.
+            self._yielding = True
+            self.transport.pause_reading()  # type: ignore[union-attr]
+            self._loop.call_soon(self._end_yield)
+
+    def _end_yield(self) -> None:
+        self._yielding = False
+        if not self._reading_paused and not self._closing and self.transport is not None:
+            self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         return None  # Close the transport; connection_lost follows.
 
     def pause_writing(self) -> None:
+        log.debug("%s is slow: write buffer above its high-water mark", self._who())
         self.congested = True
         self._pause_reading()
 
     def resume_writing(self) -> None:
+        log.debug("%s caught up: write buffer drained", self._who())
         self.congested = False
         self._resume_reading()
         if self.session is not None and self.state == _CONNECTED:
@@ -208,7 +225,8 @@ class MQTTConnection(asyncio.Protocol):
     def _resume_reading(self) -> None:
         if self._reading_paused and self.transport is not None and not self._closing:
             self._reading_paused = False
-            self.transport.resume_reading()
+            if not self._yielding:  # else _end_yield resumes it on the loop's next turn
+                self.transport.resume_reading()
             self._process()
 
     # -- CONNECT --------------------------------------------------------------------------------------------

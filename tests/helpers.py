@@ -30,6 +30,15 @@ T = TypeVar("T")
 TIMEOUT = 5.0
 
 
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed, as `roost serve` runs: tests exercise the loop users get."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class RoostThread:
     """A Roost instance served by its own event loop in a background thread.
 
@@ -40,7 +49,7 @@ class RoostThread:
     def __init__(self, document: dict[str, Any]) -> None:
         self.config = parse_config(document)
         self.roost: Roost | None = None
-        self.loop = asyncio.new_event_loop()
+        self.loop = _new_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
