@@ -78,17 +78,52 @@ class _Upgrading(asyncio.Protocol):
 
 
 class _Accepted(asyncio.Protocol):
-    """A raw TCP connection on the TLS port, until `TLSListener` has upgraded it."""
+    """A raw TCP connection on the TLS port, until `TLSListener` has upgraded it.
+
+    Bytes that arrive before `start_tls` takes the transport over (the start of the ClientHello: uvloop
+    starts reading right after `connection_made`, whatever it was told) are kept, at most `_EARLY_LIMIT`
+    of them, and handed to the TLS layer once it is in place.
+    """
 
     def __init__(self, listener: TLSListener) -> None:
         self.listener = listener
+        self.early: list[bytes] = []
+        self.early_size = 0
+        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # type: ignore[attr-defined]  # start_tls takes over the socket's bytes
-        self.listener._upgrade(transport)  # type: ignore[arg-type]
+        self.transport = transport  # type: ignore[assignment]
+        self.listener._upgrade(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+        self.early_size += len(data)
+        if self.early_size > _EARLY_LIMIT and self.transport is not None:
+            self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         pass
+
+
+_EARLY_LIMIT = 65_536
+
+
+def _replay(transport: asyncio.Transport, accepted: _Accepted) -> None:
+    """Feed the TLS protocol (now the transport's protocol) what `accepted` read before it took over."""
+    protocol: Any = transport.get_protocol()
+    if protocol is accepted or not accepted.early or transport.is_closing():
+        return
+    data = memoryview(b"".join(accepted.early))
+    accepted.early.clear()
+    if not hasattr(protocol, "buffer_updated"):
+        protocol.data_received(bytes(data))
+        return
+    while data:
+        buffer = protocol.get_buffer(len(data))
+        size = min(len(buffer), len(data))
+        buffer[:size] = data[:size]
+        protocol.buffer_updated(size)
+        data = data[size:]
 
 
 class TLSListener:
@@ -127,21 +162,33 @@ class TLSListener:
         assert self._server is not None and self._server.sockets
         return int(self._server.sockets[0].getsockname()[1])
 
-    def _upgrade(self, transport: asyncio.Transport) -> None:
+    def _upgrade(self, accepted: _Accepted) -> None:
+        assert accepted.transport is not None
         if self._server is None or self.broker.closing:
-            transport.abort()
+            accepted.transport.abort()
             return
-        task = self.broker.loop.create_task(self._handshake(transport))
+        task = self.broker.loop.create_task(self._handshake(accepted))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _handshake(self, transport: asyncio.Transport) -> None:
+    async def _handshake(self, accepted: _Accepted) -> None:
+        transport = accepted.transport
+        assert transport is not None
         peer = _peer(transport)
         upgrading = _Upgrading()
+        loop = self.broker.loop
         try:
-            tls_transport = await self.broker.loop.start_tls(
-                transport, upgrading, self.context, server_side=True, ssl_handshake_timeout=self.handshake_timeout
+            if transport.is_closing():
+                raise ConnectionResetError("closed by the peer before the handshake")
+            # start_tls swaps in the TLS protocol in its first step; the replay is queued to run right after
+            # it, before the TLS protocol's own connection_made starts the handshake on the bytes it got.
+            starting = asyncio.ensure_future(
+                loop.start_tls(
+                    transport, upgrading, self.context, server_side=True, ssl_handshake_timeout=self.handshake_timeout
+                )
             )
+            loop.call_soon(_replay, transport, accepted)
+            tls_transport = await starting
         except asyncio.CancelledError:
             transport.abort()
             raise

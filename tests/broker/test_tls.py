@@ -34,13 +34,18 @@ def free_port() -> int:
 
 @pytest.fixture
 def tls_roost(tmp_path: Path) -> Iterator[Callable[..., RoostThread]]:
-    """Start a Roost with a TLS listener; keyword arguments go to [tls], `mqtt=` to [mqtt]."""
+    """Start a Roost with a TLS listener; keyword arguments go to [tls], `mqtt=` to [mqtt]; `uvloop=True`
+    serves it on uvloop (as `roost serve` does) instead of asyncio's own loop."""
     started: list[RoostThread] = []
 
-    def factory(mqtt: dict[str, Any] | None = None, **tls: Any) -> RoostThread:
+    def factory(mqtt: dict[str, Any] | None = None, uvloop: bool = False, **tls: Any) -> RoostThread:
         document = roost_document(tmp_path / f"roost{len(started)}", **(mqtt or {}))
         document["tls"] = {"host": "127.0.0.1", "port": free_port(), "watch_interval": 0.0, **tls}
-        instance = RoostThread(document).start()
+        instance = RoostThread(document)
+        if uvloop:
+            instance.loop.close()
+            instance.loop = pytest.importorskip("uvloop").new_event_loop()
+        instance.start()
         started.append(instance)
         return instance
 
@@ -124,8 +129,9 @@ def test_mosquitto_refuses_a_server_it_cannot_verify(tls_roost, tmp_path: Path) 
     assert done.returncode != 0
 
 
-def test_tls_1_2_and_1_3(tls_roost) -> None:
-    roost = tls_roost()
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_tls_1_2_and_1_3(tls_roost, uvloop: bool) -> None:
+    roost = tls_roost(uvloop=uvloop)
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         with raw_tls(roost, ca_file(roost), minimum_version=version, maximum_version=version) as sock:
             assert sock.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
@@ -161,7 +167,9 @@ def secure(tls_roost) -> RoostThread:
     return tls_roost(mqtt={"allow_anonymous": False})
 
 
-def test_a_device_certificate_logs_the_device_in_without_a_password(secure, tmp_path: Path) -> None:
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_device_certificate_logs_the_device_in_without_a_password(tls_roost, tmp_path: Path, uvloop: bool) -> None:
+    secure = tls_roost(mqtt={"allow_anonymous": False}, uvloop=uvloop)
     alice = make_tenant(secure, "alice")
     _, certfile, keyfile = device_with_certificate(alice, tmp_path, "thermo-1")
     client = cert_client(secure, "thermo-1", certfile, keyfile).connect()
@@ -300,23 +308,24 @@ def test_own_certificate_is_made_once_and_reused(tls_roost) -> None:
 # -- bad peers ------------------------------------------------------------------------------------------------
 
 
-def test_a_plain_text_client_on_the_tls_port_is_closed_and_logged_once(tls_roost, caplog) -> None:
-    roost = tls_roost()
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_plain_text_client_on_the_tls_port_is_closed_and_logged_once(tls_roost, caplog, uvloop: bool) -> None:
+    roost = tls_roost(uvloop=uvloop)
     caplog.set_level(logging.INFO, logger="roost.listeners")
     with socket.create_connection(("127.0.0.1", tls_port(roost)), timeout=TIMEOUT) as sock:
         from broker.codec import encode
 
         sock.sendall(encode(Connect(client_id="plain", protocol_version=4), 4))
-        assert sock.recv(4096) in (b"",) or True  # an alert at most, then the close
-        while sock.recv(4096):
+        while sock.recv(4096):  # an alert at most, then the close
             pass
     assert roost.call(lambda: roost.roost.tls_listener.handshake_failures) == 1  # type: ignore[union-attr]
     failures = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
     assert len(failures) == 1
 
 
-def test_a_silent_client_is_closed_after_the_handshake_timeout(tls_roost) -> None:
-    roost = tls_roost(handshake_timeout=0.3)
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_silent_client_is_closed_after_the_handshake_timeout(tls_roost, uvloop: bool) -> None:
+    roost = tls_roost(handshake_timeout=0.3, uvloop=uvloop)
     with socket.create_connection(("127.0.0.1", tls_port(roost)), timeout=TIMEOUT) as sock:
         assert sock.recv(4096) == b""  # closed by Roost well before our own timeout
     assert roost.call(lambda: roost.roost.tls_listener.handshake_failures) == 1  # type: ignore[union-attr]
