@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from broker.settings import VERSION
 from control.api.common import MAX_BODY
@@ -398,6 +398,73 @@ _SCHEMAS: dict[str, Schema] = {
         [],
     ),
     "Deleted": _MESSAGE_BODY,
+    # -- device certificates ---------------------------------------------------------------------------
+    "IssuedCertificate": _object(
+        {
+            "data": {
+                "allOf": [
+                    _ref("Device"),
+                    {
+                        "type": "object",
+                        "required": ["certificate"],
+                        "properties": {
+                            "certificate": _object(
+                                {
+                                    "serial": {"type": "string"},
+                                    "expires_at": {"type": "string", "format": "date-time"},
+                                    "certificate_pem": {"type": "string", "pattern": "^-----BEGIN CERTIFICATE-----"},
+                                    "private_key_pem": {"type": "string", "description": "Shown once."},
+                                    "ca_certificate_pem": {"type": "string",
+                                                           "pattern": "^-----BEGIN CERTIFICATE-----"},
+                                }
+                            )
+                        },
+                    },
+                ],
+                "unevaluatedProperties": False,
+            },
+            "message": {"type": "string"},
+        }
+    ),
+    # -- dashboard figures -----------------------------------------------------------------------------
+    "Stats": _object(
+        {
+            "data": _object(
+                {
+                    "version": {"type": "string"},
+                    "uptime_seconds": {"type": "integer", "minimum": 0},
+                    "time": {"type": "number", "description": "Server time, seconds since the epoch."},
+                    "user": _object(
+                        {
+                            "clients_connected": {"type": "integer", "minimum": 0},
+                            "messages_this_hour": {"type": "integer", "minimum": 0},
+                            "messages_per_hour": _nullable({"type": "integer", "minimum": 1}),
+                        }
+                    ),
+                    "broker": {"type": "object", "description": "Broker counters (administrators only).",
+                               "additionalProperties": {"type": "number"}},
+                },
+                ["version", "uptime_seconds", "time", "user"],
+            )
+        }
+    ),
+    "ConnectedClient": _object(
+        {
+            "id": {"type": "string", "description": "Opaque id for /clients/{client}/kick."},
+            "client_id": {"type": "string"},
+            "username": _nullable({"type": "string"}),
+            "protocol_version": {"type": "integer"},
+            "remote_address": _nullable({"type": "string"}),
+            "listener": _nullable({"type": "string"}),
+            "connected_at": {"type": "number"},
+            "subscriptions": {"type": "array", "items": {"type": "string"}},
+            "user_id": _nullable({"type": "integer"}),
+            "user_name": _nullable({"type": "string"}),
+        },
+        ["id", "client_id", "username", "protocol_version", "remote_address", "listener", "connected_at",
+         "subscriptions"],
+    ),
+    "ConnectedClientList": _object({"data": {"type": "array", "items": _ref("ConnectedClient")}}),
 }
 
 
@@ -421,10 +488,12 @@ _API_ERRORS: dict[str, dict[str, Any]] = {
     "413": _json(_ref("Error"), f"Payload too large: the body exceeds {MAX_BODY} bytes."),
     "422": _json(_ref("ValidationError"), "Unprocessable Entity: invalid or unknown fields, invalid query "
                                           "parameters, or a plan limit reached."),
-    "429": _json(_ref("Error"), "Rate limit exceeded: the plan's hourly message quota is used up.",
-                 {"Retry-After": {"description": "Seconds until the quota resets.",
+    "429": _json(_ref("Error"), "Rate limit exceeded: the plan's hourly message quota (or, for /live, the "
+                                "number of open live views) is used up.",
+                 {"Retry-After": {"description": "Seconds to wait.",
                                   "schema": {"type": "string", "pattern": "^[0-9]+$"}}}),
     "500": _json(_ref("Error"), "Internal Server Error."),
+    "503": _json(_ref("Error"), "The broker is not running."),
 }
 
 _MQTT_ERRORS: dict[str, dict[str, Any]] = {
@@ -589,6 +658,27 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {"200": _json(_ref("DeviceCredentialsEnvelope"), "Rotated.")}, ("404",),
         params=[_path_param("device_id", "Device row id.")],
     ),
+    ("POST", "/api/v1/devices/{device_id}/certificate"): _op(
+        "issueDeviceCertificate", "Issue a TLS client certificate for the device (key shown once)", "devices",
+        {"201": _json(_ref("IssuedCertificate"), "Issued; any earlier certificate is revoked.")}, ("404", "422"),
+        params=[_path_param("device_id", "Device row id.")],
+        description="404 also when Roost runs without a CA; 422 when the device_id is too long for a "
+                    "certificate's common name (64 characters).",
+    ),
+    ("DELETE", "/api/v1/devices/{device_id}/certificate"): _op(
+        "revokeDeviceCertificate", "Revoke the device's certificate (a connection using it is closed)", "devices",
+        _DELETED, ("404",), params=[_path_param("device_id", "Device row id.")],
+    ),
+    ("GET", "/api/v1/ca.pem"): {
+        "operationId": "caCertificate", "summary": "Roost's CA certificate (PEM), for TLS clients", "tags": ["meta"],
+        "security": [],
+        "responses": {
+            "200": {"description": "The CA certificate.",
+                    "content": {"application/x-pem-file": {"schema": {"type": "string"}}}},
+            "404": _API_ERRORS["404"],
+            "500": _API_ERRORS["500"],
+        },
+    },
     # -- topics ----------------------------------------------------------------------------------------
     ("GET", "/api/v1/topics"): _op(
         "listTopics", "List topics of a project", "topics",
@@ -659,6 +749,29 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "deleteApiKey", "Delete API key", "api-keys", _DELETED, ("404",),
         params=[_path_param("key_id", "Key id.")],
     ),
+    # -- the dashboard's figures -----------------------------------------------------------------------
+    ("GET", "/api/v1/stats"): _op(
+        "stats", "Version, uptime, the caller's clients and quota (administrators: broker counters)", "broker",
+        {"200": _json(_ref("Stats"), "Figures.")}, ("503",),
+    ),
+    ("GET", "/api/v1/clients"): _op(
+        "listClients", "Connected MQTT clients of the caller's namespace (administrators: all)", "broker",
+        {"200": _json(_ref("ConnectedClientList"), "Connected clients, oldest connection first.")}, ("503",),
+    ),
+    ("POST", "/api/v1/clients/{client}/kick"): _op(
+        "kickClient", "Disconnect a connected client and end its session", "broker",
+        {"200": _json(_ref("Deleted"), "Disconnected.")}, ("404", "503"),
+        params=[{"name": "client", "in": "path", "required": True, "schema": {"type": "string"},
+                 "description": "A client's `id` from GET /api/v1/clients."}],
+    ),
+    ("GET", "/api/v1/live"): _op(
+        "liveMessages", "Server-sent events: messages on a filter inside the caller's namespace", "broker",
+        {"200": {"description": "An event stream: `ready`, then `message` events ({topic, qos, retain, time, "
+                                "payload or payload_base64}) and `dropped` ({count}) when the reader is slow.",
+                 "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+        ("422", "429", "503"),
+        params=[_query("filter", {"type": "string", "default": "#"}, "An MQTT topic filter (no $ topics).")],
+    ),
     # -- users -----------------------------------------------------------------------------------------
     ("GET", "/api/v1/users/me"): _op(
         "getMe", "The caller's account, plan limits and this hour's message count", "users",
@@ -702,6 +815,7 @@ def _undocumented(method: str, path: str) -> dict[str, Any]:
 def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
     """The document for exactly these routes (plus the document's own path)."""
     operations: dict[tuple[str, str], dict[str, Any]] = {}
+    websockets = sorted(route.path for route in routes if isinstance(route, WebSocketRoute))
     for route in routes:
         if not isinstance(route, Route) or route.methods is None:
             continue
@@ -720,13 +834,16 @@ def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
             "description": (
                 "Roost's two REST APIs: `/v1/mqtt` (MQTT instances, as mqtt-instances-api.md) and `/api/v1` "
                 "(projects, devices, topics, messages, API keys, users, as icmqtt-rest-api-v1.md). "
-                "Authenticate with `Authorization: Bearer <API key>`. See docs/api.md."
+                "Authenticate with `Authorization: Bearer <API key>` (the dashboard's session cookie also "
+                "works, with an X-CSRF-Token header on changes). See docs/api.md."
+                + (f" MQTT over WebSocket (not an HTTP operation): {', '.join(websockets)}." if websockets else "")
             ),
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "tags": [{"name": name} for name in
-                 ("health", "meta", "mqtt", "projects", "devices", "topics", "messages", "api-keys", "users")],
+                 ("health", "meta", "mqtt", "projects", "devices", "topics", "messages", "api-keys", "users",
+                  "broker")],
         "paths": paths,
         "components": {
             "securitySchemes": {

@@ -7,6 +7,7 @@ REST API that answers bad input with a stack trace is wrong whatever its status 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 from collections.abc import Iterator
@@ -127,6 +128,15 @@ def mqtt_error(response: httpx.Response, status: int, message: str | None = None
     if message is not None:
         assert body["message"] == message, body
     return body
+
+
+class AsyncioRoostThread(RoostThread):
+    """A RoostThread on asyncio's own event loop (Roost's loop where uvloop is not installed)."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        super().__init__(document)
+        self.loop.close()
+        self.loop = asyncio.new_event_loop()
 
 
 _TENANT_NUMBERS = itertools.count(1)
