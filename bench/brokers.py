@@ -4,14 +4,23 @@
         broker.port, broker.pid, broker.credentials, broker.rss_kb()
 
 Both get the same limits (`Limits`): in-flight window and queue length raised for the benchmark, $SYS off,
-TCP_NODELAY on, logging quiet. Mosquitto authenticates every client (a `password_file` made with
-`mosquitto_passwd -b` and an `acl_file` granting the bench user `bench/#`); Roost admits anonymous clients
-until its live auth lands (see the TODO in `RoostBroker.write_config`).
+TCP_NODELAY on, logging quiet. Both authenticate every client, as their users run them:
+
+- Mosquitto: a `password_file` made with `mosquitto_passwd -b` and an `acl_file` granting the bench user
+  `bench/#`.
+- Roost: `allow_anonymous = false`; before the broker starts, its own CLI (`roost user add bench --plan
+  enterprise --json`, `roost mqtt add bench --json`) creates a tenant with an unlimited plan and one MQTT
+  instance, whose user name and password the clients send. Their topics live in the tenant's namespace
+  (`$u1/bench/...` inside the broker) and every PUBLISH and SUBSCRIBE goes through the storage ACL hook.
+  `broker.tenant` has the user's id and API key, for benchmarks that drive the REST API
+  (`http://127.0.0.1:{broker.http_port}`). `start_broker("roost", anonymous=True)` is the old setup
+  (anonymous clients with a `bench/#` ACL), kept for measuring what authentication costs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -24,16 +33,26 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .wire import Credentials
 
 __all__ = [
-    "BROKERS", "Broker", "Limits", "RoostBroker", "ensure_mosquitto", "export_roost", "free_port", "read_rss_kb",
-    "start_broker",
+    "BROKERS", "Broker", "Limits", "RoostBroker", "Tenant", "ensure_mosquitto", "export_roost", "free_port",
+    "read_rss_kb", "start_broker",
 ]
 
 HOST = "127.0.0.1"
 BENCH_USER = Credentials("bench", "bench-password")
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """A Roost user made for the benchmark: its id, its REST API key, and one MQTT instance's credentials."""
+
+    user_id: int
+    api_key: str
+    credentials: Credentials
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +115,9 @@ class Broker:
     name = "broker"
     credentials: Credentials | None = None
 
-    def __init__(self, workdir: Path, limits: Limits) -> None:
+    def __init__(self, workdir: Path, limits: Limits, **options: Any) -> None:
+        if options:
+            raise TypeError(f"{self.name} takes no options: {', '.join(options)}")
         self.workdir = workdir
         self.limits = limits
         self.port = free_port()
@@ -111,7 +132,11 @@ class Broker:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Write the config (and whatever else the broker needs) into `workdir` before it starts."""
+
     def start(self, timeout: float = 20.0) -> None:
+        self.prepare()
         log = open(self.log_path, "wb")
         self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL)
@@ -186,35 +211,89 @@ def export_roost(revision: str, into: Path) -> str:
 
 
 class RoostBroker(Broker):
-    """Roost from the installed `roost` command, or from an exported source tree (`source`)."""
+    """Roost from the installed `roost` command, or from an exported source tree (`source`).
+
+    Authenticated by default: a tenant (`tenant`) is made with Roost's CLI before start-up, and the clients
+    use its MQTT instance's credentials. `anonymous=True`: anonymous clients with a `bench/#` ACL instead."""
 
     name = "roost"
     source: Path | None = None
-    # TODO(auth): once Roost's live auth lands, create a tenant client with username/password here (through
-    # the control plane's service layer or CLI), set `credentials` to it, and turn allow_anonymous off in
-    # write_config, so that Roost is measured with authenticated clients as Mosquitto is. Until then the
-    # CONNECTs to Roost are anonymous, which flatters Roost in the connect storm in particular.
-    credentials = None
 
-    def command(self) -> list[str]:
-        self.write_config()
-        config = ["serve", "--config", str(self.workdir / "roost.toml")]
+    def __init__(self, workdir: Path, limits: Limits, anonymous: bool = False) -> None:
+        super().__init__(workdir, limits)
+        self.anonymous = anonymous
+        self.http_port = free_port()
+        self.tenant: Tenant | None = None
+        self.credentials: Credentials | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "roost.toml"
+
+    def _launcher(self) -> list[str]:
+        """The `roost` command: `[...launcher, "serve", "--config", ...]`."""
         if self.source is not None:
             boot = f"import sys; sys.path.insert(0, {str(self.source)!r}); from control.cli import main; sys.exit(main())"
-            return [sys.executable, "-c", boot, *config]
+            return [sys.executable, "-c", boot]
         script = Path(sys.executable).with_name("roost")
-        launcher = [str(script)] if script.exists() else [sys.executable, "-m", "control.cli"]
-        return [*launcher, *config]
+        return [str(script)] if script.exists() else [sys.executable, "-m", "control.cli"]
+
+    def command(self) -> list[str]:
+        return [*self._launcher(), "serve", "--config", str(self.config_path)]
+
+    def start(self, timeout: float = 20.0) -> None:
+        super().start(timeout)
+        # The HTTP port opens last (storage -> broker -> MQTT -> HTTP): wait for it too.
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"roost exited at start-up:\n{self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.http_port), timeout=0.5):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"roost's HTTP port {self.http_port} did not open within {timeout} s:\n{self.log_tail()}")
+
+    def cli(self, *commands: list[str]) -> list[Any]:
+        """Run `roost COMMAND --json --config ...` for each command, in one Python process (each `roost`
+        start costs ~0.7 s of imports), on this broker's database, running or not; the parsed JSON outputs."""
+        script = (
+            "import contextlib, io, json, sys\n"
+            + (f"sys.path.insert(0, {str(self.source)!r})\n" if self.source is not None else "")
+            + "from control.cli import main\n"
+            "outputs = []\n"
+            "for command in json.loads(sys.argv[1]):\n"
+            "    buffer = io.StringIO()\n"
+            "    with contextlib.redirect_stdout(buffer):\n"
+            "        code = main(command)\n"
+            "    if code:\n"
+            "        sys.exit(f'roost {\" \".join(command)}: exit status {code}')\n"
+            "    outputs.append(json.loads(buffer.getvalue()))\n"
+            "print(json.dumps(outputs))\n"
+        )
+        argv = [[*command, "--json", "--config", str(self.config_path)] for command in commands]
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=self.workdir,
+                              capture_output=True, text=True, timeout=60)
+        if done.returncode:
+            raise RuntimeError(f"roost CLI failed: {done.stderr.strip()[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    def prepare(self) -> None:
+        self.write_config()
+        if self.anonymous:
+            return
+        user, instance = self.cli(["user", "add", "bench", "--plan", "enterprise"], ["mqtt", "add", "bench"])
+        self.credentials = Credentials(instance["user"], instance["password"])
+        self.tenant = Tenant(int(user["id"]), user["api_key"], self.credentials)
 
     def write_config(self) -> None:
-        (self.workdir / "roost.toml").write_text(
+        self.config_path.write_text(
             f"""# Written by bench/brokers.py for one benchmark run.
 data_dir = "{self.workdir / 'data'}"
 
 [mqtt]
 host = "{HOST}"
 port = {self.port}
-allow_anonymous = true  # TODO(auth): false, with a bench tenant client (see RoostBroker.credentials)
+allow_anonymous = {"true" if self.anonymous else "false"}
 max_inflight = {self.limits.max_inflight}
 max_queued_messages = {self.limits.max_queued_messages}
 receive_maximum = 65535
@@ -227,7 +306,10 @@ subscribe = ["bench/#"]
 
 [http]
 host = "{HOST}"
-port = 0
+port = {self.http_port}
+
+[tls]
+port = 0  # no MQTT over TLS listener: parallel runs would all want 8883
 
 [log]
 level = "warning"
@@ -240,8 +322,10 @@ class MosquittoBroker(Broker):
     credentials = BENCH_USER
 
     def command(self) -> list[str]:
-        self.write_config()
         return [_mosquitto_binary(), "-c", str(self.workdir / "mosquitto.conf")]
+
+    def prepare(self) -> None:
+        self.write_config()
 
     def write_config(self) -> None:
         passwords = self.workdir / "passwords"
@@ -277,10 +361,11 @@ BROKERS: dict[str, type[Broker]] = {"roost": RoostBroker, "mosquitto": Mosquitto
 
 
 @contextlib.contextmanager
-def start_broker(name: str, limits: Limits | None = None) -> Iterator[Broker]:
-    """A fresh broker process in a fresh temp dir; stopped and removed on exit."""
+def start_broker(name: str, limits: Limits | None = None, **options: Any) -> Iterator[Broker]:
+    """A fresh broker process in a fresh temp dir; stopped and removed on exit. `options` go to the broker's
+    class (Roost: `anonymous=True`)."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
-        broker = BROKERS[name](Path(tmp), limits or Limits())
+        broker = BROKERS[name](Path(tmp), limits or Limits(), **options)
         try:
             broker.start()
             yield broker
