@@ -6,15 +6,19 @@ lists who is connected, through these few calls.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.core import Broker
 from broker.hooks import ClientInfo
-from broker.session import Message
+from broker.session import Message, Session, SubscriptionRecord
 
-__all__ = ["BrokerService", "ClientSummary"]
+__all__ = ["BrokerService", "ClientSummary", "Watch", "WatchedMessage"]
+
+_WATCH_IDS = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,54 @@ class ClientSummary:
     listener: str
     connected_at: float
     subscriptions: tuple[str, ...]
+    mount: str = ""  # the client's tenant namespace ("" outside any tenant)
+    session_key: str = ""  # the broker's key for the client: unique across tenants
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedMessage:
+    """A message seen by a `Watch`, its topic as the tenant names it (the mount point taken out)."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class _Watcher:
+    """What the router needs of a connection, for a subscriber inside the process: every message is
+    handed to a callback at QoS 0 (never queued, never in flight). It has no `client`, so it is no MQTT
+    client: `clients()`, kicks and ACL checks pass it by."""
+
+    client = None
+    session = None
+    congested = False
+
+    def __init__(self, mount: str, callback: Callable[[WatchedMessage], None]) -> None:
+        self.mount = mount
+        self.callback = callback
+
+    def send_message(self, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...],
+                     packet_id: int | None, dup: bool = False) -> bool:
+        topic = message.topic[len(self.mount):] if message.topic.startswith(self.mount) else message.topic
+        self.callback(WatchedMessage(topic, message.payload, message.qos, retain))
+        return True
+
+    def close_for_admin(self) -> None:
+        """Nothing to close: `Watch.close()` ends a watcher."""
+
+
+class Watch:
+    """A subscription held by the control plane (the dashboard's live view); `close()` ends it."""
+
+    def __init__(self, broker: Broker, key: str) -> None:
+        self._broker = broker
+        self._key = key
+
+    def close(self) -> None:
+        """End the watch (idempotent): its subscription leaves the trie at once."""
+        self._broker.connections.pop(self._key, None)
+        self._broker.remove_session(self._key)
 
 
 class BrokerService:
@@ -90,9 +142,36 @@ class BrokerService:
                     listener=connection.listener,
                     connected_at=connection.connected_at,
                     subscriptions=tuple(session.subscriptions),
+                    mount=client.mount,
+                    session_key=client.session_key,
                 )
             )
         return result
 
     def uptime(self) -> float:
         return time.time() - self.broker.started_at
+
+    def watch(self, mount: str, topic_filter: str, callback: Callable[[WatchedMessage], None],
+              *, retained: bool = True) -> Watch:
+        """Subscribe the control plane to `topic_filter` inside the namespace `mount`: `callback` gets
+        every matching message, synchronously while it is routed, so it must be quick and must not block
+        (put it on a bounded queue). Retained messages matching the filter are handed over first.
+
+        The filter is the tenant's own (no mount point, no `$` topics, no shared subscription); a bad one
+        raises `ProtocolError`. The watcher is not a client and is never counted as one by `clients()`."""
+        validate_topic_filter(topic_filter)
+        if parse_shared(topic_filter)[0] is not None or topic_filter.startswith("$"):
+            raise ValueError("a watch takes a plain filter inside the namespace, not $ topics or $share")
+        broker = self.broker
+        # MQTT strings cannot contain U+0000 [MQTT-1.5.4-2], so no client's session key starts with it.
+        key = f"\x00watch\x00{next(_WATCH_IDS)}"
+        session = Session(key)
+        broker.sessions[key] = session
+        watcher = _Watcher(mount, callback)
+        broker.connections[key] = watcher  # type: ignore[assignment]
+        internal = mount + topic_filter
+        broker.subscribe(session, SubscriptionRecord(internal, 0))
+        if retained:
+            for message in list(broker.retained_for(internal)):
+                watcher.send_message(message, 0, True, (), None)
+        return Watch(broker, key)

@@ -13,9 +13,10 @@ from starlette.routing import BaseRoute, Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
-from control.api import certificates, mqtt_instances, v1, websocket
+from control.api import certificates, dashboard_api, mqtt_instances, v1, websocket
 from control.api.errors import EXCEPTION_HANDLERS
 from control.api.openapi import openapi_document
+from control.dashboard import routes as dashboard
 from control.services import Services
 
 __all__ = ["create_app"]
@@ -37,13 +38,16 @@ def create_app(service: BrokerService, services: Services) -> Starlette:
     routes += v1.routes
     routes += certificates.routes
     routes += websocket.routes  # MQTT over WebSocket at /mqtt
+    routes += dashboard_api.routes  # /api/v1/stats, /live, /clients
     document = openapi_document(routes)
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    routes += dashboard.routes  # the web dashboard at / (not part of the REST API)
     app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
     app.state.services = services
     app.state.broker = service.broker
+    dashboard.install(app.state)
     return app

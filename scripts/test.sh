@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it.
-# Installs Debian's mosquitto-clients (real MQTT clients for the tests), makes .venv, installs Roost with
-# its test extras, and runs pytest. Extra arguments go to pytest.
+# Installs Debian's mosquitto-clients (real MQTT clients for the tests) and chromium (the dashboard's
+# end-to-end tests drive it with Playwright; no browser is downloaded), makes .venv, installs Roost with its
+# test extras, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+missing=()
 if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
+    missing+=(mosquitto-clients)
+fi
+if [ ! -x /usr/bin/chromium ]; then
+    missing+=(chromium)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq
-        apt-get install -y -qq mosquitto-clients >/dev/null
+        apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "warning: mosquitto-clients not installed and no apt-get; those tests will be skipped" >&2
+        echo "warning: ${missing[*]} not installed and no apt-get; those tests will be skipped" >&2
     fi
 fi
 

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from control.dashboard.sessions import COOKIE, CSRF_HEADER, SAFE_METHODS, SessionStore
 from control.services import Services
 from storage.records import User
 
@@ -34,8 +35,11 @@ def services(request: Request) -> Services:
 
 
 async def authenticated(request: Request) -> User:
-    """The user behind `Authorization: Bearer <key>`, or 401."""
+    """The user behind `Authorization: Bearer <key>`; without that header, the user signed in to the
+    dashboard with the session cookie (see `_session_user`); otherwise 401."""
     header = request.headers.get("authorization", "")
+    if not header and COOKIE in request.cookies:
+        return await _session_user(request)
     scheme, _, key = header.partition(" ")
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
@@ -44,6 +48,22 @@ async def authenticated(request: Request) -> User:
     user = await services(request).api_keys.authenticate(key)
     if user is None:
         raise ApiError(401, "Unauthorized", "Invalid or expired API key", headers={"WWW-Authenticate": "Bearer"})
+    return user
+
+
+async def _session_user(request: Request) -> User:
+    """The dashboard's user. A change (any method but GET, HEAD, OPTIONS) must carry the session's CSRF
+    token in `X-CSRF-Token`: another site's page can make the browser send the cookie, not the token."""
+    store: SessionStore | None = getattr(request.app.state, "dashboard_sessions", None)
+    session = store.get(request.cookies.get(COOKIE)) if store is not None else None
+    if store is None or session is None:
+        raise ApiError(401, "Unauthorized", "Your session has ended: please sign in again")
+    if request.method not in SAFE_METHODS and not session.csrf_matches(request.headers.get(CSRF_HEADER)):
+        raise ApiError(403, "Forbidden", "Missing or invalid CSRF token: reload the page and try again")
+    user = await services(request).context.store.users.get(session.user_id)
+    if user is None or not user.is_active:
+        store.end_user(session.user_id)
+        raise ApiError(401, "Unauthorized", "Your session has ended: please sign in again")
     return user
 
 
