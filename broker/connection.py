@@ -423,12 +423,15 @@ class MQTTConnection(asyncio.Protocol):
                     props = replace(props, topic_alias=None)
                     if props == EMPTY_PROPERTIES:
                         props = EMPTY_PROPERTIES
-            self.broker.publish(
-                Message(
-                    self.mount + topic, packet.payload, qos, packet.retain, props, expires_at, session.key,
-                    self.client.username,
-                )
+            message = Message(
+                self.mount + topic, packet.payload, qos, packet.retain, props, expires_at, session.key,
+                self.client.username,
             )
+            if qos == 0 and props is EMPTY_PROPERTIES and not packet.retain:
+                # Subscribers of this client's form (same version, same tenant, no properties to add) get
+                # the very bytes it sent: no encoding on the way out.
+                message.wire = (self._forms[False], self.reader.last_packet_bytes())
+            self.broker.publish(message)
         if qos == 1:
             if reason:
                 self._send(Puback(packet.packet_id, reason))  # type: ignore[arg-type]

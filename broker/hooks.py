@@ -117,10 +117,12 @@ class Hook:
 class HookChain:
     """Asks hooks in order; the first non-DEFER answer wins; all-DEFER means DENY."""
 
-    __slots__ = ("generation", "hooks")
+    __slots__ = ("_publish_hooks", "generation", "hooks")
 
     def __init__(self, hooks: Sequence[Hook]) -> None:
         self.hooks: tuple[Hook, ...] = tuple(hooks)
+        # on_publish runs for every message: ask only the hooks that implement it.
+        self._publish_hooks = tuple(h for h in self.hooks if type(h).on_publish is not Hook.on_publish)
         # Bumped whenever an answer may have changed (credentials, ACLs): connections cache publish
         # decisions per topic and drop their cache when this moves.
         self.generation = 0
@@ -150,7 +152,7 @@ class HookChain:
         return False
 
     def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
-        for hook in self.hooks:
+        for hook in self._publish_hooks:
             code = hook.on_publish(client, topic, payload, qos, retain)
             if code:
                 return code

@@ -42,7 +42,7 @@ class PacketReader:
     """Turns received bytes into packets. `version` None means "a server awaiting CONNECT": it is set from
     the CONNECT's protocol level. `max_packet_size` may be lowered at any time (e.g. after CONNECT)."""
 
-    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error")
+    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error", "_last_start")
 
     def __init__(self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.version = version
@@ -50,6 +50,7 @@ class PacketReader:
         self._buf: bytes | bytearray = b""
         self._pos = 0
         self._error: ProtocolError | None = None
+        self._last_start = 0  # where the packet last returned by next_packet() starts in the buffer
 
     def receive_data(self, data: bytes) -> None:
         """Append received bytes (an empty chunk is ignored)."""
@@ -113,6 +114,7 @@ class PacketReader:
         if stop > end:
             return NEED_DATA
         self._pos = stop
+        self._last_start = pos
         try:
             packet = decode_body(first, buf, index, stop, self.version)
         except ProtocolError as exc:
@@ -120,6 +122,15 @@ class PacketReader:
         if self.version is None:
             self.version = packet.protocol_version  # type: ignore[union-attr]  # it is a Connect
         return packet
+
+    def last_packet_bytes(self) -> bytes:
+        """The wire bytes of the packet the last `next_packet()` returned; valid until `receive_data`.
+
+        A broker forwarding a PUBLISH unchanged (same version, no properties to rewrite) can send these
+        bytes on instead of encoding the packet again."""
+        buf = self._buf
+        raw = buf[self._last_start : self._pos]
+        return raw if type(raw) is bytes else bytes(raw)
 
     def _fail(self, error: ProtocolError) -> NeedData:
         self._error = error
