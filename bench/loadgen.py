@@ -25,7 +25,9 @@ from typing import Any
 from . import wire
 from .wire import Credentials
 
-__all__ = ["ConnectStorm", "IdleClients", "Pinger", "Publisher", "Subscriber", "Worker", "gather"]
+__all__ = [
+    "ConnectRate", "ConnectStorm", "Holder", "IdleClients", "Pinger", "Publisher", "Subscriber", "Worker", "gather",
+]
 
 _RECV_SIZE = 1 << 20
 _CONNECT_TIMEOUT = 10.0
@@ -348,7 +350,8 @@ class Subscriber(_Client):
         """Read every connection until `t_stop`, counting what arrives in [t_start, t_end).
 
         mode "count": PUBLISH packets; "ack": also acknowledge QoS 1 ones; "latency": also collect the
-        delay from each payload's stamp to its arrival, in microseconds.
+        delay from each payload's stamp to its arrival, in microseconds; "text-latency": the same with the
+        stamp written as decimal digits (`wire.text_stamp`), as a REST publish must send text.
         """
         selector = selectors.DefaultSelector()
         for index, sock in enumerate(self.socks):
@@ -406,6 +409,8 @@ class Subscriber(_Client):
                                 acks.append(ack)
                             if mode == "latency" and in_window:
                                 latencies.append((arrived_ns - wire.read_stamp(buf, offset)) // 1000)
+                            elif mode == "text-latency" and in_window:
+                                latencies.append((arrived_ns - wire.read_text_stamp(buf, offset)) // 1000)
                         if acks and not _send_whole(sock, b"".join(acks), t_stop):
                             break
                     pending[index] = buf[used:]
@@ -523,6 +528,166 @@ class ConnectStorm(_Client):
             sock.close()
             done += 1
         return done
+
+
+class ConnectRate(_Client):
+    """Authenticated CONNECTs as fast as the broker answers them, with several connections in flight."""
+
+    def run(self, in_flight: int, t_start: float, t_end: float, limit: int) -> dict[str, int]:
+        """Keep `in_flight` connection attempts going (connect, CONNECT, CONNACK, DISCONNECT, close with RST)
+        until `t_end`; count the accepted CONNACKs that arrive in [t_start, t_end) and any refusals."""
+        linger = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
+        disconnect = wire.disconnect_packet(self.version)
+        selector = selectors.DefaultSelector()
+        state: dict[socket.socket, tuple[float, bytes]] = {}  # sock -> (started, bytes read so far)
+        counter = 0
+        done = refused = failed = 0
+
+        def launch() -> None:
+            nonlocal counter
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.connect_ex((self.host, self.port))
+            selector.register(sock, selectors.EVENT_WRITE)
+            state[sock] = (time.perf_counter(), b"")
+            counter += 1
+
+        def finish(sock: socket.socket) -> None:
+            selector.unregister(sock)
+            del state[sock]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            sock.close()
+
+        _sleep_until(t_start - 0.2)  # a short warm-up before the window
+        try:
+            for _ in range(in_flight):
+                launch()
+            while time.perf_counter() < t_end and done < limit:
+                for key, events in selector.select(0.05):
+                    sock = key.fileobj  # type: ignore[assignment]
+                    if events & selectors.EVENT_WRITE:
+                        if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                            failed += 1
+                            finish(sock)
+                            launch()
+                            continue
+                        client_id = f"{self.name}-{counter}-{sock.fileno()}"
+                        sock.send(wire.connect_packet(client_id, self.version, self.credentials))
+                        selector.modify(sock, selectors.EVENT_READ)
+                        continue
+                    try:
+                        chunk = sock.recv(4096)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except ConnectionError:
+                        chunk = b""
+                    started, buf = state[sock]
+                    buf += chunk
+                    frames, _ = wire.split_frames(buf)
+                    if chunk and not frames:
+                        state[sock] = (started, buf)
+                        continue
+                    now = time.perf_counter()
+                    accepted = bool(frames) and frames[0][0] >> 4 == wire.CONNACK and buf[frames[0][1] + 1] == 0
+                    if accepted:
+                        _try_send(sock, disconnect)
+                        if t_start <= now < t_end:
+                            done += 1
+                    elif t_start <= now < t_end:
+                        refused += 1
+                    finish(sock)
+                    launch()
+        finally:
+            for sock in list(state):
+                finish(sock)
+            selector.close()
+        return {"done": done, "refused": refused, "failed": failed}
+
+
+def _try_send(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.send(data)
+    except OSError:
+        pass
+
+
+class Holder(_Client):
+    """Many connected clients, each with credentials of its own, watched for the moment the broker closes them
+    (revocation). Clients are named by a label the harness chooses."""
+
+    def __init__(self, host: str, port: int, version: int, credentials: Credentials | None, name: str) -> None:
+        super().__init__(host, port, version, credentials, name)
+        self.labels: list[str] = []
+
+    def open_each(self, clients: list[tuple[str, str, str]], timeout: float = 120.0) -> int:
+        """Connect one client per (label, username, password), the label as its client id."""
+        deadline = time.perf_counter() + timeout
+        for label, username, password in clients:
+            if time.perf_counter() > deadline:
+                raise BenchError(f"only {len(self.labels)} clients connected within {timeout:.0f} s")
+            sock, rest = mqtt_connect(self.host, self.port, label, self.version, Credentials(username, password))
+            self.socks.append(sock)
+            self.pending.append(rest)
+            self.labels.append(label)
+        return len(self.socks)
+
+    def watch(self, t_stop: float) -> list[tuple[str, float, str]]:
+        """Until `t_stop`: each client the broker closed, as (label, perf_counter() when seen, how): how is
+        "disconnect 0xNN" for a DISCONNECT packet, "eof" for a plain close. Closed clients are dropped."""
+        selector = selectors.DefaultSelector()
+        for index, sock in enumerate(self.socks):
+            selector.register(sock, selectors.EVENT_READ, index)
+        closed: list[tuple[str, float, str]] = []
+        gone: set[int] = set()
+        try:
+            while time.perf_counter() < t_stop:
+                for key, _ in selector.select(min(0.05, max(0.0, t_stop - time.perf_counter()))):
+                    index = key.data
+                    sock = self.socks[index]
+                    try:
+                        chunk = sock.recv(4096)
+                    except BlockingIOError:
+                        continue
+                    except ConnectionError:
+                        chunk = b""
+                    seen = time.perf_counter()
+                    how = "eof"
+                    if chunk:
+                        frames, _ = wire.split_frames(chunk)
+                        packet = next((f for f in frames if f[0] >> 4 == wire.DISCONNECT), None)
+                        if packet is None:
+                            continue  # anything else (none expected) is not a close
+                        first, start, end = packet
+                        how = f"disconnect 0x{chunk[start]:02x}" if end > start else "disconnect 0x00"
+                    closed.append((self.labels[index], seen, how))
+                    selector.unregister(sock)
+                    gone.add(index)
+        finally:
+            selector.close()
+        for index in sorted(gone, reverse=True):
+            self.socks[index].close()
+            del self.socks[index], self.pending[index], self.labels[index]
+        return closed
+
+    def ping_all(self, timeout: float = 5.0) -> dict[str, int]:
+        """PINGREQ on every client still held: how many answered with PINGRESP, and how many are closed."""
+        request = wire.pingreq_packet(self.version)
+        deadline = time.perf_counter() + timeout
+        answered = closed = 0
+        for sock in self.socks:
+            try:
+                sock.send(request)
+            except OSError:
+                closed += 1
+        for index, sock in enumerate(self.socks):
+            try:
+                frames, self.pending[index] = _read_frames(sock, self.pending[index], 1, deadline)
+            except (BenchError, OSError):
+                closed += 1
+                continue
+            answered += any(first >> 4 == wire.PINGRESP for first, _ in frames)
+        return {"answered": answered, "closed": closed, "held": len(self.socks)}
 
 
 def _sleep_until(instant: float) -> None:

@@ -166,14 +166,18 @@ def report(command: str, info: dict[str, str], plan: Plan, runs: int, fd_limit: 
     return "\n".join(parts) + "\n"
 
 
-def write_output(path: Path, generated: str) -> None:
+def write_output(path: Path, generated: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace what lies between the `begin` and `end` markers (which `generated` carries itself); a file
+    without them gets `generated` appended. Everything else in the file is kept."""
     if path.exists():
         text = path.read_text()
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            tail = rest.split(END, 1)[1]
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            tail = rest.split(end, 1)[1]
             path.write_text(head + generated.rstrip("\n") + tail)
             return
+        path.write_text(text.rstrip("\n") + "\n\n" + generated)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# Benchmarks: Roost against Mosquitto\n\n" + generated)
 

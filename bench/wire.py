@@ -14,14 +14,16 @@ from dataclasses import dataclass
 from broker.codec import Connect, Disconnect, Pingreq, Publish, Subscribe, Subscription, encode
 
 __all__ = [
-    "CONNACK", "PINGRESP", "PUBACK", "PUBLISH", "SUBACK", "TIMESTAMP_SIZE", "Credentials", "connect_packet",
-    "count_publishes", "disconnect_packet", "pack_stamp", "pingreq_packet", "puback_packet", "publish_fields",
-    "publish_packet", "publish_prefix", "read_stamp", "split_frames", "subscribe_packet",
+    "CONNACK", "DISCONNECT", "PINGRESP", "PUBACK", "PUBLISH", "SUBACK", "TEXT_STAMP_SIZE", "TIMESTAMP_SIZE",
+    "Credentials", "connect_packet", "count_publishes", "disconnect_packet", "pack_stamp", "pingreq_packet",
+    "puback_packet", "publish_fields", "publish_packet", "publish_prefix", "read_stamp", "read_text_stamp",
+    "split_frames", "subscribe_packet", "text_stamp",
 ]
 
 # Packet types, as the high nibble of the first byte.
-CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP = 2, 3, 4, 9, 13
+CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP, DISCONNECT = 2, 3, 4, 9, 13, 14
 TIMESTAMP_SIZE = 8
+TEXT_STAMP_SIZE = 20  # the same stamp as decimal digits, for payloads that must be text (REST publish)
 _STAMP = struct.Struct(">Q")
 
 
@@ -166,3 +168,11 @@ def read_stamp(buf: bytes | bytearray, offset: int) -> int:
 
 def pack_stamp(ns: int) -> bytes:
     return _STAMP.pack(ns)
+
+
+def text_stamp(ns: int) -> str:
+    return f"{ns:020d}"
+
+
+def read_text_stamp(buf: bytes | bytearray, offset: int) -> int:
+    return int(buf[offset:offset + TEXT_STAMP_SIZE])
