@@ -7,9 +7,10 @@ token: a request authenticated by the cookie that changes anything must echo the
 `X-CSRF-Token` header, which a page on another site cannot read or send. Sessions live in this process
 only, so a restart signs everyone out.
 
-Failed sign-ins are counted per user name and per client address. After `free_failures` failures in a row,
-each further attempt must wait: 1 s, 2 s, 4 s ... up to `max_delay`; an attempt made before its time is
-refused without checking the password (HTTP 429 with Retry-After). A success clears both counters.
+Failed sign-ins are counted per user name and per client address. The first `free_failures` failures in a
+row cost nothing; each one after them makes the next attempt wait: 1 s, 2 s, 4 s ... up to `max_delay`. An
+attempt made before its time is refused without checking the password (HTTP 429 with Retry-After). A
+success clears both counters; an hour without failures forgets them.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class SignInThrottle:
 
     def _delay(self, count: int) -> float:
         over = count - self.free_failures
-        return 0.0 if over < 0 else min(float(2**over), self.max_delay)
+        return 0.0 if over <= 0 else min(float(2 ** (over - 1)), self.max_delay)
 
     def retry_after(self, *keys: str) -> float:
         """Seconds until an attempt for these keys may be checked (0: now)."""
