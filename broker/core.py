@@ -217,17 +217,24 @@ class Broker:
             if len(plain) == 1:
                 # The common case, one matching subscription: no merging needed.
                 client_id, record = plain[0]
-                session = self.sessions.get(client_id)
-                if session is None or (record.no_local and client_id == message.sender):
+                if record.no_local and client_id == message.sender:
                     return 0
                 sub_qos = record.qos
-                self.deliver(
-                    session,
-                    message,
-                    message.qos if message.qos < sub_qos else sub_qos,
-                    message.retain and record.retain_as_published,
-                    () if record.subscription_id is None else (record.subscription_id,),
-                )
+                qos = message.qos if message.qos < sub_qos else sub_qos
+                retain = message.retain and record.retain_as_published
+                sub_ids = () if record.subscription_id is None else (record.subscription_id,)
+                if qos == 0:
+                    # deliver()'s QoS 0 branch, inlined.
+                    connection = self.connections.get(client_id)
+                    if connection is not None and not connection.congested:
+                        connection.send_message(message, 0, retain, sub_ids, None)
+                    else:
+                        stats.messages_dropped += 1
+                    return 1
+                session = self.sessions.get(client_id)
+                if session is None:
+                    return 0
+                self.deliver(session, message, qos, retain, sub_ids)
                 return 1
         sender = message.sender
         # client_id -> [qos, retain_as_published, subscription ids]

@@ -130,6 +130,11 @@ class HookChain:
     def invalidate(self) -> None:
         self.generation += 1
 
+    @property
+    def has_publish_hooks(self) -> bool:
+        """Whether any hook implements on_publish (if none, the broker need not call it)."""
+        return bool(self._publish_hooks)
+
     async def authenticate(self, request: ConnectRequest) -> AuthResult:
         for hook in self.hooks:
             result = await hook.authenticate(request)

@@ -72,7 +72,7 @@ def decode_body(first: int, buf: Buffer, pos: int, end: int, version: int | None
     """Decode the packet whose body is `buf[pos:end]`; used by PacketReader to avoid copying the body."""
     packet_type = first >> 4
     if packet_type == 3 and version is not None:  # the hot path
-        return _publish(first, buf, pos, end, version)
+        return decode_publish(first, buf, pos, end, version)
     if packet_type == 0:
         raise MalformedPacket("packet type 0 is reserved (section 2.1.2)")
     if version is None and packet_type != 1:
@@ -91,7 +91,7 @@ def decode_body(first: int, buf: Buffer, pos: int, end: int, version: int | None
     return _DECODERS[packet_type](buf, pos, end, version)  # type: ignore[arg-type]
 
 
-def _publish(first: int, buf: Buffer, pos: int, end: int, version: int) -> Publish:
+def decode_publish(first: int, buf: Buffer, pos: int, end: int, version: int) -> Publish:
     # The hot path: the topic string read is inlined (same rules as _wire.read_str).
     qos = (first >> 1) & 3
     if qos == 3:

@@ -17,7 +17,7 @@ from typing import Final
 
 from broker.errors import MalformedPacket, PacketTooLarge, ProtocolError
 
-from .decode import decode_body
+from .decode import decode_body, decode_publish
 from .packets import Packet
 
 __all__ = ["NEED_DATA", "NeedData", "PacketReader"]
@@ -116,7 +116,10 @@ class PacketReader:
         self._pos = stop
         self._last_start = pos
         try:
-            packet = decode_body(first, buf, index, stop, self.version)
+            if first >> 4 == 3 and self.version is not None:
+                packet = decode_publish(first, buf, index, stop, self.version)  # the hot path, one call less
+            else:
+                packet = decode_body(first, buf, index, stop, self.version)
         except ProtocolError as exc:
             return self._fail(exc)
         if self.version is None:
