@@ -1,6 +1,6 @@
 """What authentication and access control cost Roost (issue 3): three measurements, one command.
 
-    python -m bench.auth [--quick] [--runs 3] [--parts connect,revoke,acl] [--output docs/benchmarks.md]
+    python -m bench.auth [--quick] [--runs 3] [--parts connect,revoke,acl] [--profile] [--output docs/benchmarks.md]
 
 - `connect`: authenticated CONNECTs per second. Roost checks a stored MQTT instance's password (salted
   SHA-256) and Mosquitto a `password_file` entry (`mosquitto_passwd`, PBKDF2-SHA512); 4 processes each keep
@@ -18,6 +18,9 @@
   plus the project's message history that Roost records for such publishes). Phase 1 paces the publishers
   at a fixed total rate and reads the broker's CPU time per PUBLISH; phase 2 floods, for throughput.
 
+`--profile` adds one more run of `connect` and `revoke` on Roost with py-spy sampling the broker (as
+`bench.profile` does for fan-in), to show where the time goes.
+
 Each run of each part gets a fresh broker; medians over runs. Roost is exported from git (`--roost-rev`,
 default HEAD), as `bench.run` does.
 """
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import signal
 import sys
 import tempfile
@@ -39,6 +43,7 @@ from .brokers import HOST, Broker, RoostBroker, ensure_mosquitto, export_roost, 
 from .http import Revoker, api_client, encode_request
 from .loadgen import ConnectRate, Holder, Publisher, Subscriber, Worker, gather
 from .run import _fmt, _interrupt, machine, raise_file_limit, write_output
+from .profile import _RATE, _py_spy, summarize
 from .scenarios import _percentile, median
 from .wire import Credentials
 
@@ -66,7 +71,29 @@ class AuthPlan:
 
 # --- connect ----------------------------------------------------------------------------------------------
 
-def connect_rate(broker: Broker, plan: AuthPlan) -> dict[str, float]:
+class Spy:
+    """py-spy sampling a broker from outside for `seconds`, from `start()` on; `summary()` ranks functions."""
+
+    def __init__(self, broker: Broker, seconds: float, folder: Path) -> None:
+        self.broker, self.seconds, self.out = broker, seconds, folder / f"spy-{time.monotonic_ns()}.txt"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.cpu = 0.0
+
+    def start(self) -> None:
+        self.cpu = self.broker.cpu_seconds()
+        self.process = subprocess.Popen(
+            [_py_spy(), "record", "--pid", str(self.broker.pid), "--rate", str(_RATE), "--duration",
+             str(int(self.seconds)), "--format", "raw", "--nonblocking", "--idle", "--output", str(self.out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def summary(self) -> str:
+        assert self.process is not None
+        self.process.wait(self.seconds + 60)
+        cpu = self.broker.cpu_seconds() - self.cpu
+        return summarize(self.out.read_text(), int(self.seconds), cpu, top=12) if self.out.exists() else "no samples\n"
+
+
+def connect_rate(broker: Broker, plan: AuthPlan, spy: Spy | None = None) -> dict[str, float]:
     workers = [Worker(ConnectRate, HOST, broker.port, 4, broker.credentials, f"conn{i}")
                for i in range(plan.connect_workers)]
     try:
@@ -76,6 +103,8 @@ def connect_rate(broker: Broker, plan: AuthPlan) -> dict[str, float]:
             worker.send("run", plan.connect_in_flight, t_start, t_end, 10_000_000)
         _sleep_until(t_start)
         cpu0 = broker.cpu_seconds()
+        if spy is not None:
+            spy.start()
         _sleep_until(t_end)
         cpu1 = broker.cpu_seconds()
         answers = [worker.result(plan.duration + 30) for worker in workers]
@@ -106,7 +135,7 @@ def _split(items: list[Any], parts: int) -> list[list[Any]]:
 
 
 def _revocation(holders: list[Worker], requests: list[bytes], port: int, expected: set[str],
-                watch: float = 2.0) -> dict[str, Any]:
+                watch: float = 2.0, spy: Spy | None = None) -> dict[str, Any]:
     """Watch every held client, fire `requests` at once, and time each expected close."""
     revoker = Worker(Revoker, HOST, port, len(requests))
     try:
@@ -114,6 +143,9 @@ def _revocation(holders: list[Worker], requests: list[bytes], port: int, expecte
         for holder in holders:
             holder.send("watch", t_stop)
         time.sleep(0.3)  # the holders are in their select loop
+        if spy is not None:
+            spy.start()
+            time.sleep(0.2)  # py-spy attached
         revoker.send("fire", requests)
         fired = revoker.result(30)
     finally:
@@ -136,7 +168,7 @@ def _revocation(holders: list[Worker], requests: list[bytes], port: int, expecte
     }
 
 
-def revoke(broker: Broker, plan: AuthPlan) -> dict[str, Any]:
+def revoke(broker: Broker, plan: AuthPlan, spy: Spy | None = None) -> dict[str, Any]:
     assert isinstance(broker, RoostBroker) and broker.tenant is not None
     admin, victim = broker.cli(["user", "add", "admin", "--plan", "enterprise", "--admin"],
                                ["user", "add", "victim", "--plan", "enterprise"])
@@ -157,7 +189,7 @@ def revoke(broker: Broker, plan: AuthPlan) -> dict[str, Any]:
         for holder in holders:
             holder.result(180)
         deletes = [encode_request("DELETE", f"/v1/mqtt/{m['_id']}", HOST, broker.tenant.api_key) for m in doomed]
-        by_instance = _revocation(holders, deletes, broker.http_port, {f"rev-{i}" for i in range(revoked)})
+        by_instance = _revocation(holders, deletes, broker.http_port, {f"rev-{i}" for i in range(revoked)}, spy=spy)
 
         clients = [(f"vic-{i}", m["user"], m["password"]) for i, m in enumerate(victims)]
         for holder, share in zip(holders, _split(clients, len(holders))):
@@ -265,6 +297,29 @@ def _attempt(label: str, errors: list[str], action: Any) -> Any:
     return value
 
 
+def profile_parts(parts: list[str], plan: AuthPlan, errors: list[str]) -> dict[str, str]:
+    """One extra run of `connect` and `revoke` on Roost under py-spy: part -> Markdown summary."""
+    found: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-auth-spy-") as tmp:
+        if "connect" in parts:
+            def measure() -> dict[str, float]:
+                with start_broker("roost") as broker:
+                    spy = Spy(broker, plan.duration, Path(tmp))
+                    value = connect_rate(broker, plan, spy)
+                    found["connect"] = spy.summary()
+                    return value
+            _attempt("profile connect roost", errors, measure)
+        if "revoke" in parts:
+            def measure_revoke() -> dict[str, Any]:
+                with start_broker("roost") as broker:
+                    spy = Spy(broker, 2, Path(tmp))
+                    value = revoke(broker, plan, spy)
+                    found["revoke"] = spy.summary()
+                    return value
+            _attempt("profile revoke", errors, measure_revoke)
+    return found
+
+
 def run_parts(parts: list[str], runs: int, plan: AuthPlan, errors: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {"connect": {"roost": [], "mosquitto": []}, "revoke": [],
                                "acl": {v: [] for v in ACL_VARIANTS}}
@@ -308,7 +363,7 @@ def _runs(rows: list[dict[str, Any]], key: str) -> str:
 
 
 def report(command: str, info: dict[str, str], parts: list[str], runs: int, plan: AuthPlan,
-           results: dict[str, Any], errors: list[str], seconds: float) -> str:
+           results: dict[str, Any], errors: list[str], seconds: float, profiles: dict[str, str]) -> str:
     out = [
         BEGIN, "", "## Authentication and access control (issue 3)", "",
         f"    {command}", "",
@@ -377,6 +432,11 @@ def report(command: str, info: dict[str, str], parts: list[str], runs: int, plan
                 f"{_met(added < 2, added)}); instance vs anonymous: {_fmt(cost['instance'] - cost['anonymous'])} µs. "
                 "CPU per PUBLISH is the broker process's user + system time over the window divided by the "
                 "messages the subscriber received in it (all of them: the rate is one the broker keeps up with).", ""]
+    titles = {"connect": "Profile of Roost during the authenticated CONNECT rate (py-spy, an extra run)",
+              "revoke": f"Profile of Roost during the {plan.revoked} concurrent DELETEs (py-spy, 2 s from just "
+                        "before the requests, an extra run)"}
+    for part, summary in profiles.items():
+        out += [f"### {titles[part]}", "", summary]
     if errors:
         out += ["### Failed measurements", ""] + [f"- {e}" for e in errors] + [""]
     out.append(END)
@@ -395,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="runs (default 3; quick 1)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--roost-rev", default="HEAD", help="git revision of Roost (default HEAD); 'worktree' for the tree")
+    parser.add_argument("--profile", action="store_true", help="one more run of connect and revoke under py-spy")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
@@ -415,11 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     errors: list[str] = []
     try:
         results = run_parts(parts, runs, plan, errors)
+        profiles = profile_parts(parts, plan, errors) if args.profile else {}
     finally:
         source_dir.cleanup()
     command = "python -m bench.auth " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = report(command, machine() | {"roost": roost_version}, parts, runs, plan, results, errors,
-                  time.perf_counter() - began)
+                  time.perf_counter() - began, profiles)
     print(text)
     if args.output:
         write_output(args.output, text, BEGIN, END)
