@@ -63,7 +63,8 @@ def machine() -> dict[str, str]:
             "mosquitto": mosquitto_version(), "kernel": platform.release()}
 
 
-def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limits: Limits) -> tuple[Results, list[str]]:
+def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limits: Limits,
+            roost_anonymous: bool = False) -> tuple[Results, list[str]]:
     results: Results = {(s, b): [] for s in scenarios for b in names}
     errors: list[str] = []
     for run in range(runs):
@@ -72,7 +73,8 @@ def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limit
             for name in order:
                 began = time.perf_counter()
                 try:
-                    with start_broker(name, limits) as broker:
+                    options = {"anonymous": True} if name == "roost" and roost_anonymous else {}
+                    with start_broker(name, limits, **options) as broker:
                         values = SCENARIOS[scenario](broker, plan)
                 except Exception as exc:  # one failed measurement must not lose the others
                     values = {}
@@ -198,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roost-rev", default="HEAD",
                         help="git revision of Roost to measure, exported to a temp dir so that edits to the working "
                              "tree during the run do not leak in (default HEAD); 'worktree' runs the tree as it is")
+    parser.add_argument("--roost-anonymous", action="store_true",
+                        help="Roost with anonymous clients (a bench/# ACL) instead of a tenant's credentials, "
+                             "to see what authentication costs")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
 
@@ -224,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         roost_version = export_roost(args.roost_rev, Path(source_dir.name))
         RoostBroker.source = Path(source_dir.name)
     began = time.perf_counter()
-    results, errors = run_all(names, scenarios, runs, plan, Limits())
+    results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous)
     profile = None
     if args.profile > 0:
         from .profile import profile_fan_in
