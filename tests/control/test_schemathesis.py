@@ -37,9 +37,9 @@ from tests.tenant_helpers import make_tenant
 
 # At most this many examples per operation and mode, spread over a time budget for the whole run (generating
 # a case costs schemathesis ~50-80 ms of CPU here, far more than the request): with the defaults each
-# operation gets 3-6 per mode. ROOST_FUZZ_EXAMPLES=50 ROOST_FUZZ_SECONDS=600 makes a deep run.
+# operation gets 2-5 per mode. ROOST_FUZZ_EXAMPLES=50 ROOST_FUZZ_SECONDS=600 makes a deep run.
 EXAMPLES = int(os.environ.get("ROOST_FUZZ_EXAMPLES", "20"))
-BUDGET_SECONDS = float(os.environ.get("ROOST_FUZZ_SECONDS", "20"))
+BUDGET_SECONDS = float(os.environ.get("ROOST_FUZZ_SECONDS", "15"))
 
 # Operations a generated request must not reach: the live stream never ends by itself, and deactivating or
 # deleting the run's own key (ids are small integers) would turn the rest of the run into 401s; those two run
