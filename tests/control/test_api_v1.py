@@ -856,7 +856,7 @@ def test_api_key_deactivate_then_401_then_delete(rest: Rest) -> None:
         other.close()
 
 
-def test_deleting_the_key_in_use_locks_it_out(rest: Rest) -> None:
+def test_deactivating_the_key_in_use_locks_it_out(rest: Rest) -> None:
     """A key can deactivate itself; its next request is 401."""
     _, api = rest.tenant()
     own_id = ok(api.get(f"{P}/api-keys"))["data"]
@@ -1062,7 +1062,7 @@ def test_health_is_public(rest: Rest) -> None:
     assert health["status"] == "ok"
 
 
-def test_http_client_sees_json_even_for_head(rest: Rest) -> None:
+def test_head_is_answered_like_get_without_a_body(rest: Rest) -> None:
     """HEAD on a GET route is answered like GET without a body (RFC 9110 §9.3.2)."""
     _, api = rest.tenant()
     response = api.raw("HEAD", f"{P}/projects")
