@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -43,6 +44,7 @@ log = logging.getLogger("roost.access")
 # Longest user name we look up; a longer one cannot exist (generated names are short, device ids are capped).
 MAX_USERNAME = 255
 _ACL_CACHE_LIMIT = 10_000
+_UNKNOWN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,12 +80,19 @@ class StorageAuthHook(Hook):
         self.recorder = recorder
         self.plan_terms = plan_terms
         self.quota_rejections = 0
+        # Per-message caches, emptied with every new snapshot: plan terms by user, and the topic rule (or
+        # None) a project's topic is recorded under.
+        self._terms: dict[int, PlanTerms] = {}
+        self._recorded_topics: dict[tuple[int, str], int | None] = {}
+        self._expiries: dict[int, tuple[int, str]] = {}
         # (project id, topic) -> may publish; cleared whenever the snapshot changes.
         self._publish_cache: dict[tuple[int, str], bool] = {}
 
     def replace(self, snapshot: AuthSnapshot) -> None:
         self.snapshot = snapshot
         self._publish_cache = {}
+        self._terms = {}
+        self._recorded_topics = {}
 
     async def authenticate(self, request: ConnectRequest) -> AuthResult:
         username = request.username
@@ -200,23 +209,39 @@ class StorageAuthHook(Hook):
         user_id = attributes.get("user_id")
         if user_id is None:
             return 0
-        user = self.snapshot.users.get(user_id)  # type: ignore[arg-type]
-        terms = self.plan_terms(user.plan if user is not None else "free")
+        terms = self._terms.get(user_id)
+        if terms is None:
+            user = self.snapshot.users.get(user_id)  # type: ignore[arg-type]
+            terms = self._terms[user_id] = self.plan_terms(user.plan if user is not None else "free")  # type: ignore[index]
         if self.usage is not None and not self.usage.try_consume(user_id, terms.messages_per_hour):  # type: ignore[arg-type]
             self.quota_rejections += 1
             return 0x97
         project_id = attributes.get("project_id")
         if project_id is not None and self.recorder is not None:
-            rule = next(
-                (r for r in self.snapshot.topics.get(project_id, ()) if topic_matches(r.name, topic)),  # type: ignore[arg-type]
-                None,
-            )
-            if rule is not None:
-                expires = utc_now() + timedelta(days=terms.retention_days)
+            key = (project_id, topic)
+            rule_id = self._recorded_topics.get(key, _UNKNOWN)  # type: ignore[arg-type]
+            if rule_id is _UNKNOWN:
+                rule = next(
+                    (r for r in self.snapshot.topics.get(project_id, ()) if topic_matches(r.name, topic)),  # type: ignore[arg-type]
+                    None,
+                )
+                rule_id = None if rule is None else rule.id
+                if len(self._recorded_topics) >= _ACL_CACHE_LIMIT:
+                    self._recorded_topics.clear()
+                self._recorded_topics[key] = rule_id  # type: ignore[index]
+            if rule_id is not None:
                 self.recorder.add(
-                    NewMessage(project_id, topic, payload, qos, retain, rule.id, format_timestamp(expires))  # type: ignore[arg-type]
+                    NewMessage(project_id, topic, payload, qos, retain, rule_id, self._expiry(terms.retention_days))  # type: ignore[arg-type]
                 )
         return 0
+
+    def _expiry(self, retention_days: int) -> str:
+        """When a message recorded now expires, formatted; recomputed at most once a second per retention."""
+        now = int(time.time())
+        cached = self._expiries.get(retention_days)
+        if cached is None or cached[0] != now:
+            cached = self._expiries[retention_days] = (now, format_timestamp(utc_now() + timedelta(days=retention_days)))
+        return cached[1]
 
     def still_valid(self, client: ClientInfo) -> bool:
         """Whether the credentials a client connected with still open the door, as they did then."""
@@ -248,13 +273,24 @@ class LiveAccess:
         self.hook = hook
         self.broker = broker
         self._lock = asyncio.Lock()
+        self._requested = 0  # refresh() calls so far
+        self._completed = 0  # the calls covered by the last finished reload
 
     async def refresh(self) -> None:
-        """Reload the snapshot and enforce it; call after every write that touches access."""
+        """Reload the snapshot and enforce it; call after every write that touches access.
+
+        Calls that arrive while a reload runs share the next one: 100 revocations at once cost two or
+        three reloads, not 100 in a row."""
+        self._requested += 1
+        wanted = self._requested
         async with self._lock:
+            if self._completed >= wanted:
+                return  # A reload that started after our write has already been enforced.
+            covers = self._requested
             snapshot = await load_auth_snapshot(self.database)
             self.hook.replace(snapshot)
             self.enforce()
+            self._completed = covers
 
     def enforce(self) -> None:
         """Disconnect clients whose credentials no longer hold; drop subscriptions no longer allowed."""

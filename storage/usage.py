@@ -25,26 +25,34 @@ def _hour_of(moment: float) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%dT%H")
 
 
+def _next_hour(moment: float) -> float:
+    return (moment // 3600 + 1) * 3600
+
+
 class UsageMeter:
     def __init__(self, repository: QuotaRepository, clock: Callable[[], float] = time.time) -> None:
         self._repository = repository
         self._clock = clock
         self._hour = _hour_of(clock())
+        self._hour_ends = _next_hour(clock())
         self._counts: dict[int, int] = {}
         # (hour, user id) -> count not yet written
         self._pending: dict[tuple[str, int], int] = {}
 
     async def load(self) -> None:
         """Read this hour's counts (so a restart does not reset anyone's quota)."""
-        self._hour = _hour_of(self._clock())
+        now = self._clock()
+        self._hour, self._hour_ends = _hour_of(now), _next_hour(now)
         self._counts = await self._repository.counts_for_hour(self._hour)
 
     def _roll(self) -> str:
-        hour = _hour_of(self._clock())
-        if hour != self._hour:
-            self._hour = hour
+        """The current hour's key; a new hour starts everyone from zero. Runs for every message, so the
+        hour's name is only formatted when the hour changes."""
+        now = self._clock()
+        if now >= self._hour_ends:
+            self._hour, self._hour_ends = _hour_of(now), _next_hour(now)
             self._counts = {}
-        return hour
+        return self._hour
 
     def try_consume(self, user_id: int, limit: int, n: int = 1) -> bool:
         """Count `n` messages for the user unless that would pass `limit` (0 = unlimited)."""

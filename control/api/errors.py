@@ -80,7 +80,10 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error answering %s %s", request.method, request.url.path)
     if _is_mqtt_api(request):
-        message = _MQTT_500.get(request.method, "Error when getting MQTT instance")
+        if request.method == "GET" and request.url.path.rstrip("/") != "/v1/mqtt":
+            message = "Error when getting MQTT instance"  # one instance; the list has its own message
+        else:
+            message = _MQTT_500.get(request.method, "Error when getting MQTT instance")
         return JSONResponse({"message": message, "error": type(exc).__name__}, status_code=500)
     return JSONResponse({"error": "Internal Server Error", "message": "An unexpected error occurred"}, status_code=500)
 

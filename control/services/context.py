@@ -36,6 +36,17 @@ class Context:
         if self.access is not None:
             await self.access.refresh()
 
+    def disconnect_now(self, *, username: str | None = None, user_id: int | None = None) -> None:
+        """Close the clients of revoked credentials at once, before the access reload that follows: a
+        revoke is felt in microseconds, not after a database read."""
+        broker = self.broker
+        if broker is None:
+            return
+        if username is not None:
+            broker.kick(username=username)
+        if user_id is not None:
+            broker.kick(where=lambda client: client.attributes.get("user_id") == user_id)
+
     def check_limit(self, user: User, kind: str, limit: int, current: int, message: str) -> None:
         if limit and current >= limit:
             raise LimitReached(message, kind, limit)

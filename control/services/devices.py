@@ -113,6 +113,8 @@ class DeviceService:
         if device is None:
             raise NotFound("Device not found")
         if is_active is not None:
+            if not is_active:
+                self.context.disconnect_now(username=device.device_id)
             await self.context.access_changed()
         return self._view(device, self._online())
 
@@ -121,6 +123,7 @@ class DeviceService:
         created = await self.store.devices.rotate_secret(device_row_id, user_id=user.id)
         if created is None:
             raise NotFound("Device not found")
+        self.context.disconnect_now(username=created.device.device_id)
         await self.context.access_changed()
         return self._view(created.device, set(), created.secret)
 
@@ -162,6 +165,8 @@ class DeviceService:
         return self._view(device, self._online())
 
     async def delete(self, user: User, device_row_id: int) -> None:
-        if not await self.store.devices.delete(device_row_id, user_id=user.id):
+        device = await self.store.devices.get(device_row_id, user_id=user.id)
+        if device is None or not await self.store.devices.delete(device_row_id, user_id=user.id):
             raise NotFound("Device not found")
+        self.context.disconnect_now(username=device.device_id)
         await self.context.access_changed()

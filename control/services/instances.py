@@ -72,6 +72,7 @@ class InstanceService:
         instance = await self.store.instances.get(public_id, user_id=user.id)
         if instance is None or not await self.store.instances.delete(public_id, user_id=user.id):
             raise NotFound(NO_SUCH_INSTANCE)
+        self.context.disconnect_now(username=instance.username)
         await self.context.access_changed()
         if self.context.broker is not None:
             self.context.broker.drop_retained(origin=instance.username)

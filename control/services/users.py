@@ -103,6 +103,8 @@ class UserService:
             user = await users.set_active(user_id, active_value) or user
         if password_value is not None:
             user = await users.set_password(user_id, password_value) or user
+        if active_value is False:
+            self.context.disconnect_now(user_id=user_id)
         await self.context.access_changed()
         return user
 
@@ -113,6 +115,7 @@ class UserService:
             raise Forbidden("You cannot delete your own account")
         if not await self.store.users.delete(user_id):
             raise NotFound("User not found")
+        self.context.disconnect_now(user_id=user_id)
         await self.context.access_changed()
         # Nothing of theirs stays behind: retained messages in their namespace, their quota counts.
         if self.context.broker is not None:
