@@ -65,6 +65,17 @@ _ID: Schema = {"type": "integer", "minimum": 1}
 _NAME: Schema = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
 _TEXT: Schema = {"type": "string", "maxLength": 10_000}
 _MESSAGE_BODY = _object({"message": {"type": "string"}})
+_DEVICE_PROPERTIES: dict[str, Schema] = {
+    "id": _ID,
+    "project_id": _ID,
+    "name": {"type": "string"},
+    "device_id": {"type": "string", "description": "The device's MQTT client id and user name."},
+    "status": {"enum": list(STATUSES), "description": "online/offline: live; inactive: refused."},
+    "created_at": _TIMESTAMP,
+    "updated_at": _TIMESTAMP,
+    "mqtt_credentials": _ref("MqttCredentials"),
+}
+_DEVICE_REQUIRED = ["id", "project_id", "name", "device_id", "status", "created_at", "updated_at"]
 _USER_PROPERTIES: dict[str, Schema] = {
     "id": _ID,
     "public_id": {"type": "string", "pattern": "^[0-9a-f]{24}$",
@@ -179,19 +190,7 @@ _SCHEMAS: dict[str, Schema] = {
             "password": {"type": "string", "description": "Shown once."},
         }
     ),
-    "Device": _object(
-        {
-            "id": _ID,
-            "project_id": _ID,
-            "name": {"type": "string"},
-            "device_id": {"type": "string", "description": "The device's MQTT client id and user name."},
-            "status": {"enum": list(STATUSES), "description": "online/offline: live; inactive: refused."},
-            "created_at": _TIMESTAMP,
-            "updated_at": _TIMESTAMP,
-            "mqtt_credentials": _ref("MqttCredentials"),
-        },
-        ["id", "project_id", "name", "device_id", "status", "created_at", "updated_at"],
-    ),
+    "Device": _object(_DEVICE_PROPERTIES, _DEVICE_REQUIRED),
     "DeviceWithCredentials": {
         "allOf": [_ref("Device"), {"type": "object", "required": ["mqtt_credentials"]}],
     },
@@ -401,28 +400,21 @@ _SCHEMAS: dict[str, Schema] = {
     # -- device certificates ---------------------------------------------------------------------------
     "IssuedCertificate": _object(
         {
-            "data": {
-                "allOf": [
-                    _ref("Device"),
-                    {
-                        "type": "object",
-                        "required": ["certificate"],
-                        "properties": {
-                            "certificate": _object(
-                                {
-                                    "serial": {"type": "string"},
-                                    "expires_at": {"type": "string", "format": "date-time"},
-                                    "certificate_pem": {"type": "string", "pattern": "^-----BEGIN CERTIFICATE-----"},
-                                    "private_key_pem": {"type": "string", "description": "Shown once."},
-                                    "ca_certificate_pem": {"type": "string",
-                                                           "pattern": "^-----BEGIN CERTIFICATE-----"},
-                                }
-                            )
-                        },
-                    },
-                ],
-                "unevaluatedProperties": False,
-            },
+            "data": _object(
+                {
+                    **_DEVICE_PROPERTIES,
+                    "certificate": _object(
+                        {
+                            "serial": {"type": "string"},
+                            "expires_at": {"type": "string", "format": "date-time"},
+                            "certificate_pem": {"type": "string", "pattern": "^-----BEGIN CERTIFICATE-----"},
+                            "private_key_pem": {"type": "string", "description": "Shown once."},
+                            "ca_certificate_pem": {"type": "string", "pattern": "^-----BEGIN CERTIFICATE-----"},
+                        }
+                    ),
+                },
+                [*_DEVICE_REQUIRED, "certificate"],
+            ),
             "message": {"type": "string"},
         }
     ),
