@@ -77,6 +77,7 @@ class Broker:
         old_connection = self.connections.pop(key, None)
         session = self.sessions.get(key)
         if old_connection is not None:
+            self.stats.clients_connected -= 1
             will = old_connection.taken_over()
             # The old connection ended without DISCONNECT: its will goes now, unless it has a delay and the
             # session continues, in which case the new connection cancels it [MQTT-3.1.3-9].
@@ -97,14 +98,16 @@ class Broker:
         session.client = client
         session.disconnected_at = None
         self.connections[key] = connection
-        self.stats.clients_connected = len(self.connections)
+        # Counted here and in detach, not as len(connections): the control plane's internal watchers
+        # (BrokerService.watch) sit in that dict too and are not clients.
+        self.stats.clients_connected += 1
         return session, present
 
     def detach(self, connection: MQTTConnection, session: Session, will: Will | None) -> None:
         """The connection ended. Publish or schedule its will, and end or keep the session."""
         if self.connections.get(session.key) is connection:
             del self.connections[session.key]
-        self.stats.clients_connected = len(self.connections)
+            self.stats.clients_connected -= 1
         if self.sessions.get(session.key) is not session:
             return  # Already replaced (clean-start takeover) or removed (kicked).
         session.disconnected_at = time.time()
