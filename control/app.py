@@ -50,4 +50,6 @@ def create_app(service: BrokerService, services: Services) -> Starlette:
     app.state.services = services
     app.state.broker = service.broker
     dashboard.install(app.state)
+    # A password change, deactivation or deletion ends that user's dashboard sessions.
+    services.context.user_listeners.append(app.state.dashboard_sessions.end_user)
     return app

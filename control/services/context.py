@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from broker.service import BrokerService
 from control.errors import LimitReached, NotFound
@@ -27,9 +28,16 @@ class Context:
     public_port: int
     # Roost's local CA, which issues device certificates (None: certificates are not offered).
     certificates: CertificateStore | None = None
+    # Called with a user's id when their password changes or they are deactivated or deleted: the
+    # dashboard ends their sign-in sessions.
+    user_listeners: list[Callable[[int], None]] = field(default_factory=list)
 
     def plan_of(self, user: User) -> Plan:
         return self.plans.get(user.plan) or DEFAULT_PLANS["free"]
+
+    def user_changed(self, user_id: int) -> None:
+        for listener in self.user_listeners:
+            listener(user_id)
 
     async def access_changed(self) -> None:
         """Make a write felt at once: reload live access and enforce it on connected clients."""

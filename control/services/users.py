@@ -105,6 +105,8 @@ class UserService:
             user = await users.set_password(user_id, password_value) or user
         if active_value is False:
             self.context.disconnect_now(user_id=user_id)
+        if active_value is False or password_value is not None:
+            self.context.user_changed(user_id)  # signed-in dashboard sessions end
         await self.context.access_changed()
         return user
 
@@ -116,6 +118,7 @@ class UserService:
         if not await self.store.users.delete(user_id):
             raise NotFound("User not found")
         self.context.disconnect_now(user_id=user_id)
+        self.context.user_changed(user_id)
         await self.context.access_changed()
         # Nothing of theirs stays behind: retained messages in their namespace, their quota counts.
         if self.context.broker is not None:
