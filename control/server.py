@@ -159,7 +159,8 @@ class Roost:
         # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
         http = self.config.http
         family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto IPPROTO_TCP, not 0: asyncio's own loop sets TCP_NODELAY on accepted sockets only then.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((http.host, http.port))
         sock.listen(1024)

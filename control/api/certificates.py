@@ -66,6 +66,6 @@ async def revoke_device_certificate(request: Request) -> JSONResponse:
 _P = "/api/v1"
 routes = [
     Route(f"{_P}/ca.pem", ca_certificate, methods=["GET"]),
-    Route(f"{_P}/devices/{{device_id:int}}/certificate", issue_device_certificate, methods=["POST"]),
-    Route(f"{_P}/devices/{{device_id:int}}/certificate", revoke_device_certificate, methods=["DELETE"]),
+    Route(f"{_P}/devices/{{device_id:id}}/certificate", issue_device_certificate, methods=["POST"]),
+    Route(f"{_P}/devices/{{device_id:id}}/certificate", revoke_device_certificate, methods=["DELETE"]),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -15,6 +16,23 @@ from storage.records import User
 __all__ = ["ApiError", "authenticated", "json_body", "ok", "query_int", "services"]
 
 MAX_BODY = 1_048_576
+
+
+class IdConvertor(Convertor[int]):
+    """Path ids: 1 to 19 digits. A longer number cannot be a row id (SQLite's integers are 64-bit), so it
+    does not match the route and is answered 404 — instead of Starlette's `int` convertor turning a
+    5,000-digit id into a 500 (CPython refuses to parse more than 4,300 digits)."""
+
+    regex = "[0-9]{1,19}"
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        return str(value)
+
+
+register_url_convertor("id", IdConvertor())
 
 
 class ApiError(Exception):
@@ -84,7 +102,7 @@ async def json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any
         return {}
     try:
         body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "Bad Request", "The request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "Bad Request", "The request body must be a JSON object")
@@ -92,7 +110,20 @@ async def json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any
     if unknown:
         raise ApiError(422, "Validation failed", "The request has unknown fields",
                        fields={name: f"The {name} field is not allowed." for name in unknown})
+    # JSON's \ud800 escapes can smuggle lone surrogates, which are not text and cannot be stored.
+    broken = sorted(name for name, value in body.items() if isinstance(value, str) and not _is_text(value))
+    if broken:
+        raise ApiError(422, "Validation failed", "The request has fields that are not valid text",
+                       fields={name: f"The {name} field must be valid Unicode text." for name in broken})
     return body
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def query_int(request: Request, name: str, *, default: int | None = None, low: int = 1,

@@ -28,6 +28,11 @@ def _parse_expiry(fields: Fields, value: object) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        moment = moment.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
+        fields.fail("expires_at", "The expires_at field must be a date before the year 9999.")
+        return None
     if moment <= datetime.now(timezone.utc):
         fields.fail("expires_at", "The expires_at field must be a date in the future.")
         return None

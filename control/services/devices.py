@@ -76,8 +76,8 @@ class DeviceService:
         project_value = fields.integer("project_id", project_id, required=True)
         name_value = fields.name("name", name)
         device_value = fields.name("device_id", device_id)
-        if device_value is not None and (any(c.isspace() or ord(c) < 32 for c in device_value)):
-            fields.fail("device_id", "The device_id must not contain spaces or control characters.")
+        if device_value is not None and (any(c.isspace() for c in device_value) or not device_value.isprintable()):
+            fields.fail("device_id", "The device_id must not contain spaces, control or other unprintable characters.")
         status_value = fields.choice("status", status, STATUSES)
         if project_value is not None and await self.store.projects.get(project_value, user_id=user.id) is None:
             fields.fail("project_id", "The selected project_id is invalid.")

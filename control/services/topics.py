@@ -23,6 +23,9 @@ PER_PAGE = 15
 def _check_filter(fields: Fields, name: str | None) -> None:
     if name is None:
         return
+    if "\x00" in name:
+        fields.fail("name", "Topics must not contain the NUL character [MQTT-4.7.3-2].")
+        return
     if name.startswith("$"):
         fields.fail("name", "Topics starting with $ are reserved for the broker.")
         return

@@ -38,6 +38,7 @@ class UserService:
         *,
         plan: object = "free",
         is_admin: object = False,
+        is_active: object = True,
         password: object = None,
     ) -> CreatedUser:
         """Create a user with a first API key (its key and secret are returned once)."""
@@ -46,6 +47,7 @@ class UserService:
         name_value = fields.name("name", name)
         plan_value = fields.choice("plan", plan, tuple(self.context.plans))
         admin_value = fields.boolean("is_admin", is_admin)
+        active_value = fields.boolean("is_active", is_active)
         password_value = fields.text("password", password, max_length=1024)
         if password_value is not None and len(password_value) < 8:
             fields.fail("password", "The password field must be at least 8 characters.")
@@ -53,7 +55,11 @@ class UserService:
         assert name_value is not None
         try:
             user = await self.store.users.create(
-                name_value, password=password_value, plan=plan_value or "free", is_admin=bool(admin_value)
+                name_value,
+                password=password_value,
+                plan=plan_value or "free",
+                is_admin=bool(admin_value),
+                is_active=active_value is not False,
             )
         except Conflict:
             raise ValidationFailed({"name": "The name has already been taken."}) from None
@@ -93,6 +99,9 @@ class UserService:
         if password_value is not None and len(password_value) < 8:
             fields.fail("password", "The password field must be at least 8 characters.")
         fields.check()
+        if actor is not None and actor.id == user_id and (active_value is False or admin_value is False):
+            # The last administrator could lock everyone out of user management.
+            raise Forbidden("You cannot deactivate or demote your own account")
         users = self.store.users
         user = await self.get(None, user_id)
         if plan_value is not None:

@@ -32,6 +32,9 @@ class Fields:
         if len(value) > max_length:
             self.fail(field, f"The {field} field must not be greater than {max_length} characters.")
             return None
+        if "\x00" in value:
+            self.fail(field, f"The {field} field must not contain the NUL character.")
+            return None
         return value
 
     def text(self, field: str, value: Any, *, max_length: int = 10_000) -> str | None:
