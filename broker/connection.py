@@ -313,6 +313,7 @@ class MQTTConnection(asyncio.Protocol):
         if self.state == _CLOSED:
             return
         if result.decision is not Decision.ALLOW:
+            self.broker.stats.auth_failures += 1
             log.info(
                 "refused %s from %s (user %r): reason 0x%02x",
                 request.client_id, self.remote_address, request.username, result.reason_code,
@@ -368,6 +369,7 @@ class MQTTConnection(asyncio.Protocol):
     def _refuse(self, reason_code: int) -> None:
         """Answer the CONNECT with a refusal and close [MQTT-3.2.2-6 / MQTT-3.2.2-7]."""
         self.broker.stats.connections_refused += 1
+        self.broker.stats.refused_by_reason[reason_code] += 1
         code = reason_code if self.version == _V5 else v3_connack_code(reason_code)
         self._send(Connack(session_present=False, reason_code=code))
         self._close()
@@ -409,6 +411,7 @@ class MQTTConnection(asyncio.Protocol):
         if not allowed:
             # v5 hears 0x87; 3.1.1 has no way to hear it and gets a positive acknowledgement [MQTT-3.3.5-2].
             reason = ReasonCode.NOT_AUTHORIZED if v5 else 0
+            self.broker.stats.dropped_acl += 1
             log.debug("publish by %s to %r not authorized", self.client.client_id, topic)
         elif v5 and props.payload_format_indicator == 1 and not _is_utf8(packet.payload):
             reason = ReasonCode.PAYLOAD_FORMAT_INVALID
@@ -417,7 +420,7 @@ class MQTTConnection(asyncio.Protocol):
         ):
             # Refused by a hook, e.g. the hourly quota (0x97). 3.1.1 cannot hear a reason: QoS 0 is dropped,
             # and for QoS 1/2 the connection is closed rather than acknowledged [MQTT-3.3.5-2].
-            self.broker.stats.messages_dropped += 1
+            self.broker.stats.dropped_quota += 1
             if not v5 and qos:
                 raise ProtocolError("publish refused (quota exceeded) [MQTT-3.3.5-2]", code)
             reason = code
@@ -667,9 +670,12 @@ class MQTTConnection(asyncio.Protocol):
                 props = replace(props, **changes)
             data = encode_publish(topic, message.payload, qos, retain, dup, packet_id, props, version)
         if len(data) > self.max_outgoing_size:
-            self.broker.stats.messages_dropped += 1
+            self.broker.stats.dropped_too_large += 1
             return False
-        self.broker.stats.messages_sent += 1
+        stats = self.broker.stats
+        stats.messages_sent += 1
+        stats.sent_by_qos[qos] += 1
+        stats.sent_bytes_by_qos[qos] += len(message.payload)
         if not self._closing:  # _write, inlined for the hot path
             self._out.append(data)
             if not self._flush_scheduled:

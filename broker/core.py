@@ -210,6 +210,8 @@ class Broker:
         """
         stats = self.stats
         stats.messages_received += 1
+        stats.received_by_qos[message.qos] += 1
+        stats.received_bytes_by_qos[message.qos] += len(message.payload)
         if message.retain:
             self._retain(message)
         plain, groups = self.subscriptions.match(message.topic)
@@ -231,8 +233,10 @@ class Broker:
                     connection = self.connections.get(client_id)
                     if connection is not None and not connection.congested:
                         connection.send_message(message, 0, retain, sub_ids, None)
+                    elif connection is None:
+                        stats.dropped_offline += 1
                     else:
-                        stats.messages_dropped += 1
+                        stats.dropped_slow += 1
                     return 1
                 session = self.sessions.get(client_id)
                 if session is None:
@@ -303,8 +307,10 @@ class Broker:
         if qos == 0:
             if connection is not None and not connection.congested:
                 connection.send_message(message, 0, retain, sub_ids, None)
+            elif connection is None:
+                self.stats.dropped_offline += 1
             else:
-                self.stats.messages_dropped += 1
+                self.stats.dropped_slow += 1
             return
         delivery = Delivery(message, qos, retain, sub_ids)
         if (
@@ -315,7 +321,7 @@ class Broker:
         ):
             self._send_inflight(connection, session, delivery)
         elif session.enqueue(delivery, self.settings.max_queued_messages):
-            self.stats.messages_dropped += 1
+            self.stats.dropped_queue_full += 1
 
     def _send_inflight(self, connection: MQTTConnection, session: Session, delivery: Delivery) -> None:
         packet_id = session.allocate_packet_id()

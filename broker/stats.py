@@ -1,21 +1,37 @@
-"""Counters the broker keeps, read by $SYS (and later by metrics and the dashboard).
+"""Counters the broker keeps, read by $SYS, the dashboard's chart and `/metrics` alike.
 
-Plain integer attributes on a slotted object: incrementing one on the hot path costs one attribute store.
+Plain integer attributes on a slotted object: incrementing one on the hot path costs one attribute store,
+and nothing on the hot path knows about Prometheus (`control/metrics.py` reads these at scrape time).
+Per-QoS counters are three-item lists indexed by QoS. Dropped messages are counted by reason; the total
+(`messages_dropped`) is their sum, computed when read. Refusals are counted by CONNACK reason code (not a
+hot path: a refused client costs a CONNECT).
 """
 
 from __future__ import annotations
 
-__all__ = ["Stats"]
+from collections import Counter
+
+__all__ = ["DROP_REASONS", "Stats"]
+
+# Stats attribute -> the reason label it is reported under.
+DROP_REASONS = {
+    "dropped_slow": "slow_subscriber",  # QoS 0 to a client whose write buffer is above its high-water mark
+    "dropped_offline": "offline",  # QoS 0 to a subscriber that is not connected
+    "dropped_queue_full": "queue_full",  # a session's queue at max_queued_messages: its oldest is dropped
+    "dropped_quota": "quota",  # the publisher's hourly quota is used up
+    "dropped_acl": "acl",  # the publisher may not publish to that topic
+    "dropped_too_large": "too_large",  # larger than the subscriber's maximum packet size
+}
 
 
 class Stats:
     __slots__ = (
+        "auth_failures",
         "bytes_received",
         "bytes_sent",
         "clients_connected",
         "connections_opened",
         "connections_refused",
-        "messages_dropped",
         "messages_expired",
         "messages_received",
         "messages_sent",
@@ -23,11 +39,35 @@ class Stats:
         "protocol_errors",
         "retained",
         "subscriptions",
+        *DROP_REASONS,
+        # Lists by QoS (index 0, 1, 2): application messages and their payload bytes.
+        "received_by_qos",
+        "received_bytes_by_qos",
+        "sent_by_qos",
+        "sent_bytes_by_qos",
+        # CONNACK reason code -> refused connections.
+        "refused_by_reason",
     )
 
     def __init__(self) -> None:
         for name in self.__slots__:
             setattr(self, name, 0)
+        self.received_by_qos = [0, 0, 0]
+        self.received_bytes_by_qos = [0, 0, 0]
+        self.sent_by_qos = [0, 0, 0]
+        self.sent_bytes_by_qos = [0, 0, 0]
+        self.refused_by_reason: Counter[int] = Counter()
+
+    @property
+    def messages_dropped(self) -> int:
+        """Every message dropped, whatever the reason."""
+        return sum(getattr(self, name) for name in DROP_REASONS)
+
+    def dropped_by_reason(self) -> dict[str, int]:
+        return {reason: getattr(self, name) for name, reason in DROP_REASONS.items()}
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}
+        """The plain counters (the per-QoS and per-reason breakdowns have their own readers)."""
+        values = {name: getattr(self, name) for name in self.__slots__ if isinstance(getattr(self, name), int)}
+        values["messages_dropped"] = self.messages_dropped
+        return values
