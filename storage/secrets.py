@@ -20,6 +20,7 @@ a copied database alone does not reveal passwords.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -28,8 +29,7 @@ import secrets
 import string
 import tempfile
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken
+from typing import Any
 
 from storage.errors import StorageError
 
@@ -145,13 +145,26 @@ class SecretBox:
     in: MQTT checks the hash), so back it up with the database.
     """
 
-    __slots__ = ("_fernet",)
+    __slots__ = ("_fernet", "_key")
 
     def __init__(self, key: bytes) -> None:
+        # Checked here, but the cipher is built on first use: importing cryptography costs several MB of
+        # memory, which an idle gateway that never lists its instances need not pay.
         try:
-            self._fernet = Fernet(key)
-        except (ValueError, TypeError) as exc:
-            raise StorageError(f"the secret key is not a valid Fernet key: {exc}") from exc
+            valid = len(base64.urlsafe_b64decode(key)) == 32
+        except (ValueError, TypeError):
+            valid = False
+        if not valid:
+            raise StorageError("the secret key is not a valid Fernet key: 32 url-safe base64-encoded bytes expected")
+        self._key = key
+        self._fernet: Any = None
+
+    def _cipher(self) -> Any:
+        if self._fernet is None:
+            from cryptography.fernet import Fernet
+
+            self._fernet = Fernet(self._key)
+        return self._fernet
 
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> SecretBox:
@@ -159,12 +172,14 @@ class SecretBox:
         return cls(load_or_create_key(data_dir / KEY_FILE_NAME))
 
     def encrypt(self, plaintext: str) -> bytes:
-        return self._fernet.encrypt(plaintext.encode())
+        return self._cipher().encrypt(plaintext.encode())  # type: ignore[no-any-return]
 
     def decrypt(self, token: bytes) -> str:
         """The plaintext of `token`; StorageError if it was made with another key or was altered."""
+        from cryptography.fernet import InvalidToken
+
         try:
-            return self._fernet.decrypt(token).decode()
+            return self._cipher().decrypt(token).decode()  # type: ignore[no-any-return]
         except InvalidToken as exc:
             raise StorageError(
                 "a stored secret cannot be decrypted: secret.key is not the key it was encrypted with"
@@ -183,7 +198,7 @@ def load_or_create_key(path: Path) -> bytes:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    key = Fernet.generate_key()
+    key = base64.urlsafe_b64encode(os.urandom(32))  # what Fernet.generate_key() makes
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret.key.")  # mode 0600
     try:
         with os.fdopen(descriptor, "wb") as handle:
