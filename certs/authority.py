@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from certs.keypair import KeyPair
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,14 +46,6 @@ CLIENT_DAYS = 825
 RENEW_BEFORE = timedelta(days=30)
 # Backdated a little, so a device whose clock is a few minutes behind accepts a certificate made just now.
 _CLOCK_SKEW = timedelta(minutes=5)
-
-
-@dataclass(frozen=True, slots=True)
-class KeyPair:
-    """A certificate and its private key, both PEM (the key unencrypted PKCS#8)."""
-
-    certificate: bytes
-    key: bytes
 
 
 @dataclass(frozen=True, slots=True)

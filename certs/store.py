@@ -11,17 +11,16 @@ a file. The certificates themselves come from the pure functions in `certs.autho
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import ipaddress
 import os
 import socket
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-
-from certs.authority import KeyPair, describe, issue_client, issue_server, needs_renewal, new_authority
+from certs.keypair import KeyPair
 
 __all__ = ["CertificateStore", "machine_hosts"]
 
@@ -71,6 +70,7 @@ class CertificateStore:
         self.ca_key = self.directory / "ca.key"
         self.server_certificate = self.directory / "server.pem"
         self.server_key = self.directory / "server.key"
+        self.check_file = self.directory / "server.check.json"
 
     def _save(self, pair: KeyPair, certificate: Path, key: Path) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -82,6 +82,8 @@ class CertificateStore:
         """The local CA, made on first use and read from disk after."""
         if self.ca_certificate.exists() and self.ca_key.exists():
             return KeyPair(self.ca_certificate.read_bytes(), self.ca_key.read_bytes())
+        from certs.authority import new_authority
+
         pair = new_authority()
         self._save(pair, self.ca_certificate, self.ca_key)
         return pair
@@ -90,19 +92,58 @@ class CertificateStore:
         """Make sure a valid server certificate for `hosts` signed by the local CA is on disk: issue one if
         there is none, if it ends within 30 days, or if it lacks one of `hosts`. True if one was written."""
         authority = self.authority()
+        wanted = sorted({str(ipaddress.ip_address(h)) if _is_ip(h) else h.lower() for h in hosts})
+        moment = (now or datetime.now(timezone.utc)).timestamp()
         if self.server_certificate.exists() and self.server_key.exists():
             current = self.server_certificate.read_bytes()
+            if self._checked_before(current, authority.certificate, wanted, moment):
+                return False  # Same files, same hosts, renewal not due: no need to parse anything.
+            from certs.authority import describe, needs_renewal
+
             info = describe(current)
             names = {name.lower() for name in info.dns_names} | set(info.ip_addresses)
-            wanted = {str(ipaddress.ip_address(h)) if _is_ip(h) else h.lower() for h in hosts}
             issuer_matches = _issuer_is(current, authority.certificate)
-            if wanted <= names and issuer_matches and not needs_renewal(current, now=now):
+            if set(wanted) <= names and issuer_matches and not needs_renewal(current, now=now):
+                self._remember_check(current, authority.certificate, wanted, info.not_after)
                 return False
-        self._save(issue_server(authority, hosts, now=now), self.server_certificate, self.server_key)
+        from certs.authority import describe, issue_server
+
+        issued = issue_server(authority, hosts, now=now)
+        self._save(issued, self.server_certificate, self.server_key)
+        self._remember_check(issued.certificate, authority.certificate, wanted, describe(issued.certificate).not_after)
         return True
+
+    # The outcome of the last full check, so that a restart does not import cryptography (several MB of
+    # memory on a Raspberry Pi) just to find that nothing changed.
+    def _checked_before(self, server_pem: bytes, ca_pem: bytes, hosts: list[str], moment: float) -> bool:
+        try:
+            record = json.loads(self.check_file.read_text())
+        except (OSError, ValueError):
+            return False
+        return (
+            isinstance(record, dict)
+            and record.get("server") == _digest(server_pem)
+            and record.get("ca") == _digest(ca_pem)
+            and record.get("hosts") == hosts
+            and isinstance(record.get("renew_after"), (int, float))
+            and moment < record["renew_after"]
+        )
+
+    def _remember_check(self, server_pem: bytes, ca_pem: bytes, hosts: list[str], not_after: datetime) -> None:
+        from certs.authority import RENEW_BEFORE
+
+        record = {
+            "server": _digest(server_pem),
+            "ca": _digest(ca_pem),
+            "hosts": hosts,
+            "renew_after": (not_after - RENEW_BEFORE).timestamp(),
+        }
+        _write(self.check_file, json.dumps(record).encode(), 0o644)
 
     def issue_client(self, common_name: str) -> KeyPair:
         """A client certificate for a device, signed by the local CA (not stored: the caller hands it over)."""
+        from certs.authority import issue_client
+
         return issue_client(self.authority(), common_name)
 
 
@@ -114,7 +155,14 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+def _digest(pem: bytes) -> str:
+    return hashlib.sha256(pem).hexdigest()
+
+
 def _issuer_is(certificate_pem: bytes, authority_pem: bytes) -> bool:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
     certificate = x509.load_pem_x509_certificate(certificate_pem)
     authority = x509.load_pem_x509_certificate(authority_pem)
     try:

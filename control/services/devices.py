@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from certs.authority import KeyPair, describe
+from certs.keypair import KeyPair
 
 from control.errors import NotFound, ValidationFailed
 from control.services.context import Context
@@ -140,6 +140,8 @@ class DeviceService:
             raise NotFound("Device not found")
         if len(device.device_id) > 64:
             raise ValidationFailed({"device_id": "A device_id longer than 64 characters cannot be a certificate's name."})
+        from certs.authority import describe  # cryptography: loaded when a certificate is first issued
+
         issued = authority.issue_client(device.device_id)
         info = describe(issued.certificate)
         updated = await self.store.devices.set_cert_serial(device_row_id, info.serial, user_id=user_id)
