@@ -319,7 +319,7 @@ class MQTTConnection(asyncio.Protocol):
                 request.client_id, self.remote_address, request.username, result.reason_code,
             )
             self.state = _NEW
-            self._refuse(result.reason_code)
+            self._refuse(result.reason_code, logged=True)
             return
         client = result.client or ClientInfo(request.client_id, request.username, self.version)
         self.client = client
@@ -366,8 +366,10 @@ class MQTTConnection(asyncio.Protocol):
                 del session.inflight[packet_id]
         self.broker.drain(self, session)
 
-    def _refuse(self, reason_code: int) -> None:
+    def _refuse(self, reason_code: int, logged: bool = False) -> None:
         """Answer the CONNECT with a refusal and close [MQTT-3.2.2-6 / MQTT-3.2.2-7]."""
+        if not logged:
+            log.info("refused a client from %s: reason 0x%02x", self.remote_address, reason_code)
         self.broker.stats.connections_refused += 1
         self.broker.stats.refused_by_reason[reason_code] += 1
         code = reason_code if self.version == _V5 else v3_connack_code(reason_code)
@@ -729,11 +731,11 @@ class MQTTConnection(asyncio.Protocol):
             if isinstance(exc, UnsupportedProtocolVersion):
                 # Answer in a dialect the client understands: 3.1.1 return code 1 or v5 0x84 [MQTT-3.1.2-2].
                 self.version = version if version in (3, 4, 5) else 4
-                self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION)
+                self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, logged=True)
                 return
             if version == _V5:
                 self.version = _V5
-                self._refuse(exc.reason_code)
+                self._refuse(exc.reason_code, logged=True)
                 return
             self._close()  # [MQTT-3.1.4-1]
             return

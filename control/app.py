@@ -1,12 +1,14 @@
 """The Starlette application served on the HTTP port.
 
 Routes stay thin: they read the request, call a service, and shape the response. `/health` for load
-balancers and systemd; `/v1/mqtt` and `/api/v1` for the two REST APIs (with `/api/v1/openapi.json`).
+balancers and systemd; `/v1/mqtt` and `/api/v1` for the two REST APIs (with `/api/v1/openapi.json`);
+`/metrics` for Prometheus (when a `Metrics` is given, which also times every HTTP request).
 """
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -17,12 +19,13 @@ from control.api import certificates, dashboard_api, mqtt_instances, v1, websock
 from control.api.errors import EXCEPTION_HANDLERS
 from control.api.openapi import openapi_document
 from control.dashboard import routes as dashboard
+from control.metrics import HTTPMetricsMiddleware, Metrics
 from control.services import Services
 
 __all__ = ["create_app"]
 
 
-def create_app(service: BrokerService, services: Services) -> Starlette:
+def create_app(service: BrokerService, services: Services, metrics: Metrics | None = None) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         return JSONResponse(
             {
@@ -45,8 +48,14 @@ def create_app(service: BrokerService, services: Services) -> Starlette:
         return JSONResponse(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    middleware: list[Middleware] = []
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))  # not part of the REST API
+        middleware.append(Middleware(HTTPMetricsMiddleware, metrics=metrics))
     routes += dashboard.routes  # the web dashboard at / (not part of the REST API)
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)  # type: ignore[arg-type]
+    app = Starlette(
+        routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS  # type: ignore[arg-type]
+    )
     app.state.services = services
     app.state.broker = service.broker
     dashboard.install(app.state)

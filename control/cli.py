@@ -6,6 +6,9 @@
     roost mqtt add USER [--json] [--config FILE]             new MQTT credentials (an MQTT instance)
     roost device cert DEVICE_ID [--out DIR] [--json] [--config FILE]   issue a device client certificate
     roost device revoke-cert DEVICE_ID [--config FILE]       revoke it (a connected device is closed)
+    roost check-config [--config FILE]                       validate a configuration; non-zero with the reasons
+    roost backup FILE [--config FILE]                        copy the database consistently, even while serving
+    roost restore FILE [--config FILE]                       put a backup back (Roost stopped; old file kept)
     roost --version
 
 The management commands call the same services as the REST API, on the same database as `roost serve`
@@ -20,6 +23,7 @@ import asyncio
 import json
 import logging
 import sys
+from pathlib import Path
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -29,13 +33,6 @@ from control.config import Config, load_config
 from control.errors import ValidationFailed
 
 __all__ = ["main"]
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
 
 
 def _run(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
@@ -48,9 +45,10 @@ def _run(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    from control.logging_setup import setup_logging
     from control.server import Roost
 
-    _setup_logging(config.log.level)
+    setup_logging(config.log)
     roost = Roost(config)
     try:
         _run(roost.run_until_signal)
@@ -168,6 +166,44 @@ def _device_cert(config: Config, args: argparse.Namespace) -> int:
     return _run(lambda: _with_services(config, action))  # type: ignore[no-any-return]
 
 
+def _check_config(args: argparse.Namespace) -> int:
+    from control.ops import check_config
+
+    config, problems = check_config(args.config)
+    for problem in problems:
+        print(f"roost: {problem}", file=sys.stderr)
+    if problems or config is None:
+        print(f"roost: {args.config or 'the built-in defaults'}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    tls = f", MQTT over TLS on {config.tls.host}:{config.tls.port}" if config.tls.port else ""
+    print(
+        f"{args.config or 'built-in defaults'}: OK (MQTT on {config.mqtt.host}:{config.mqtt.port}{tls}, "
+        f"HTTP on {config.http.host}:{config.http.port}, data in {config.data_dir})"
+    )
+    return 0
+
+
+def _backup(config: Config, args: argparse.Namespace) -> int:
+    from control.ops import backup
+
+    result = backup(config, Path(args.file))
+    print(f"backed up {config.data_dir / 'roost.db'} to {result.path} "
+          f"(schema {result.schema_version}, {result.size} bytes, {result.seconds:.2f} s)")
+    print(f"Keep {config.data_dir / 'secret.key'} safe too: stored MQTT passwords can only be shown again "
+          "with it.", file=sys.stderr)
+    return 0
+
+
+def _restore(config: Config, args: argparse.Namespace) -> int:
+    from control.ops import restore
+
+    result = restore(config, Path(args.file))
+    print(f"restored {args.file} to {config.data_dir / 'roost.db'} (schema {result.schema_version})")
+    if result.previous is not None:
+        print(f"the database it replaced is kept as {result.previous}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="roost", description="Roost: an MQTT broker with a built-in control plane.")
     parser.add_argument("--version", action="version", version=f"roost {VERSION}")
@@ -209,11 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = with_config(device.add_parser("revoke-cert", help="revoke a device's client certificate"))
     revoke.add_argument("device_id")
     revoke.set_defaults(handler=_device_cert, revoke=True, json=False, out=".")
+
+    check = with_config(commands.add_parser("check-config", help="validate a configuration file and what it names"))
+    check.set_defaults(handler=None)
+    save = with_config(commands.add_parser("backup", help="copy the database consistently (while Roost runs too)"))
+    save.add_argument("file", help="the copy to write (a folder: a dated file in it)")
+    save.set_defaults(handler=_backup)
+    load = with_config(commands.add_parser("restore", help="replace the database with a backup (Roost stopped)"))
+    load.add_argument("file", help="a file made by roost backup")
+    load.set_defaults(handler=_restore)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:

@@ -18,7 +18,8 @@ from broker.settings import BrokerSettings
 from control.plans import DEFAULT_PLANS, Plan
 
 __all__ = [
-    "AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "TLSConfig", "load_config", "parse_config",
+    "AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "MetricsConfig", "TLSConfig", "load_config",
+    "parse_config",
 ]
 
 
@@ -68,6 +69,19 @@ class TLSConfig:
 @dataclass(frozen=True, slots=True)
 class LogConfig:
     level: str = "info"
+    format: str = "text"  # "text": one human-readable line per event; "json": one JSON object per line
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """`[metrics]`: Prometheus metrics at `GET /metrics` on the HTTP port."""
+
+    enabled: bool = True
+    # Series labelled by tenant (user id): clients, sessions, queued messages, messages this hour. Off by
+    # default; at most `max_tenants` tenants get their own series, the busiest first, so cardinality stays
+    # bounded however many users there are.
+    per_tenant: bool = False
+    max_tenants: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +91,12 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+_LOG_FORMATS = ("text", "json")
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -182,7 +198,18 @@ def parse_config(document: dict[str, Any]) -> Config:
     level = log_table.string("level", "info").lower()
     if level not in _LOG_LEVELS:
         raise ConfigError(f"log.level: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+    log_format = log_table.string("format", "text").lower()
+    if log_format not in _LOG_FORMATS:
+        raise ConfigError(f"log.format: expected one of {', '.join(_LOG_FORMATS)}, got {log_format!r}")
     log_table.done()
+
+    metrics_table = reader.table("metrics")
+    metrics = MetricsConfig(
+        enabled=metrics_table.boolean("enabled", True),
+        per_tenant=metrics_table.boolean("per_tenant", False),
+        max_tenants=metrics_table.integer("max_tenants", 50, 1, 10_000),
+    )
+    metrics_table.done()
 
     plans = dict(DEFAULT_PLANS)
     plans_table = reader.table("plans")
@@ -201,7 +228,10 @@ def parse_config(document: dict[str, Any]) -> Config:
         plan_table.done()
     plans_table.done()
     reader.done()
-    return Config(data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level), plans=plans)
+    return Config(
+        data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level, format=log_format),
+        metrics=metrics, plans=plans,
+    )
 
 
 def _replace(config: Config, **changes: Any) -> Config:

@@ -29,6 +29,8 @@ from broker.sys_topics import run_sys_topics
 from broker.tls import TLSListener
 from control.app import create_app
 from control.config import Config
+from control.metrics import Metrics
+from control.ops import DataDirLock
 from control.plans import DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
@@ -70,6 +72,8 @@ class Roost:
         self.tls = TLSFiles(config)
         self.tls_listener: TLSListener | None = None
         self.store: Store | None = None
+        self.metrics = Metrics(config.metrics) if config.metrics.enabled else None
+        self._lock = DataDirLock(config.data_dir)
         self.access: LiveAccess | None = None
         self.services: Services | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,7 +106,16 @@ class Roost:
         self._tasks.append(asyncio.create_task(coroutine))
 
     async def start(self) -> None:
-        """Open everything; when this returns, both ports accept connections."""
+        """Open everything; when this returns, both ports accept connections. The data directory is locked
+        (`data_dir/roost.lock`) from here to `stop()`: `roost restore` refuses while it is held."""
+        self._lock.acquire("serve")
+        try:
+            await self._start()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def _start(self) -> None:
         config = self.config
         store = self.store = await open_store(config.data_dir)
         usage = UsageMeter(store.quota)
@@ -110,6 +123,10 @@ class Roost:
         recorder = MessageRecorder(store.messages)
         self.auth_hook.usage = usage
         self.auth_hook.recorder = recorder
+        if self.metrics is not None:
+            self.metrics.watch(self.broker, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
+            usage.on_flush = self.metrics.write_observer("quota")
+            recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
         self.services = Services.build(
@@ -168,7 +185,7 @@ class Roost:
         self._http_socket = sock
         assert self.services is not None
         uv_config = uvicorn.Config(
-            create_app(self.service, self.services),
+            create_app(self.service, self.services, self.metrics),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -200,6 +217,7 @@ class Roost:
                 await task
         if self.store is not None:
             await self.store.close()
+        self._lock.release()
         log.info("stopped")
 
     async def run_until_signal(self) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 from storage.messages import MessageRepository
 from storage.records import NewMessage
@@ -39,6 +41,8 @@ class MessageRecorder:
         self._wake = asyncio.Event()
         self.dropped = 0
         self.written = 0
+        # Told (seconds, rows) after each batch is written: the metrics' SQLite write latency and batch size.
+        self.on_flush: Callable[[float, int], None] | None = None
 
     def add(self, message: NewMessage) -> None:
         buffer = self._buffer
@@ -53,11 +57,14 @@ class MessageRecorder:
         batch, self._buffer = self._buffer, []
         if not batch:
             return 0
+        started = time.perf_counter()
         try:
             written = await self._repository.insert_many(batch)
         except Exception:
             self._buffer[:0] = batch[-self._max_buffered :]
             raise
+        if self.on_flush is not None:
+            self.on_flush(time.perf_counter() - started, len(batch))
         self.written += written
         return written
 

@@ -38,6 +38,8 @@ class UsageMeter:
         self._counts: dict[int, int] = {}
         # (hour, user id) -> count not yet written
         self._pending: dict[tuple[str, int], int] = {}
+        # Told (seconds, rows) after each write: the metrics' SQLite write latency and batch size.
+        self.on_flush: Callable[[float, int], None] | None = None
 
     async def load(self) -> None:
         """Read this hour's counts (so a restart does not reset anyone's quota)."""
@@ -75,6 +77,11 @@ class UsageMeter:
         self._roll()
         return self._counts.get(user_id, 0)
 
+    def counts_this_hour(self) -> dict[int, int]:
+        """Messages counted this hour, by user id (a copy)."""
+        self._roll()
+        return dict(self._counts)
+
     def seconds_until_reset(self) -> int:
         now = self._clock()
         return max(1, int(3600 - now % 3600))
@@ -84,6 +91,7 @@ class UsageMeter:
         by_hour: dict[str, dict[int, int]] = {}
         for (hour, user_id), count in pending.items():
             by_hour.setdefault(hour, {})[user_id] = count
+        started = time.perf_counter()
         try:
             for hour, counts in by_hour.items():
                 await self._repository.increment_many(hour, counts)
@@ -92,6 +100,8 @@ class UsageMeter:
             for key, count in pending.items():
                 self._pending[key] = self._pending.get(key, 0) + count
             raise
+        if self.on_flush is not None and pending:
+            self.on_flush(time.perf_counter() - started, len(pending))
 
     async def run(self, interval: float = 1.0) -> None:
         """Flush every `interval` seconds until cancelled (then once more)."""

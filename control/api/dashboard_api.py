@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +31,8 @@ from broker.settings import VERSION
 from control.api.common import ApiError, authenticated, ok, services
 from storage.access import tenant_mount
 from storage.records import User
+
+log = logging.getLogger("roost.api")
 
 __all__ = ["routes", "LIVE_QUEUE", "LIVE_STREAMS_PER_USER"]
 
@@ -155,6 +158,7 @@ async def kick_client(request: Request) -> JSONResponse:
     if target is None:
         raise ApiError(404, "Not Found", "No such connected client")
     broker.kick(where=lambda info: info.session_key == key)
+    log.info("kicked client %s (user %r) at the request of %s", target.client_id, target.username, user.name)
     return ok({"message": "Client disconnected"})
 
 

@@ -1,0 +1,276 @@
+"""Prometheus metrics at `GET /metrics`, with the `prometheus-client` library.
+
+Nothing on the MQTT hot path calls Prometheus. The broker counts in plain integers (`broker/stats.py`) and
+`BrokerCollector` reads them when Prometheus scrapes, so `$SYS`, the dashboard's chart and `/metrics`
+report the very same counters. Gauges that are sizes (sessions, queued messages) are computed at scrape
+time too. What is not per message is observed directly: HTTP requests (`HTTPMetricsMiddleware`, labelled
+by route template, never the raw path, so cardinality is bounded by the routes) and SQLite batch writes
+(`Metrics.observe_write`, called by the history recorder and the quota meter after each flush).
+
+Per-tenant series are off by default (`[metrics] per_tenant`); when on, the `max_tenants` busiest tenants
+get their own series and the rest are summed under `tenant="other"`.
+
+Each `Roost` has its own `CollectorRegistry`, so several in one process (the tests) do not collide.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.codec import ReasonCode
+from broker.core import Broker
+from broker.settings import VERSION
+from broker.stats import DROP_REASONS
+from control.config import MetricsConfig
+
+if TYPE_CHECKING:
+    from storage.access import StorageAuthHook
+    from storage.recorder import MessageRecorder
+    from storage.usage import UsageMeter
+
+__all__ = ["BrokerCollector", "HTTPMetricsMiddleware", "Metrics"]
+
+_QOS = ("0", "1", "2")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+_ROWS_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class Metrics:
+    """The registry of one Roost, and the few metrics observed directly (HTTP, SQLite writes)."""
+
+    def __init__(self, config: MetricsConfig | None = None) -> None:
+        self.config = config or MetricsConfig()
+        disable_created_metrics()  # no `_created` series beside every counter: half the lines, no information
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)  # RSS, CPU seconds, open files
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.http_requests = Counter(
+            "roost_http_requests", "HTTP requests answered, by route template and status",
+            ("method", "route", "status"), registry=registry,
+        )
+        self.http_latency = Histogram(
+            "roost_http_request_duration_seconds",
+            "Time from receiving an HTTP request to starting its response, by route template",
+            ("method", "route"), buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self.sqlite_write = Histogram(
+            "roost_sqlite_write_duration_seconds", "Time to write one batch to SQLite (waiting for the lock included)",
+            ("writer",), buckets=_WRITE_BUCKETS, registry=registry,
+        )
+        self.sqlite_batch = Histogram(
+            "roost_sqlite_write_batch_rows", "Rows written per SQLite batch", ("writer",),
+            buckets=_ROWS_BUCKETS, registry=registry,
+        )
+
+    def watch(
+        self,
+        broker: Broker,
+        *,
+        auth_hook: StorageAuthHook | None = None,
+        usage: UsageMeter | None = None,
+        recorder: MessageRecorder | None = None,
+    ) -> None:
+        """Report the broker's counters (and storage's) from now on."""
+        self.registry.register(
+            BrokerCollector(broker, auth_hook=auth_hook, usage=usage, recorder=recorder, config=self.config)
+        )
+
+    def write_observer(self, writer: str) -> Any:
+        """A callback `(seconds, rows)` for one SQLite writer (`history`, `quota`)."""
+        latency = self.sqlite_write.labels(writer)
+        rows = self.sqlite_batch.labels(writer)
+
+        def observe(seconds: float, count: int) -> None:
+            latency.observe(seconds)
+            rows.observe(count)
+
+        return observe
+
+    async def endpoint(self, request: Request) -> Response:
+        """`GET /metrics`: the text format, or OpenMetrics when the scraper asks for it."""
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(self.registry), media_type=content_type)
+
+
+class BrokerCollector(Collector):
+    """Reads the broker's plain counters (and storage's) at scrape time."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        auth_hook: StorageAuthHook | None,
+        usage: UsageMeter | None,
+        recorder: MessageRecorder | None,
+        config: MetricsConfig,
+    ) -> None:
+        self.broker = broker
+        self.auth_hook = auth_hook
+        self.usage = usage
+        self.recorder = recorder
+        self.config = config
+
+    def collect(self) -> Iterator[Metric]:
+        broker = self.broker
+        stats = broker.stats
+        info = GaugeMetricFamily("roost_info", "Roost's version", labels=("version",))
+        info.add_metric((VERSION,), 1)
+        yield info
+        yield GaugeMetricFamily("roost_uptime_seconds", "Seconds since Roost started", time.time() - broker.started_at)
+
+        yield GaugeMetricFamily("roost_mqtt_clients_connected", "MQTT clients connected now", stats.clients_connected)
+        yield CounterMetricFamily("roost_mqtt_connections_opened", "MQTT network connections accepted",
+                                  stats.connections_opened)
+        refused = CounterMetricFamily("roost_mqtt_connections_refused", "CONNECTs refused, by CONNACK reason",
+                                      labels=("reason",))
+        for code, count in sorted(stats.refused_by_reason.items()):
+            refused.add_metric((_reason_name(code),), count)
+        yield refused
+        yield CounterMetricFamily("roost_mqtt_auth_failures", "CONNECTs refused by authentication", stats.auth_failures)
+        yield CounterMetricFamily("roost_mqtt_protocol_errors", "Connections closed for a protocol error",
+                                  stats.protocol_errors)
+
+        yield _by_qos("roost_mqtt_messages_received", "Application messages published into the broker",
+                      stats.received_by_qos)
+        yield _by_qos("roost_mqtt_messages_sent", "Application messages sent to subscribers", stats.sent_by_qos)
+        yield _by_qos("roost_mqtt_payload_received_bytes", "Payload bytes of the messages published into the broker",
+                      stats.received_bytes_by_qos)
+        yield _by_qos("roost_mqtt_payload_sent_bytes", "Payload bytes of the messages sent to subscribers",
+                      stats.sent_bytes_by_qos)
+        yield CounterMetricFamily("roost_mqtt_network_received_bytes", "Bytes read from MQTT clients",
+                                  stats.bytes_received)
+        yield CounterMetricFamily("roost_mqtt_network_sent_bytes", "Bytes written to MQTT clients", stats.bytes_sent)
+        dropped = CounterMetricFamily("roost_mqtt_messages_dropped", "Messages dropped, by reason", labels=("reason",))
+        for reason, count in stats.dropped_by_reason().items():
+            dropped.add_metric((reason,), count)
+        yield dropped
+        yield CounterMetricFamily("roost_mqtt_messages_unrouted", "Messages that matched no subscription",
+                                  stats.messages_unrouted)
+        yield CounterMetricFamily("roost_mqtt_messages_expired", "Queued messages that expired before delivery",
+                                  stats.messages_expired)
+
+        yield GaugeMetricFamily("roost_mqtt_retained_messages", "Retained messages stored", len(broker.retained))
+        yield GaugeMetricFamily("roost_mqtt_subscriptions", "Subscriptions", stats.subscriptions)
+        sessions = list(broker.sessions.values())
+        yield GaugeMetricFamily("roost_mqtt_sessions", "Sessions, connected or not", len(sessions))
+        yield GaugeMetricFamily("roost_mqtt_queued_messages", "Messages waiting in session queues",
+                                sum(len(s.queue) for s in sessions))
+        yield GaugeMetricFamily("roost_mqtt_inflight_messages", "QoS 1 and 2 deliveries awaiting acknowledgement",
+                                sum(len(s.inflight) for s in sessions))
+
+        if self.auth_hook is not None:
+            yield CounterMetricFamily("roost_quota_rejections", "MQTT messages refused by the hourly quota (0x97)",
+                                      self.auth_hook.quota_rejections)
+        if self.recorder is not None:
+            yield CounterMetricFamily("roost_history_messages_written", "Messages written to the message history",
+                                      self.recorder.written)
+            yield CounterMetricFamily("roost_history_messages_dropped",
+                                      "History records dropped because the disk did not keep up",
+                                      self.recorder.dropped)
+        if self.config.per_tenant:
+            yield from self._per_tenant(sessions)
+
+    def _per_tenant(self, sessions: list[Any]) -> Iterator[Metric]:
+        """Bounded: the `max_tenants` busiest tenants by name (user id), the rest as `other`."""
+        rows: dict[int, list[int]] = {}  # user id -> [clients connected, sessions, queued, messages this hour]
+        connected = self.broker.connections
+        for session in sessions:
+            client = session.client
+            user_id = client.attributes.get("user_id") if client is not None else None
+            if not isinstance(user_id, int):
+                continue
+            row = rows.setdefault(user_id, [0, 0, 0, 0])
+            row[0] += session.key in connected
+            row[1] += 1
+            row[2] += len(session.queue)
+        if self.usage is not None:
+            for user_id, used in self.usage.counts_this_hour().items():
+                rows.setdefault(user_id, [0, 0, 0, 0])[3] = used
+        ranked = sorted(rows.items(), key=lambda item: (item[1][3], item[1][1], -item[0]), reverse=True)
+        limit = self.config.max_tenants
+        labelled: list[tuple[str, list[int]]] = [(str(user_id), row) for user_id, row in ranked[:limit]]
+        if len(ranked) > limit:
+            other = [sum(values) for values in zip(*(row for _, row in ranked[limit:]))]
+            labelled.append(("other", other))
+        families = (
+            GaugeMetricFamily("roost_tenant_clients_connected", "MQTT clients connected, by tenant", labels=("tenant",)),
+            GaugeMetricFamily("roost_tenant_sessions", "Sessions, by tenant", labels=("tenant",)),
+            GaugeMetricFamily("roost_tenant_queued_messages", "Messages waiting in session queues, by tenant",
+                              labels=("tenant",)),
+            GaugeMetricFamily("roost_tenant_messages_this_hour", "Messages counted against the hourly quota, by tenant",
+                              labels=("tenant",)),
+        )
+        for tenant, row in labelled:
+            for family, value in zip(families, row):
+                family.add_metric((tenant,), value)
+        yield from families
+
+
+class HTTPMetricsMiddleware:
+    """Counts HTTP requests and times them to the start of the response, labelled by the route template
+    that answered (`/api/v1/devices/{id}`), `<unmatched>` when none did. WebSocket and lifespan pass by."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method = scope["method"] if scope["method"] in _METHODS else "other"
+        status = 0
+
+        async def timed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.metrics.http_latency.labels(method, _route(scope)).observe(time.perf_counter() - started)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, timed_send)
+        except BaseException:
+            if not status:  # Starlette's outermost middleware answers 500
+                status = 500
+                self.metrics.http_latency.labels(method, _route(scope)).observe(time.perf_counter() - started)
+            raise
+        finally:
+            self.metrics.http_requests.labels(method, _route(scope), str(status or 500)).inc()
+
+
+def _route(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "<unmatched>"
+
+
+def _by_qos(name: str, documentation: str, values: list[int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=("qos",))
+    for qos, value in zip(_QOS, values):
+        family.add_metric((qos,), value)
+    return family
+
+
+def _reason_name(code: int) -> str:
+    try:
+        return ReasonCode(code).name.lower()
+    except ValueError:
+        return f"0x{code:02x}"
