@@ -371,6 +371,7 @@ _SCHEMAS: dict[str, Schema] = {
             "name": _NAME,
             "plan": {"type": "string", "description": "A configured plan.", "examples": list(DEFAULT_PLANS)},
             "is_admin": {"type": "boolean", "default": False},
+            "is_active": {"type": "boolean", "default": True},
             "password": _nullable({"type": "string", "minLength": 8, "maxLength": 1024}),
         },
         ["name"],

@@ -241,15 +241,7 @@ async def _fail(*args: Any, **kwargs: Any) -> Any:
     ("method", "path", "service_method", "message"),
     [
         ("GET", "/v1/mqtt", "list", "Error when getting MQTT instances"),
-        pytest.param(
-            "GET", "/v1/mqtt/5e23585e02180144b6dcbb05", "get", "Error when getting MQTT instance",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: control/api/errors.py _unexpected maps every GET under /v1/mqtt to 'Error when "
-                       "getting MQTT instances' (the list's message); Get specific documents 'Error when "
-                       "getting MQTT instance'",
-            ),
-        ),
+        ("GET", "/v1/mqtt/5e23585e02180144b6dcbb05", "get", "Error when getting MQTT instance"),
         ("POST", "/v1/mqtt", "create", "Error when creating MQTT instance"),
         ("DELETE", "/v1/mqtt/5e23585e02180144b6dcbb05", "delete", "Error when removing MQTT instance"),
     ],
