@@ -26,8 +26,10 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 PASSWORD = "correct horse battery"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One browser per module: Playwright's sync API runs an event loop on the main thread while it is
+    open, so it must be closed before pytest-asyncio tests in other modules run."""
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip("chromium not installed (scripts/test.sh installs it)")
     sync_api = pytest.importorskip("playwright.sync_api")
