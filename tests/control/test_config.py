@@ -254,4 +254,5 @@ def test_config_example_documents_every_broker_setting_the_parser_accepts() -> N
     assert {"host", "port", "allow_anonymous", "anonymous"} <= documented
     assert set(document["mqtt"]["anonymous"]) == {"publish", "subscribe", "deny"}
     assert set(document["http"]) == {"host", "port"}
-    assert set(document["log"]) == {"level"}
+    assert set(document["log"]) == {"level", "format"}
+    assert set(document["metrics"]) == {"enabled", "per_tenant", "max_tenants"}
