@@ -2,8 +2,8 @@
 
 `MQTTConnection` is an `asyncio.Protocol`, as uvicorn's h11 protocol is: `data_received` feeds the codec's
 `PacketReader`, each decoded packet is handled synchronously, and replies are appended to an output buffer
-that is written once per event-loop iteration (coalesced writes). Nothing here awaits on the hot path; the
-only task is the CONNECT's authentication, during which reading is paused.
+that is written once per event-loop iteration (coalesced writes). Nothing here awaits: even a CONNECT is
+authenticated synchronously, because the hooks answer from memory.
 
 Flow control: the transport's write buffer has a high-water mark. Above it the connection is `congested`:
 QoS 0 messages to it are dropped and counted, QoS 1/2 messages wait in its session's bounded queue, and the
@@ -58,7 +58,7 @@ __all__ = ["MQTTConnection"]
 log = logging.getLogger("roost.connection")
 
 _V5 = ProtocolVersion.MQTT_5
-_NEW, _AUTHENTICATING, _CONNECTED, _CLOSED = range(4)
+_NEW, _CONNECTED, _CLOSED = range(3)
 _SUBSCRIBE_REFUSED_V3 = 0x80
 # A read at least this large means the client has a backlog: yield to the loop after handling it.
 _YIELD_AFTER_BYTES = 16_384
@@ -92,7 +92,6 @@ class MQTTConnection(asyncio.Protocol):
         self._last_read = 0.0
         self._keep_alive = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._auth_task: asyncio.Task[None] | None = None
         # The cache keys of this client's QoS 0 PUBLISH forms, by retain flag (see send_message).
         self._forms: tuple[tuple[int, str, bool], tuple[int, str, bool]] = ((4, "", False), (4, "", True))
         self._publish_acl: dict[str, bool] = {}
@@ -170,8 +169,6 @@ class MQTTConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._auth_task is not None and not self._auth_task.done():
-            self._auth_task.cancel()
         if state == _CONNECTED and self.session is not None:
             session, self.session = self.session, None
             will, self.will = self.will, None
@@ -187,7 +184,7 @@ class MQTTConnection(asyncio.Protocol):
         reader = self.reader
         handlers = _HANDLERS
         try:
-            while self.state != _AUTHENTICATING and self.state != _CLOSED and not self._closing and not self._reading_paused:
+            while self.state != _CLOSED and not self._closing and not self._reading_paused:
                 packet = reader.next_packet()
                 if packet is NEED_DATA:
                     return
@@ -277,13 +274,9 @@ class MQTTConnection(asyncio.Protocol):
             certificate_cn=certificate_cn,
             certificate_serial=certificate_serial,
         )
-        self.state = _AUTHENTICATING
-        self._pause_reading()
-        self._auth_task = self._loop.create_task(
-            self._authenticate(request, packet, keep_alive, server_keep_alive, granted_expiry, expiry)
-        )
+        self._authenticate(request, packet, keep_alive, server_keep_alive, granted_expiry, expiry)
 
-    async def _authenticate(
+    def _authenticate(
         self,
         request: ConnectRequest,
         packet: Connect,
@@ -292,13 +285,14 @@ class MQTTConnection(asyncio.Protocol):
         granted_expiry: int,
         requested_expiry: int,
     ) -> None:
+        """Ask the hooks, then accept (CONNACK, attach the session) or refuse. Synchronous: the hooks answer
+        from memory, so a CONNECT costs no task and no extra turn of the loop, and packets the client sent
+        right behind its CONNECT are handled in the same read."""
         try:
-            result = await self.broker.hooks.authenticate(request)
+            result = self.broker.hooks.authenticate(request)
         except Exception:
             log.exception("authentication hook failed for %s", request.client_id)
             result = AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)
-        if self.state == _CLOSED:
-            return
         if result.decision is not Decision.ALLOW:
             self.broker.stats.auth_failures += 1
             log.info(
@@ -339,8 +333,6 @@ class MQTTConnection(asyncio.Protocol):
         log.debug("client %s connected from %s (v%d, session present %s)", client.client_id, self.remote_address, self.version, present)
         if present:
             self._resume_session(session)
-        if not self.congested:
-            self._resume_reading()  # Handles what the client sent right behind its CONNECT.
 
     def _resume_session(self, session: Session) -> None:
         """Resend unacknowledged deliveries with DUP set, PUBRELs for released ones [MQTT-4.4.0-1]."""

@@ -4,8 +4,8 @@ Modelled on Mosquitto's plugin interface: each hook answers ALLOW, DENY or DEFER
 in order and stops at the first answer that is not DEFER; if every hook defers, the answer is DENY. So a
 broker with no hook that vouches for a client refuses it: secure by default.
 
-Authentication runs once per CONNECT and may await (a hook might look something up). Publish and subscribe
-checks run on the hot path and are synchronous: a hook answers them from memory.
+Every answer is synchronous: a hook answers from memory (the storage hook keeps an in-memory view of the
+database, refreshed in the background), so a CONNECT costs no task and a PUBLISH no await.
 
 The broker never imports the storage layer: storage implements `Hook`, and the composition root hands the
 broker a chain of hooks.
@@ -92,7 +92,7 @@ _DEFER = AuthResult(Decision.DEFER)
 class Hook:
     """A base class whose every answer is DEFER; a hook overrides what it has an opinion on."""
 
-    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
         return _DEFER
 
     def authorize_publish(self, client: ClientInfo, topic: str) -> Decision:
@@ -135,9 +135,9 @@ class HookChain:
         """Whether any hook implements on_publish (if none, the broker need not call it)."""
         return bool(self._publish_hooks)
 
-    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
         for hook in self.hooks:
-            result = await hook.authenticate(request)
+            result = hook.authenticate(request)
             if result.decision is not Decision.DEFER:
                 return result
         return AuthResult(Decision.DENY, 0x86 if request.username is not None else 0x87)
@@ -193,7 +193,7 @@ class AnonymousHook(Hook):
         self.subscribe = tuple(subscribe)
         self.deny = tuple(deny)
 
-    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
         if request.username is not None or request.password is not None or not self.allow:
             return _DEFER
         client = ClientInfo(request.client_id, None, request.protocol_version, anonymous=True)

@@ -95,7 +95,7 @@ class StorageAuthHook(Hook):
         self._terms = {}
         self._recorded_topics = {}
 
-    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
         username = request.username
         if request.certificate_serial is not None and request.password is None:
             return self._authenticate_certificate(request)

@@ -7,7 +7,6 @@ acknowledgement for a refused PUBLISH [MQTT-3.3.5-2] and 0x80 for a refused subs
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -44,7 +43,7 @@ class Fixed(Hook):
         self.asked: list[str] = []
         self.events: list[tuple[str, str]] = []
 
-    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
         self.asked.append("authenticate")
         return AuthResult(self.decision, self.reason_code)
 
@@ -64,7 +63,7 @@ class Fixed(Hook):
 
 
 def _ask(chain: HookChain) -> tuple[Decision, bool, bool]:
-    result = asyncio.run(chain.authenticate(_request()))
+    result = chain.authenticate(_request())
     return result.decision, chain.authorize_publish(CLIENT, "a/b"), chain.authorize_subscribe(CLIENT, "a/#")
 
 
@@ -81,7 +80,7 @@ def test_first_non_defer_answer_wins() -> None:
 
 
 def test_deny_carries_its_reason_code() -> None:
-    result = asyncio.run(HookChain([Fixed(Decision.DENY, 0x8A)]).authenticate(_request()))
+    result = HookChain([Fixed(Decision.DENY, 0x8A)]).authenticate(_request())
     assert (result.decision, result.reason_code) == (Decision.DENY, 0x8A)
 
 
@@ -95,8 +94,8 @@ def test_all_defer_means_deny() -> None:
 def test_all_defer_reason_code_depends_on_credentials() -> None:
     """0x86 (bad user name or password) when a user name was sent, else 0x87 (not authorized)."""
     chain = HookChain([Hook()])
-    assert asyncio.run(chain.authenticate(_request("alice", b"pw"))).reason_code == 0x86
-    assert asyncio.run(chain.authenticate(_request())).reason_code == 0x87
+    assert chain.authenticate(_request("alice", b"pw")).reason_code == 0x86
+    assert chain.authenticate(_request()).reason_code == 0x87
 
 
 def test_connection_events_reach_every_hook() -> None:
@@ -109,11 +108,11 @@ def test_connection_events_reach_every_hook() -> None:
 
 def test_anonymous_hook_defers_clients_with_credentials() -> None:
     hook = AnonymousHook(True)
-    assert asyncio.run(hook.authenticate(_request("alice"))).decision is Decision.DEFER
-    assert asyncio.run(hook.authenticate(_request(None, b"pw"))).decision is Decision.DEFER
-    result = asyncio.run(hook.authenticate(_request()))
+    assert hook.authenticate(_request("alice")).decision is Decision.DEFER
+    assert hook.authenticate(_request(None, b"pw")).decision is Decision.DEFER
+    result = hook.authenticate(_request())
     assert result.decision is Decision.ALLOW and result.client is not None and result.client.anonymous
-    assert asyncio.run(AnonymousHook(False).authenticate(_request())).decision is Decision.DEFER
+    assert AnonymousHook(False).authenticate(_request()).decision is Decision.DEFER
 
 
 def test_anonymous_hook_defers_acl_for_named_clients() -> None:
@@ -127,7 +126,7 @@ def test_anonymous_hook_defers_acl_for_named_clients() -> None:
 
 
 class Exploding(Hook):
-    async def authenticate(self, request: ConnectRequest) -> AuthResult:
+    def authenticate(self, request: ConnectRequest) -> AuthResult:
         raise RuntimeError("the user database is down")
 
 
