@@ -655,8 +655,9 @@ class MQTTConnection(asyncio.Protocol):
             return False
         stats = self.broker.stats
         stats.messages_sent += 1
-        stats.sent_by_qos[qos] += 1
-        stats.sent_bytes_by_qos[qos] += len(message.payload)
+        if qos:  # QoS 0 counts are the totals less these (see broker/stats.py)
+            stats.sent_by_qos[qos] += 1
+            stats.sent_bytes_by_qos[qos] += len(message.payload)
         if not self._closing:  # _write, inlined for the hot path
             self._out.append(data)
             if not self._flush_scheduled:

@@ -210,8 +210,9 @@ class Broker:
         """
         stats = self.stats
         stats.messages_received += 1
-        stats.received_by_qos[message.qos] += 1
-        stats.received_bytes_by_qos[message.qos] += len(message.payload)
+        if message.qos:  # QoS 0 counts are the totals less these (see broker/stats.py)
+            stats.received_by_qos[message.qos] += 1
+            stats.received_bytes_by_qos[message.qos] += len(message.payload)
         if message.retain:
             self._retain(message)
         plain, groups = self.subscriptions.match(message.topic)

@@ -147,12 +147,15 @@ class BrokerCollector(Collector):
                                   stats.protocol_errors)
 
         yield _by_qos("roost_mqtt_messages_received", "Application messages published into the broker",
-                      stats.received_by_qos)
-        yield _by_qos("roost_mqtt_messages_sent", "Application messages sent to subscribers", stats.sent_by_qos)
-        yield _by_qos("roost_mqtt_payload_received_bytes", "Payload bytes of the messages published into the broker",
-                      stats.received_bytes_by_qos)
-        yield _by_qos("roost_mqtt_payload_sent_bytes", "Payload bytes of the messages sent to subscribers",
-                      stats.sent_bytes_by_qos)
+                      stats.messages_in_by_qos())
+        yield _by_qos("roost_mqtt_messages_sent", "Application messages sent to subscribers",
+                      stats.messages_out_by_qos())
+        # QoS 1 and 2 only: counting QoS 0 payloads would cost every QoS 0 message a second counter.
+        yield _by_qos("roost_mqtt_payload_received_bytes",
+                      "Payload bytes of the QoS 1 and 2 messages published into the broker",
+                      stats.received_bytes_by_qos, first=1)
+        yield _by_qos("roost_mqtt_payload_sent_bytes", "Payload bytes of the QoS 1 and 2 messages sent to subscribers",
+                      stats.sent_bytes_by_qos, first=1)
         yield CounterMetricFamily("roost_mqtt_network_received_bytes", "Bytes read from MQTT clients",
                                   stats.bytes_received)
         yield CounterMetricFamily("roost_mqtt_network_sent_bytes", "Bytes written to MQTT clients", stats.bytes_sent)
@@ -262,10 +265,10 @@ def _route(scope: Scope) -> str:
     return path if isinstance(path, str) and path else "<unmatched>"
 
 
-def _by_qos(name: str, documentation: str, values: list[int]) -> CounterMetricFamily:
+def _by_qos(name: str, documentation: str, values: list[int], first: int = 0) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=("qos",))
-    for qos, value in zip(_QOS, values):
-        family.add_metric((qos,), value)
+    for qos in range(first, 3):
+        family.add_metric((_QOS[qos],), values[qos])
     return family
 
 
