@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import sqlite3
 from functools import cache
 
@@ -43,7 +45,7 @@ class UserRepository:
             raise ValueError("a user name must be 1 to 255 characters long")
         if not plan:
             raise ValueError("plan must not be empty")
-        password_hash = hash_password(password) if password is not None else None
+        password_hash = await asyncio.to_thread(hash_password, password) if password is not None else None
         now = format_timestamp(utc_now())
         try:
             async with self._db.transaction() as connection:
@@ -88,14 +90,17 @@ class UserRepository:
         user or no password set). Costs one scrypt either way."""
         row = await self._db.fetch_one(f"SELECT {_COLUMNS}, password_hash FROM users WHERE name = ?", (name,))
         stored = row[9] if row is not None and row[9] is not None else None
-        matches = verify_password(password, stored if stored is not None else _dummy_hash())
+        # scrypt takes tens of milliseconds by design: in a worker thread, not on the loop that serves MQTT.
+        matches = await asyncio.to_thread(
+            lambda: verify_password(password, stored if stored is not None else _dummy_hash())
+        )
         if row is None or stored is None or not matches or not row[5]:
             return None
         return _record(row)
 
     async def set_password(self, user_id: int, password: str | None) -> User | None:
         """Set (or with None, remove) the dashboard password."""
-        password_hash = hash_password(password) if password is not None else None
+        password_hash = await asyncio.to_thread(hash_password, password) if password is not None else None
         return await self._update(user_id, "password_hash", password_hash)
 
     async def set_plan(self, user_id: int, plan: str) -> User | None:
