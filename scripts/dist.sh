@@ -34,7 +34,9 @@ fi
 
 # Roost's own wheel (pure Python), built fresh from the work tree.
 rm -rf "$work/roost-wheel"
-"${pip[@]}" wheel --no-deps --wheel-dir "$work/roost-wheel" .
+isolation=()
+"$python" -c "import setuptools.command.bdist_wheel" 2>/dev/null && isolation=(--no-build-isolation)  # quicker
+"${pip[@]}" wheel --no-deps "${isolation[@]}" --wheel-dir "$work/roost-wheel" .
 roost_wheel=$(ls "$work"/roost-wheel/roost-*.whl)
 
 # The same versions of every dependency for every Python and architecture: resolved once, here.
@@ -53,15 +55,17 @@ for arch in "${arches[@]}"; do
                   --platform "manylinux_${glibc}_${arch}" --platform "manylinux2014_${arch}")
         with_constraints=()
         [ -s "$constraints" ] && with_constraints=(--constraint "$constraints")
-        # Offline from the wheelhouse when it has everything; else from the index into the wheelhouse.
-        if ! "${pip[@]}" download --no-index --find-links "$wheelhouse" --dest "$wheelhouse" "${platform[@]}" \
-                "${with_constraints[@]}" "$roost_wheel" >/dev/null 2>&1; then
+        rm -f "$wheelhouse"/roost-*.whl  # Roost itself always comes from the fresh wheel
+        install=("${pip[@]}" install --no-index --find-links "$wheelhouse" --target "$target" --no-compile
+                 "${platform[@]}" "${with_constraints[@]}" "$roost_wheel")
+        # Offline from the wheelhouse when it has everything; else download into it first.
+        if ! "${install[@]}" >/dev/null 2>&1; then
+            rm -rf "$target"
             "${pip[@]}" download --find-links "$wheelhouse" --dest "$wheelhouse" "${platform[@]}" \
                 "${with_constraints[@]}" "$roost_wheel"
+            rm -f "$wheelhouse"/roost-*.whl
+            "${install[@]}"
         fi
-        rm -f "$wheelhouse"/roost-*.whl  # Roost itself always comes from the fresh wheel
-        "${pip[@]}" install --no-index --find-links "$wheelhouse" --target "$target" --no-compile "${platform[@]}" \
-            "${with_constraints[@]}" "$roost_wheel"
         if [ ! -s "$constraints" ]; then
             # name==version of everything the first resolution chose (Roost itself excepted).
             for info in "$target"/*.dist-info; do
