@@ -134,7 +134,7 @@ class Database:
             return
         async with self._lock, self._translated_errors():
             self._ensure_open()
-            await self._connection.execute("BEGIN IMMEDIATE")
+            await self._begin("BEGIN IMMEDIATE")
             self._owner, self._owner_writes = asyncio.current_task(), True
             try:
                 yield self._connection
@@ -145,6 +145,19 @@ class Database:
                 if self._connection.in_transaction:
                     await self._connection.execute("ROLLBACK")
 
+    async def _begin(self, statement: str) -> None:
+        """BEGIN, first rolling back a transaction left open by a cancelled task: a task cancelled while its
+        BEGIN waited in aiosqlite's queue never saw the BEGIN run, so its clean-up found no transaction to
+        end. Nothing was written in such a transaction (writes happen only inside `transaction()`, whose
+        COMMIT or ROLLBACK is awaited), so rolling it back loses nothing."""
+        try:
+            await self._connection.execute(statement)
+        except sqlite3.OperationalError as exc:
+            if "within a transaction" not in str(exc):
+                raise
+            await self._connection.execute("ROLLBACK")
+            await self._connection.execute(statement)
+
     @asynccontextmanager
     async def read(self) -> AsyncIterator[aiosqlite.Connection]:
         """A read-only snapshot: every statement inside sees the same state of the file."""
@@ -154,7 +167,7 @@ class Database:
             return
         async with self._lock, self._translated_errors():
             self._ensure_open()
-            await self._connection.execute("BEGIN DEFERRED")
+            await self._begin("BEGIN DEFERRED")
             self._owner, self._owner_writes = asyncio.current_task(), False
             try:
                 yield self._connection

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -107,3 +108,17 @@ async def test_closed_database_refuses_work(tmp_path: Path) -> None:
     await database.close()  # twice is fine
     with pytest.raises(StorageError, match="closed"):
         await database.fetch_all("SELECT 1")
+
+
+async def test_a_read_cancelled_at_its_begin_does_not_wedge_later_transactions(db: Database) -> None:
+    """A task cancelled while its BEGIN waits in aiosqlite's queue leaves that BEGIN to run after the task's
+    clean-up; the next transaction must still start (Roost cancels its background tasks at shutdown, and
+    the last API key times are written after that)."""
+    for n in range(5):
+        task = asyncio.create_task(_user_names(db))
+        await asyncio.sleep(0)  # let it queue its BEGIN, then cancel it mid-flight
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await _insert_user(db, f"user-{n}", f"{n:024x}")
+    assert len(await _user_names(db)) == 5
