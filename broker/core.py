@@ -248,17 +248,8 @@ class Broker:
         # client_id -> [qos, retain_as_published, subscription ids]
         targets: dict[str, list] = {}
         for client_id, record in plain:
-            if record.no_local and client_id == sender:
-                continue
-            target = targets.get(client_id)
-            if target is None:
-                target = targets[client_id] = [record.qos, record.retain_as_published, []]
-            else:
-                if record.qos > target[0]:
-                    target[0] = record.qos
-                target[1] = target[1] or record.retain_as_published
-            if record.subscription_id is not None:
-                target[2].append(record.subscription_id)
+            if not (record.no_local and client_id == sender):
+                _merge(targets, client_id, record)
         for group in groups:
             self._pick_shared(group, targets)
         sessions = self.sessions
@@ -283,16 +274,7 @@ class Broker:
             picked = group.pick()
         if picked is None:
             return
-        client_id, record = picked
-        target = targets.get(client_id)
-        if target is None:
-            target = targets[client_id] = [record.qos, record.retain_as_published, []]
-        else:
-            if record.qos > target[0]:
-                target[0] = record.qos
-            target[1] = target[1] or record.retain_as_published
-        if record.subscription_id is not None:
-            target[2].append(record.subscription_id)
+        _merge(targets, *picked)
 
     def _retain(self, message: Message) -> None:
         """Store or clear the retained message for a topic: an empty payload clears it [MQTT-3.3.1-6]."""
@@ -441,6 +423,20 @@ class Broker:
             if key not in found and connection.client is not None and predicate(connection.client):
                 found[key] = connection.client
         return list(found.values())
+
+
+def _merge(targets: dict[str, list], client_id: str, record: SubscriptionRecord) -> None:
+    """Fold one matching subscription into its client's delivery: the highest QoS, Retain As Published if
+    any subscription asks for it, and every subscription identifier [MQTT-3.3.4-2][MQTT-3.3.4-3]."""
+    target = targets.get(client_id)
+    if target is None:
+        target = targets[client_id] = [record.qos, record.retain_as_published, []]
+    else:
+        if record.qos > target[0]:
+            target[0] = record.qos
+        target[1] = target[1] or record.retain_as_published
+    if record.subscription_id is not None:
+        target[2].append(record.subscription_id)
 
 
 def unmount_filter(internal: str, mount: str) -> str:
