@@ -29,7 +29,7 @@ from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
 from broker.topic_match import filter_covers, topic_matches
-from storage.auth_snapshot import AuthSnapshot, DeviceCredential, load_auth_snapshot
+from storage.auth_snapshot import AuthSnapshot, DeviceCredential, InstanceCredential, load_auth_snapshot
 from storage.clock import format_timestamp, utc_now
 from storage.recorder import MessageRecorder
 from storage.records import NewMessage
@@ -112,28 +112,7 @@ class StorageAuthHook(Hook):
             return AuthResult(Decision.DENY, 0x86)
         if not verify_secret(secret, credential.secret_hash):
             return AuthResult(Decision.DENY, 0x86)
-        user = snapshot.users.get(credential.user_id)
-        is_device = isinstance(credential, DeviceCredential)
-        if user is None or not user.is_active or (is_device and not credential.is_active):
-            return AuthResult(Decision.DENY, 0x87)
-        if is_device and request.client_id != credential.device_id:
-            # A device connects with its own device_id as client id, nothing else.
-            return AuthResult(Decision.DENY, 0x85)
-        client = ClientInfo(
-            client_id=request.client_id,
-            username=username,
-            protocol_version=request.protocol_version,
-            is_admin=user.is_admin,
-            mount=tenant_mount(user.id),
-            attributes={
-                "user_id": user.id,
-                "project_id": credential.project_id if is_device else None,
-                "device_row_id": credential.device_row_id if is_device else None,
-                "instance_id": None if is_device else credential.instance_id,
-                "secret_hash": credential.secret_hash,
-            },
-        )
-        return AuthResult(Decision.ALLOW, client=client)
+        return self._admit(request, credential, username, {"secret_hash": credential.secret_hash})
 
     def _authenticate_certificate(self, request: ConnectRequest) -> AuthResult:
         """A client certificate verified by the TLS layer stands for a password: its subject CN names the
@@ -150,24 +129,37 @@ class StorageAuthHook(Hook):
             or credential.cert_serial != request.certificate_serial
         ):
             return AuthResult(Decision.DENY, 0x86)
-        user = snapshot.users.get(credential.user_id)
-        if user is None or not user.is_active or not credential.is_active:
+        # `secret_hash` present marks one of ours; None: it logged in by certificate.
+        return self._admit(request, credential, device_id, {"secret_hash": None, "cert_serial": credential.cert_serial})
+
+    def _admit(
+        self,
+        request: ConnectRequest,
+        credential: InstanceCredential | DeviceCredential,
+        username: str,
+        proof: dict[str, object],
+    ) -> AuthResult:
+        """The checks after the secret (or certificate) matched: the owner and the device must be active, and
+        a device must connect with its own device_id as client id. `proof` records how it logged in, so
+        `still_valid` can tell later whether that still holds."""
+        user = self.snapshot.users.get(credential.user_id)
+        is_device = isinstance(credential, DeviceCredential)
+        if user is None or not user.is_active or (is_device and not credential.is_active):
             return AuthResult(Decision.DENY, 0x87)
-        if request.client_id != credential.device_id:
+        if is_device and request.client_id != credential.device_id:
             return AuthResult(Decision.DENY, 0x85)
         client = ClientInfo(
             client_id=request.client_id,
-            username=device_id,
+            username=username,
             protocol_version=request.protocol_version,
             is_admin=user.is_admin,
             mount=tenant_mount(user.id),
             attributes={
                 "user_id": user.id,
-                "project_id": credential.project_id,
-                "device_row_id": credential.device_row_id,
-                "instance_id": None,
-                "secret_hash": None,  # present: one of ours; None: it logged in by certificate
-                "cert_serial": credential.cert_serial,
+                "project_id": credential.project_id if is_device else None,
+                "device_row_id": credential.device_row_id if is_device else None,
+                "instance_id": None if is_device else credential.instance_id,
+                **proof,
             },
         )
         return AuthResult(Decision.ALLOW, client=client)
