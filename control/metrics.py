@@ -177,9 +177,10 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("roost_mqtt_inflight_messages", "QoS 1 and 2 deliveries awaiting acknowledgement",
                                 sum(len(s.inflight) for s in sessions))
 
-        if self.auth_hook is not None:
-            yield CounterMetricFamily("roost_quota_rejections", "MQTT messages refused by the hourly quota (0x97)",
-                                      self.auth_hook.quota_rejections)
+        if self.auth_hook is not None and self.auth_hook.usage is not None:
+            yield CounterMetricFamily("roost_quota_rejections",
+                                      "Messages refused by the hourly quota: MQTT (0x97) and REST (429)",
+                                      self.auth_hook.usage.rejections)
         if self.recorder is not None:
             yield CounterMetricFamily("roost_history_messages_written", "Messages written to the message history",
                                       self.recorder.written)

@@ -79,7 +79,6 @@ class StorageAuthHook(Hook):
         self.usage = usage
         self.recorder = recorder
         self.plan_terms = plan_terms
-        self.quota_rejections = 0
         self._quota_logged: dict[int, float] = {}  # user id -> until when their exhausted quota is logged
         # Per-message caches, emptied with every new snapshot: plan terms by user, and the topic rule (or
         # None) a project's topic is recorded under.
@@ -207,7 +206,6 @@ class StorageAuthHook(Hook):
             user = self.snapshot.users.get(user_id)  # type: ignore[arg-type]
             terms = self._terms[user_id] = self.plan_terms(user.plan if user is not None else "free")  # type: ignore[index]
         if self.usage is not None and not self.usage.try_consume(user_id, terms.messages_per_hour):  # type: ignore[arg-type]
-            self.quota_rejections += 1
             now = time.time()
             if self._quota_logged.get(user_id, 0.0) <= now:  # once per user per hour, not per message
                 self._quota_logged[user_id] = now + self.usage.seconds_until_reset()

@@ -36,6 +36,8 @@ class UsageMeter:
         self._hour = _hour_of(clock())
         self._hour_ends = _next_hour(clock())
         self._counts: dict[int, int] = {}
+        # Messages refused because their sender's quota was used up, over MQTT and REST alike.
+        self.rejections = 0
         # (hour, user id) -> count not yet written
         self._pending: dict[tuple[str, int], int] = {}
         # Told (seconds, rows) after each write: the metrics' SQLite write latency and batch size.
@@ -61,6 +63,7 @@ class UsageMeter:
         hour = self._roll()
         used = self._counts.get(user_id, 0)
         if limit and used + n > limit:
+            self.rejections += n
             return False
         self._counts[user_id] = used + n
         key = (hour, user_id)
