@@ -82,6 +82,8 @@ class MQTTConnection(asyncio.Protocol):
         self.remote_address = "?"
         self.connected_at = 0.0
         self.congested = False
+        # PUBLISH packets sent to this client (a tenant's "messages out" adds these up, see BrokerService).
+        self.messages_sent = 0
         # Outbound flow: how many QoS 1/2 deliveries may be unacknowledged [MQTT-3.3.4-7].
         self.inflight_limit = broker.settings.max_inflight
         # The client's own maximum packet size; larger PUBLISH packets are not sent to it [MQTT-3.1.2-24].
@@ -164,6 +166,9 @@ class MQTTConnection(asyncio.Protocol):
         self.state = _CLOSED
         self._closing = True
         self.broker.open_connections.discard(self)
+        if self.messages_sent:
+            sent = self.broker.sent_by_closed_mount
+            sent[self.mount] = sent.get(self.mount, 0) + self.messages_sent
         if not self.closed.done():
             self.closed.set_result(None)
         if self._timer is not None:
@@ -655,6 +660,7 @@ class MQTTConnection(asyncio.Protocol):
             return False
         stats = self.broker.stats
         stats.messages_sent += 1
+        self.messages_sent += 1
         if qos:  # QoS 0 counts are the totals less these (see broker/stats.py)
             stats.sent_by_qos[qos] += 1
             stats.sent_bytes_by_qos[qos] += len(message.payload)

@@ -52,6 +52,8 @@ class Broker:
         self.connections: dict[str, MQTTConnection] = {}
         self.open_connections: set[MQTTConnection] = set()
         self.closing = False
+        # PUBLISH packets sent to clients that have since disconnected, by tenant namespace.
+        self.sent_by_closed_mount: dict[str, int] = {}
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore()
         self.stats = Stats()

@@ -118,6 +118,11 @@ class BrokerService:
         """Remove the retained messages published by clients that authenticated as `origin`."""
         return self.broker.drop_retained(lambda _topic, message: message.origin == origin)
 
+    def tenant_messages_sent(self, mount: str) -> int:
+        """PUBLISH packets sent so far to the clients of one tenant namespace, connected or gone."""
+        live = sum(c.messages_sent for c in self.broker.open_connections if c.mount == mount)
+        return live + self.broker.sent_by_closed_mount.get(mount, 0)
+
     def drop_tenant_retained(self, mount: str) -> int:
         """Remove every retained message in a tenant's namespace."""
         return self.broker.drop_retained(lambda topic, _message: topic.startswith(mount))

@@ -111,6 +111,8 @@ async def stats(request: Request) -> JSONResponse:
         "user": {
             "clients_connected": sum(1 for c in clients if c.mount == mount),
             "messages_this_hour": context.usage.used(user.id) if context.usage is not None else 0,
+            # What the tenant's clients were sent (messages out); the chart takes rates of both.
+            "messages_sent": broker.tenant_messages_sent(mount),
             "messages_per_hour": plan.messages_per_hour or None,
         },
     }

@@ -431,6 +431,11 @@ _SCHEMAS: dict[str, Schema] = {
                         {
                             "clients_connected": {"type": "integer", "minimum": 0},
                             "messages_this_hour": {"type": "integer", "minimum": 0},
+                            "messages_sent": {
+                                "type": "integer",
+                                "minimum": 0,
+                                "description": "PUBLISH packets sent to the user's clients since Roost started.",
+                            },
                             "messages_per_hour": _nullable({"type": "integer", "minimum": 1}),
                         }
                     ),

@@ -147,9 +147,16 @@ def test_stats_show_a_user_their_own_figures_and_admins_the_broker(roost: RoostT
     try:
         client, _ = signed_in(roost, tenant.user.name)
         with closing(client):
+            before = client.get("/api/v1/stats").json()["data"]["user"]["messages_sent"]
+            # Messages in and out for the chart: one publish the client also receives counts once each way.
+            device.subscribe("stats/#", qos=1)
+            device.publish("stats/x", b"1", qos=1)
+            device.expect()
             mine = client.get("/api/v1/stats").json()["data"]
             assert mine["user"]["clients_connected"] == 1 and "broker" not in mine
             assert mine["user"]["messages_per_hour"] == 1000
+            assert mine["user"]["messages_this_hour"] >= 1
+            assert mine["user"]["messages_sent"] == before + 1
         client, _ = signed_in(roost, admin.user.name)
         with closing(client):
             everything = client.get("/api/v1/stats").json()["data"]

@@ -263,8 +263,8 @@ async function overview() {
     catch (problem) { alert.show(problem); throw problem; }
     const mine = body.user;
     const admin = body.broker;
-    // Admins see the whole broker; everyone else what their own clients published.
-    const counts = admin ? [admin.messages_received, admin.messages_sent] : [mine.messages_this_hour, null];
+    // Admins see the whole broker; everyone else what their own clients published and were sent.
+    const counts = admin ? [admin.messages_received, admin.messages_sent] : [mine.messages_this_hour, mine.messages_sent];
     if (previous) {
       const seconds = Math.max(body.time - previous.time, 0.001);
       const rate = (now, before) => now === null ? null : Math.max(now - before, now < before ? now : 0) / seconds;
