@@ -253,3 +253,16 @@ def test_admin_sees_every_tenant_and_kicks_a_client(dashboard_roost: RoostThread
     finally:
         client.close()
     assert roost.run(carol.services.context.store.users.get(carol.user.id)).plan == "professional"  # type: ignore[union-attr]
+
+
+def test_lists_longer_than_one_page_are_shown_whole(dashboard_roost: RoostThread, new_page: Any) -> None:
+    """The REST API pages its lists (API keys 10 to a page); the dashboard shows every item."""
+    roost = dashboard_roost
+    tenant = user_with_password(roost, "pager")
+    for n in range(12):  # with the key the user was created with: 13, two pages
+        roost.run(tenant.services.api_keys.create(tenant.user, f"key-{n:02d}"))
+    page = new_page()
+    sign_in(page, "pager")
+    page.goto("/#/api-keys")
+    expect(page.locator("tr[data-key]")).to_have_count(13)
+    expect(page.locator("tr[data-key='key-11']")).to_be_visible()

@@ -96,6 +96,18 @@ async function api(method, path, body) {
   return data;
 }
 
+// Every item of a paginated list (projects, devices and topics come 15 to a page, API keys 10, users 100).
+async function everyPage(path) {
+  const items = [];
+  for (let page = 1; page <= 1000; page++) {
+    const body = await api("GET", `${path}${path.includes("?") ? "&" : "?"}page=${page}`);
+    items.push(...body.data);
+    const total = body.pagination ? body.pagination.total : items.length;
+    if (!body.data.length || items.length >= total) break;
+  }
+  return items;
+}
+
 // -- forms that show each error next to its field ------------------------------------------------------
 
 // fields: [{name, label, type, required, hint, options, value, autocomplete}]
@@ -425,7 +437,8 @@ async function projects() {
   });
   page("Projects", alert, h("section", { class: "panel", "aria-label": "New project" }, createForm), list);
   async function load() {
-    const body = await api("GET", "/api/v1/projects");
+    const first = await api("GET", "/api/v1/projects?page=1");  // the plan's limit comes with any page
+    const body = { data: await everyPage("/api/v1/projects"), limits: first.limits };
     const limit = body.limits.max_projects;
     list.replaceChildren(
       h("p", { class: "muted" }, limit ? `${body.limits.current_projects} of ${limit} projects on your plan.` : `${body.limits.current_projects} projects.`),
@@ -492,7 +505,7 @@ async function project(id) {
   }
 
   async function loadDevices() {
-    const body = await api("GET", `/api/v1/devices?project_id=${id}`);
+    const body = { data: await everyPage(`/api/v1/devices?project_id=${id}`) };
     devices.replaceChildren(table("Devices", ["Name", "Device id", "Status", "Actions"], body.data.map((device) => {
       const rotate = h("button", { type: "button", class: "secondary", "aria-label": `New password for ${device.device_id}`,
         onclick: async () => {
@@ -514,7 +527,7 @@ async function project(id) {
   }
 
   async function loadTopics() {
-    const body = await api("GET", `/api/v1/topics?project_id=${id}`);
+    const body = { data: await everyPage(`/api/v1/topics?project_id=${id}`) };
     topics.replaceChildren(table("Topics", ["Topic", "Devices may publish", "Devices may subscribe", "Actions"], body.data.map((topic) => {
       const toggle = (field, label) => {
         const box = h("input", { type: "checkbox", checked: topic[field], "aria-label": `${label}: ${topic.name}`,
@@ -580,10 +593,10 @@ async function live() {
     h("h2", {}, "Publish a test message"), publishArea);
   // Publishing goes through the REST API, which publishes to a project's topic.
   try {
-    const all = (await api("GET", "/api/v1/projects")).data;
+    const all = await everyPage("/api/v1/projects");
     const choices = [];
     for (const p of all) {
-      for (const t of (await api("GET", `/api/v1/topics?project_id=${p.id}`)).data) {
+      for (const t of await everyPage(`/api/v1/topics?project_id=${p.id}`)) {
         if (!t.name.includes("+") && !t.name.includes("#")) choices.push([`${p.id}:${t.id}`, `${t.name} (${p.name})`]);
       }
     }
@@ -631,7 +644,7 @@ async function apiKeys() {
   page("API keys", h("p", { class: "muted" }, "Use a key with the REST API: ", h("code", {}, "Authorization: Bearer <key>"), "."),
     alert, h("section", { class: "panel", "aria-label": "New API key" }, createForm), shown, list);
   async function load() {
-    const body = await api("GET", "/api/v1/api-keys?page=1");
+    const body = { data: await everyPage("/api/v1/api-keys") };
     list.replaceChildren(table("Your API keys", ["Name", "Key", "State", "Last used", "Expires", "Actions"], body.data.map((key) => {
       const revoke = key.is_active && h("button", { type: "button", class: "danger", "aria-label": `Revoke key ${key.name}`,
         onclick: async () => {
@@ -679,7 +692,7 @@ async function users() {
   page("Users and plans", alert, h("datalist", { id: "plans" }, PLANS.map((p) => h("option", { value: p }))),
     h("section", { class: "panel", "aria-label": "New user" }, createForm), shown, list);
   async function load() {
-    const body = await api("GET", "/api/v1/users");
+    const body = { data: await everyPage("/api/v1/users") };
     list.replaceChildren(table("Users", ["Name", "Plan", "Active", "Administrator", "Actions"], body.data.map((user) => {
       const planForm = form({ layout: "inline", fields: [{ name: "plan", label: `Plan of ${user.name}`, value: user.plan, list: "plans" }],
         submit: "Save plan",
