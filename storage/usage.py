@@ -38,8 +38,9 @@ class UsageMeter:
         self._counts: dict[int, int] = {}
         # Messages refused because their sender's quota was used up, over MQTT and REST alike.
         self.rejections = 0
-        # (hour, user id) -> count not yet written
-        self._pending: dict[tuple[str, int], int] = {}
+        # This hour's counts not yet written, by user id; earlier hours' wait in _pending_before.
+        self._pending: dict[int, int] = {}
+        self._pending_before: dict[str, dict[int, int]] = {}
         # Told (seconds, rows) after each write: the metrics' SQLite write latency and batch size.
         self.on_flush: Callable[[float, int], None] | None = None
 
@@ -50,31 +51,42 @@ class UsageMeter:
         self._counts = await self._repository.counts_for_hour(self._hour)
 
     def _roll(self) -> str:
-        """The current hour's key; a new hour starts everyone from zero. Runs for every message, so the
-        hour's name is only formatted when the hour changes."""
-        now = self._clock()
-        if now >= self._hour_ends:
-            self._hour, self._hour_ends = _hour_of(now), _next_hour(now)
-            self._counts = {}
+        """The current hour's key; a new hour starts everyone from zero."""
+        if self._clock() >= self._hour_ends:
+            self._new_hour()
         return self._hour
 
+    def _new_hour(self) -> None:
+        if self._pending:
+            before = self._pending_before.setdefault(self._hour, {})
+            for user_id, count in self._pending.items():
+                before[user_id] = before.get(user_id, 0) + count
+        now = self._clock()
+        self._hour, self._hour_ends = _hour_of(now), _next_hour(now)
+        self._counts = {}
+        self._pending = {}
+
     def try_consume(self, user_id: int, limit: int, n: int = 1) -> bool:
-        """Count `n` messages for the user unless that would pass `limit` (0 = unlimited)."""
-        hour = self._roll()
-        used = self._counts.get(user_id, 0)
-        if limit and used + n > limit:
+        """Count `n` messages for the user unless that would pass `limit` (0 = unlimited). Runs for every
+        message: two dict updates, and the hour's name is only formatted when the hour changes."""
+        if self._clock() >= self._hour_ends:
+            self._new_hour()
+        counts = self._counts
+        used = counts.get(user_id, 0) + n
+        if limit and used > limit:
             self.rejections += n
             return False
-        self._counts[user_id] = used + n
-        key = (hour, user_id)
-        self._pending[key] = self._pending.get(key, 0) + n
+        counts[user_id] = used
+        pending = self._pending
+        pending[user_id] = pending.get(user_id, 0) + n
         return True
 
     def forget(self, user_id: int) -> None:
         """A deleted user: drop their counts (nothing of theirs is written any more)."""
         self._counts.pop(user_id, None)
-        for key in [key for key in self._pending if key[1] == user_id]:
-            del self._pending[key]
+        self._pending.pop(user_id, None)
+        for counts in self._pending_before.values():
+            counts.pop(user_id, None)
 
     def used(self, user_id: int) -> int:
         self._roll()
@@ -89,33 +101,44 @@ class UsageMeter:
         now = self._clock()
         return max(1, int(3600 - now % 3600))
 
+    @property
+    def _unwritten(self) -> bool:
+        return bool(self._pending or self._pending_before)
+
     async def flush(self) -> None:
-        pending, self._pending = self._pending, {}
-        by_hour: dict[str, dict[int, int]] = {}
-        for (hour, user_id), count in pending.items():
-            by_hour.setdefault(hour, {})[user_id] = count
+        by_hour = self._pending_before
+        if self._pending:
+            current = by_hour.setdefault(self._hour, {})
+            for user_id, count in self._pending.items():
+                current[user_id] = current.get(user_id, 0) + count
+        self._pending, self._pending_before = {}, {}
+        rows = sum(len(counts) for counts in by_hour.values())
         started = time.perf_counter()
         try:
-            for hour, counts in by_hour.items():
+            while by_hour:
+                hour, counts = next(iter(by_hour.items()))
                 await self._repository.increment_many(hour, counts)
+                del by_hour[hour]
         except Exception:
-            # Keep the counts for the next try rather than lose them.
-            for key, count in pending.items():
-                self._pending[key] = self._pending.get(key, 0) + count
+            # Keep what was not written for the next try rather than lose it.
+            for hour, counts in by_hour.items():
+                kept = self._pending_before.setdefault(hour, {})
+                for user_id, count in counts.items():
+                    kept[user_id] = kept.get(user_id, 0) + count
             raise
-        if self.on_flush is not None and pending:
-            self.on_flush(time.perf_counter() - started, len(pending))
+        if self.on_flush is not None and rows:
+            self.on_flush(time.perf_counter() - started, rows)
 
     async def run(self, interval: float = 1.0) -> None:
         """Flush every `interval` seconds until cancelled (then once more)."""
         try:
             while True:
                 await asyncio.sleep(interval)
-                if self._pending:
+                if self._unwritten:
                     try:
                         await self.flush()
                     except Exception:
                         log.exception("could not write quota usage; will retry")
         finally:
-            if self._pending:
+            if self._unwritten:
                 await self.flush()
