@@ -112,6 +112,10 @@ class Roost:
         try:
             await self._start()
         except BaseException:
+            # Undo what did start (the database's thread, background tasks, listeners, the lock): a
+            # failed start must leave nothing behind that keeps the process alive.
+            with contextlib.suppress(Exception):
+                await self.stop()
             self._lock.release()
             raise
 
@@ -227,7 +231,12 @@ class Roost:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.reload_certificates)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            raise
         try:
             await stop.wait()
         finally:

@@ -97,3 +97,18 @@ def test_cli_user_add_json_prints_id_key_and_secret(tmp_path: Path) -> None:
     assert set(values) == {"id", "api_key", "secret"}
     assert values["api_key"].startswith("sk_") and values["secret"].startswith("secret_")
     assert os.path.exists(tmp_path / "roost-data" / "roost.db")
+
+
+def test_a_port_in_use_stops_roost_with_a_clear_error_and_nothing_left_running(tmp_path: Path) -> None:
+    """A failed start (here the MQTT port is taken) exits non-zero at once, saying why: no database thread
+    or background task may keep the process alive."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "roost.toml"
+        config.write_text(f"[mqtt]\nhost = \"127.0.0.1\"\nport = {port}\n[http]\nport = {_free_port()}\n[tls]\nport = 0\n")
+        result = subprocess.run([ROOST, "serve", "--config", str(config)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert "cannot start" in result.stderr and "address already in use" in result.stderr.lower()
