@@ -1,7 +1,7 @@
 """Network listeners: the only place where the broker opens sockets.
 
-A listener binds a port and makes one `MQTTConnection` per accepted connection. TLS and WebSocket
-listeners come as further functions beside `TCPListener`, each in the same shape: `start()`, `port`, `close()`.
+A listener binds a port and makes one `MQTTConnection` per accepted connection. The TLS listener
+(`broker/tls.py`) is a `TCPListener` that accepts with its own protocol and upgrades each connection.
 """
 
 from __future__ import annotations
@@ -28,10 +28,14 @@ class TCPListener:
         self.name = name
         self._server: asyncio.AbstractServer | None = None
 
+    def _protocol(self) -> asyncio.Protocol:
+        """The protocol for one accepted connection (the TLS listener accepts with its own)."""
+        return MQTTConnection(self.broker, self.name)
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: MQTTConnection(self.broker, self.name),
+            self._protocol,
             self.host,
             self.requested_port,
             reuse_address=True,

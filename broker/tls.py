@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
 
+from broker.listeners import TCPListener
 from broker.connection import MQTTConnection
 from broker.core import Broker
 
@@ -126,7 +126,7 @@ def _replay(transport: asyncio.Transport, accepted: _Accepted) -> None:
         data = data[size:]
 
 
-class TLSListener:
+class TLSListener(TCPListener):
     """MQTT over TLS. Assign `context` to serve a new certificate to new connections."""
 
     def __init__(
@@ -138,29 +138,14 @@ class TLSListener:
         handshake_timeout: float = 10.0,
         name: str = "tls",
     ) -> None:
-        self.broker = broker
-        self.host = host
-        self.requested_port = port
+        super().__init__(broker, host, port, name)
         self.context = context
         self.handshake_timeout = handshake_timeout
-        self.name = name
         self.handshake_failures = 0
-        self._server: asyncio.AbstractServer | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Accepted(self), self.host, self.requested_port, reuse_address=True, backlog=1024
-        )
-        for sock in self._server.sockets:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        log.info("MQTT listener %s on %s:%d", self.name, self.host, self.port)
-
-    @property
-    def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        return int(self._server.sockets[0].getsockname()[1])
+    def _protocol(self) -> asyncio.Protocol:
+        return _Accepted(self)
 
     def _upgrade(self, accepted: _Accepted) -> None:
         assert accepted.transport is not None
@@ -209,9 +194,7 @@ class TLSListener:
 
     async def close(self) -> None:
         """Stop accepting; handshakes under way are abandoned; MQTT connections are closed by the broker."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        await super().close()
         for task in list(self._pending):
             task.cancel()
 

@@ -48,9 +48,7 @@ class UserService:
         plan_value = fields.choice("plan", plan, tuple(self.context.plans))
         admin_value = fields.boolean("is_admin", is_admin)
         active_value = fields.boolean("is_active", is_active)
-        password_value = fields.text("password", password, max_length=1024)
-        if password_value is not None and len(password_value) < 8:
-            fields.fail("password", "The password field must be at least 8 characters.")
+        password_value = fields.password("password", password)
         fields.check()
         assert name_value is not None
         try:
@@ -95,9 +93,7 @@ class UserService:
         plan_value = fields.choice("plan", plan, tuple(self.context.plans))
         admin_value = fields.boolean("is_admin", is_admin)
         active_value = fields.boolean("is_active", is_active)
-        password_value = fields.text("password", password, max_length=1024)
-        if password_value is not None and len(password_value) < 8:
-            fields.fail("password", "The password field must be at least 8 characters.")
+        password_value = fields.password("password", password)
         fields.check()
         if actor is not None and actor.id == user_id and (active_value is False or admin_value is False):
             # The last administrator could lock everyone out of user management.

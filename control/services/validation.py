@@ -48,6 +48,14 @@ class Fields:
             return None
         return value
 
+    def password(self, field: str, value: Any) -> str | None:
+        """An account password: 8 to 1024 characters (absent is allowed: no dashboard login)."""
+        text = self.text(field, value, max_length=1024)
+        if text is not None and len(text) < 8:
+            self.fail(field, f"The {field} field must be at least 8 characters.")
+            return None
+        return text
+
     def boolean(self, field: str, value: Any) -> bool | None:
         if value is None:
             return None
