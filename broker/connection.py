@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from dataclasses import replace
+from functools import partial
 from typing import Any, cast
 
 from broker.codec import (
@@ -98,6 +99,10 @@ class MQTTConnection(asyncio.Protocol):
         self._forms: tuple[tuple[int, str, bool], tuple[int, str, bool]] = ((4, "", False), (4, "", True))
         self._publish_acl: dict[str, bool] = {}
         self._publish_hooked = broker.hooks.has_publish_hooks
+        # With strict durability, acknowledgements wait until what they acknowledge is on disk; those
+        # waiting are counted so that later ones queue behind them (see _ack).
+        self._strict = broker.persistence.strict
+        self._held_acks = 0
         self._acl_generation = -1
         self._aliases_in: dict[int, str] = {}
         self._aliases_out: dict[str, int] = {}
@@ -348,6 +353,8 @@ class MQTTConnection(asyncio.Protocol):
                 delivery.message, delivery.qos, delivery.retain, delivery.subscription_ids, packet_id, dup=True
             ):
                 del session.inflight[packet_id]
+                if session.durable:
+                    self.broker.persistence.delivery_removed(session, delivery)
         self.broker.drain(self, session)
 
     def _refuse(self, reason_code: int, logged: bool = False) -> None:
@@ -383,8 +390,9 @@ class MQTTConnection(asyncio.Protocol):
         assert session is not None and self.client is not None
         if qos == 2 and packet.packet_id in session.awaiting_release:
             # A resent QoS 2 PUBLISH whose PUBREL has not come: acknowledge, do not route again [MQTT-4.3.3-9].
-            self._send(Pubrec(packet.packet_id))  # type: ignore[arg-type]
+            self._ack(encode(Pubrec(packet.packet_id), self.version), False)  # type: ignore[arg-type]
             return
+        writes = self.broker.persistence.writes if self._strict else 0
         if qos == 2 and len(session.awaiting_release) >= self.broker.settings.receive_maximum:
             raise ProtocolError("receive maximum exceeded [MQTT-3.3.4-9]", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
         if packet.retain and not self.broker.settings.retain_available:
@@ -429,16 +437,37 @@ class MQTTConnection(asyncio.Protocol):
                 # those bytes name no topic.)
                 message.wire = (self._forms[False], self.reader.last_packet_bytes())
             self.broker.publish(message)
+        if qos == 0:
+            return
+        packet_id: int = packet.packet_id  # type: ignore[assignment]
         if qos == 1:
-            if reason:
-                self._send(Puback(packet.packet_id, reason))  # type: ignore[arg-type]
-            else:
-                # PUBACK with reason 0 and no properties has the same 4 bytes in every version [MQTT-3.4.2-1].
-                self._write(b"\x40\x02" + packet.packet_id.to_bytes(2, "big"))  # type: ignore[union-attr]
-        elif qos == 2:
+            # PUBACK with reason 0 and no properties has the same 4 bytes in every version [MQTT-3.4.2-1].
+            ack = encode(Puback(packet_id, reason), self.version) if reason else b"\x40\x02" + packet_id.to_bytes(2, "big")
+        else:
             if reason < 0x80:
-                session.awaiting_release.add(packet.packet_id)  # type: ignore[arg-type]
-            self._send(Pubrec(packet.packet_id, reason))  # type: ignore[arg-type]
+                session.awaiting_release.add(packet_id)
+                if session.durable:
+                    self.broker.persistence.release_awaited(session, packet_id)
+            ack = encode(Pubrec(packet_id, reason), self.version)
+        if self._strict:
+            self._ack(ack, self.broker.persistence.writes != writes)
+        else:
+            self._write(ack)
+
+    def _ack(self, data: bytes, dirtied: bool) -> None:
+        """Send an acknowledgement. With strict durability it waits until the state it acknowledges is on
+        disk (`dirtied`: the packet it answers changed recorded state), and never overtakes one that is
+        waiting, so acknowledgements keep the order of what they answer [MQTT-4.6.0-2]."""
+        if self._strict and (dirtied or self._held_acks):
+            self._held_acks += 1
+            if self.broker.persistence.when_durable(partial(self._release_ack, data)):
+                return
+            self._held_acks -= 1
+        self._write(data)
+
+    def _release_ack(self, data: bytes) -> None:
+        self._held_acks -= 1
+        self._write(data)  # (dropped if the connection has closed meanwhile: the client will resend)
 
     def _may_publish(self, topic: str) -> bool:
         """Topics starting with `$` belong to the broker ($SYS, and the tenants' namespaces): no client
@@ -490,10 +519,12 @@ class MQTTConnection(asyncio.Protocol):
         assert session is not None
         if packet.packet_id in session.awaiting_release:
             session.awaiting_release.discard(packet.packet_id)
-            self._send(Pubcomp(packet.packet_id))
+            if session.durable:
+                self.broker.persistence.release_done(session, packet.packet_id)
+            self._ack(encode(Pubcomp(packet.packet_id), self.version), session.durable)
         else:
             code = ReasonCode.PACKET_IDENTIFIER_NOT_FOUND if self.version == _V5 else 0
-            self._send(Pubcomp(packet.packet_id, code))
+            self._ack(encode(Pubcomp(packet.packet_id, code), self.version), False)
 
     # -- acknowledgements of our PUBLISH --------------------------------------------------------------------
 
@@ -503,6 +534,8 @@ class MQTTConnection(asyncio.Protocol):
         delivery = session.inflight.get(packet.packet_id)
         if delivery is not None and delivery.qos == 1:
             del session.inflight[packet.packet_id]
+            if session.durable:
+                self.broker.persistence.delivery_removed(session, delivery)
             if session.queue:
                 self.broker.drain(self, session)
 
@@ -517,11 +550,17 @@ class MQTTConnection(asyncio.Protocol):
         if packet.reason_code >= 0x80:
             # The receiver refused it: the exchange ends here [MQTT-4.3.3-4 context].
             del session.inflight[packet.packet_id]
+            if session.durable:
+                self.broker.persistence.delivery_removed(session, delivery)
             if session.queue:
                 self.broker.drain(self, session)
             return
         delivery.released = True
-        self._send(Pubrel(packet.packet_id))
+        if session.durable:
+            # Strict durability: the PUBREL goes once "released" is on disk, so that a restart resumes
+            # this exchange with PUBREL, never with the PUBLISH again [MQTT-4.3.3-5].
+            self.broker.persistence.delivery_changed(session, delivery)
+        self._ack(encode(Pubrel(packet.packet_id), self.version), session.durable)
 
     def _on_pubcomp(self, packet: Pubcomp) -> None:
         session = self.session
@@ -529,6 +568,8 @@ class MQTTConnection(asyncio.Protocol):
         delivery = session.inflight.get(packet.packet_id)
         if delivery is not None and delivery.qos == 2:
             del session.inflight[packet.packet_id]
+            if session.durable:
+                self.broker.persistence.delivery_removed(session, delivery)
             if session.queue:
                 self.broker.drain(self, session)
 

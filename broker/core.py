@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
 from broker.hooks import ClientInfo, HookChain
+from broker.persistence import Persistence
 from broker.retained import RetainedStore
 from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
 from broker.settings import BrokerSettings
@@ -44,9 +45,12 @@ class SubscribeOutcome:
 class Broker:
     """Shared broker state and the routing of application messages."""
 
-    def __init__(self, settings: BrokerSettings, hooks: HookChain) -> None:
+    def __init__(self, settings: BrokerSettings, hooks: HookChain, persistence: Persistence | None = None) -> None:
         self.settings = settings
         self.hooks = hooks
+        # Where durable sessions and retained messages are written (storage/broker_state.py); the base
+        # class records nothing.
+        self.persistence = persistence if persistence is not None else Persistence()
         self.sessions: dict[str, Session] = {}
         # Connected clients by client id; `open_connections` also holds those still in CONNECT.
         self.connections: dict[str, MQTTConnection] = {}
@@ -100,10 +104,37 @@ class Broker:
         session.client = client
         session.disconnected_at = None
         self.connections[key] = connection
+        self._persist_attached(session, connection.will)
         # Counted here and in detach, not as len(connections): the control plane's internal watchers
         # (BrokerService.watch) sit in that dict too and are not clients.
         self.stats.clients_connected += 1
         return session, present
+
+    def _persist_attached(self, session: Session, will: Will | None) -> None:
+        """Write the session as it is now connected, if it outlives its connection: with its will, so
+        that a crash does not lose the will (see `restore`)."""
+        persistence = self.persistence
+        if not persistence.enabled:
+            return
+        durable = session.expiry_interval > 0
+        session.armed_will = will if durable else None
+        if durable and not session.durable:
+            # New, or resumed by a client that now asks for it to last: everything it holds is written.
+            session.durable = True
+            persistence.session_changed(session)
+            for record in session.subscriptions.values():
+                persistence.subscription_added(session, record)
+            for delivery in (*session.inflight.values(), *session.queue):
+                if delivery.qos:
+                    persistence.delivery_changed(session, delivery)
+            for packet_id in session.awaiting_release:
+                persistence.release_awaited(session, packet_id)
+        elif durable:
+            persistence.session_changed(session)
+        elif session.durable:
+            # Resumed with a session expiry of 0: it ends with this connection, so nothing of it is kept.
+            session.durable = False
+            persistence.session_removed(session)
 
     def detach(self, connection: MQTTConnection, session: Session, will: Will | None) -> None:
         """The connection ended. Publish or schedule its will, and end or keep the session."""
@@ -113,6 +144,7 @@ class Broker:
         if self.sessions.get(session.key) is not session:
             return  # Already replaced (clean-start takeover) or removed (kicked).
         session.disconnected_at = time.time()
+        session.armed_will = None
         expiry = session.expiry_interval
         if will is not None:
             delay = _will_delay(will)
@@ -125,13 +157,18 @@ class Broker:
                 )
         if expiry == 0:
             self._discard_session(session)
-        elif expiry != NEVER_EXPIRES:
+            return
+        if expiry != NEVER_EXPIRES:
             session.expiry_timer = self.loop.call_later(expiry, self._session_expired, session, connection.client)
+        if session.durable:
+            self.persistence.session_changed(session)
 
     def _will_delay_elapsed(self, session: Session, client: ClientInfo | None) -> None:
         session.will_timer = None
         will, session.pending_will = session.pending_will, None
         if will is not None:
+            if session.durable and self.sessions.get(session.key) is session:
+                self.persistence.session_changed(session)
             self.publish_will(will, client)
 
     def _session_expired(self, session: Session, client: ClientInfo | None) -> None:
@@ -154,6 +191,9 @@ class Broker:
         for record in session.subscriptions.values():
             group, plain = parse_shared(record.topic_filter)
             self.subscriptions.unsubscribe(plain, session.key, group)
+        if session.durable:
+            session.durable = False
+            self.persistence.session_removed(session)
         session.subscriptions.clear()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
@@ -170,6 +210,51 @@ class Broker:
         self._discard_session(session)
         return True
 
+    def restore(self, sessions: Iterable[Session], retained: Iterable[Message]) -> None:
+        """Take back what a store kept from the last run, before any client connects.
+
+        Every restored session is disconnected; `disconnected_at` is when its connection ended (a store
+        sets the restart time for a session whose client was connected when the process died, and turns
+        the will of that connection into a pending will: the connection ended without DISCONNECT
+        [MQTT-3.1.2-8]). Session expiry and will delays count from `disconnected_at`, so time spent down
+        counts too [MQTT-3.1.2-23]; what ran out meanwhile happens now, after everything is in place, so
+        that a will published now reaches the restored subscribers.
+        """
+        now = time.time()
+        for message in retained:
+            if message.expired(now):
+                self.persistence.retained_removed(message.topic)
+            else:
+                self.retained.set(message.topic, message)
+        restored = list(sessions)
+        for session in restored:
+            self.sessions[session.key] = session
+            for record in session.subscriptions.values():
+                group, plain = parse_shared(record.topic_filter)
+                self.subscriptions.subscribe(plain, session.key, record, group)
+        self.stats.subscriptions = len(self.subscriptions)
+        self.stats.retained = len(self.retained)
+        for session in restored:
+            elapsed = now - (session.disconnected_at if session.disconnected_at is not None else now)
+            expiry = session.expiry_interval
+            will = session.pending_will
+            if will is not None:
+                due = min(_will_delay(will), expiry) - elapsed
+                if due > 0:
+                    session.will_timer = self.loop.call_later(due, self._will_delay_elapsed, session, session.client)
+                else:
+                    self._will_delay_elapsed(session, session.client)
+            if expiry == NEVER_EXPIRES:
+                continue
+            if elapsed >= expiry:
+                self._session_expired(session, session.client)
+            else:
+                session.expiry_timer = self.loop.call_later(
+                    expiry - elapsed, self._session_expired, session, session.client
+                )
+        if restored or len(self.retained):
+            log.info("restored %d sessions and %d retained messages", len(restored), len(self.retained))
+
     # -- subscriptions --------------------------------------------------------------------------------------
 
     def subscribe(self, session: Session, record: SubscriptionRecord) -> SubscribeOutcome:
@@ -178,6 +263,8 @@ class Broker:
         session.subscriptions[record.topic_filter] = record
         self.subscriptions.subscribe(plain, session.key, record, group)
         self.stats.subscriptions = len(self.subscriptions)
+        if session.durable:
+            self.persistence.subscription_added(session, record)
         return SubscribeOutcome(existed=existed)
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
@@ -186,6 +273,8 @@ class Broker:
         group, plain = parse_shared(topic_filter)
         self.subscriptions.unsubscribe(plain, session.key, group)
         self.stats.subscriptions = len(self.subscriptions)
+        if session.durable:
+            self.persistence.subscription_removed(session, topic_filter)
         return True
 
     def retained_for(self, topic_filter: str) -> Iterator[Message]:
@@ -199,6 +288,8 @@ class Broker:
                 yield message
         for topic in expired:
             self.retained.delete(topic)
+            if self.persistence.enabled:
+                self.persistence.retained_removed(topic)
         self.stats.retained = len(self.retained)
 
     # -- publishing -----------------------------------------------------------------------------------------
@@ -285,6 +376,12 @@ class Broker:
         else:
             self.retained.delete(message.topic)
         self.stats.retained = len(self.retained)
+        # $SYS topics are the broker's own, rewritten every interval: not worth a disk write.
+        if self.persistence.enabled and not message.topic.startswith("$SYS"):
+            if message.payload:
+                self.persistence.retained_set(message)
+            else:
+                self.persistence.retained_removed(message.topic)
 
     def deliver(self, session: Session, message: Message, qos: int, retain: bool, sub_ids: tuple[int, ...]) -> None:
         """Hand one message to one session: send it now, queue it, or drop it (counted)."""
@@ -305,16 +402,28 @@ class Broker:
             and not connection.congested
         ):
             self._send_inflight(connection, session, delivery)
-        elif session.enqueue(delivery, self.settings.max_queued_messages):
+        elif len(session.queue) < self.settings.max_queued_messages:
+            session.queue.append(delivery)
+            if session.durable:
+                self.persistence.delivery_changed(session, delivery)
+        else:
+            # Full: the oldest queued QoS 0 delivery makes room, else this one is dropped (counted).
             self.stats.dropped_queue_full += 1
+            if session.make_room(delivery) and session.durable:
+                self.persistence.delivery_changed(session, delivery)
 
     def _send_inflight(self, connection: MQTTConnection, session: Session, delivery: Delivery) -> None:
         packet_id = session.allocate_packet_id()
         delivery.packet_id = packet_id
         session.inflight[packet_id] = delivery
-        if not connection.send_message(delivery.message, delivery.qos, delivery.retain, delivery.subscription_ids, packet_id):
+        if connection.send_message(delivery.message, delivery.qos, delivery.retain, delivery.subscription_ids, packet_id):
+            if session.durable:
+                self.persistence.delivery_changed(session, delivery)
+        else:
             # Too large for the client's maximum packet size: discarded as if delivered [MQTT-3.1.2-25].
             del session.inflight[packet_id]
+            if session.durable and delivery.store_id:
+                self.persistence.delivery_removed(session, delivery)
 
     def drain(self, connection: MQTTConnection, session: Session) -> None:
         """Move queued deliveries into free in-flight slots, in order [MQTT-4.6.0-6]."""
@@ -326,6 +435,8 @@ class Broker:
             delivery = queue.popleft()
             if delivery.message.expired(now):
                 self.stats.messages_expired += 1
+                if session.durable and delivery.store_id:
+                    self.persistence.delivery_removed(session, delivery)
                 continue  # [MQTT-3.3.2-5]
             if delivery.qos == 0:
                 connection.send_message(delivery.message, 0, delivery.retain, delivery.subscription_ids, None)
@@ -360,6 +471,8 @@ class Broker:
         doomed = [topic for topic, message in self.retained.items() if where(topic, message)]
         for topic in doomed:
             self.retained.delete(topic)
+            if self.persistence.enabled:
+                self.persistence.retained_removed(topic)
         self.stats.retained = len(self.retained)
         return len(doomed)
 
@@ -376,6 +489,14 @@ class Broker:
         # they go first, while every subscriber is still connected to receive them. A will delay cannot
         # outlive the process, so delayed wills are published now too.
         for connection in connections:
+            session = connection.session
+            if (
+                session is not None
+                and session.durable
+                and connection.will is not None
+                and _will_delay(connection.will) > 0
+            ):
+                continue  # Kept as a pending will in the durable session: its delay goes on after a restart.
             will = connection.take_will()
             if will is not None:
                 self.publish_will(will, connection.client)
@@ -411,7 +532,12 @@ class Broker:
 
     def _prune_queue(self, session: Session) -> None:
         filters = [parse_shared(f)[1] for f in session.subscriptions]
-        kept = [d for d in session.queue if any(topic_matches(f, d.message.topic) for f in filters)]
+        kept: list[Delivery] = []
+        for delivery in session.queue:
+            if any(topic_matches(f, delivery.message.topic) for f in filters):
+                kept.append(delivery)
+            elif session.durable and delivery.store_id:
+                self.persistence.delivery_removed(session, delivery)
         session.queue.clear()
         session.queue.extend(kept)
 

@@ -46,6 +46,8 @@ class Message:
     # credential left behind (its retained messages) by it.
     origin: str | None = None
     wire: tuple[tuple[int, str, bool], bytes] | None = None
+    # The message's row in the persistence store, once a durable session holds it (0: not stored).
+    store_id: int = 0
 
     def remaining_expiry(self, now: float | None = None) -> int | None:
         """Seconds left before expiry (forwarded to subscribers [MQTT-3.3.2-6]); None when it never expires."""
@@ -84,6 +86,8 @@ class Delivery:
     subscription_ids: tuple[int, ...] = ()
     packet_id: int | None = None
     released: bool = False
+    # The delivery's row in the persistence store (0: not stored; see broker/persistence.py).
+    store_id: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -103,6 +107,12 @@ class Session:
     awaiting_release: set[int] = field(default_factory=set)
     # The will of the last connection, while its delay runs [MQTT-3.1.3-9].
     pending_will: Will | None = None
+    # The will of the current connection: persisted with a durable session, so that a crash does not lose
+    # it (on restart it is treated as if the connection had dropped then; see Broker.restore).
+    armed_will: Will | None = None
+    # Whether the session is written to the persistence store: it outlives its connection and the broker
+    # has a store (Broker.attach decides).
+    durable: bool = False
     # Who the session belongs to, as the auth hook described its last connection: revokes and ACL
     # changes find sessions by it, connected or not.
     client: ClientInfo | None = None
@@ -122,16 +132,13 @@ class Session:
         self.next_packet_id = packet_id + 1 if packet_id < 65_535 else 1
         return packet_id
 
-    def enqueue(self, delivery: Delivery, limit: int) -> bool:
-        """Queue a delivery within `limit`; when full, the oldest QoS 0 delivery makes room, else the new
-        delivery is refused. Returns whether something was dropped."""
+    def make_room(self, delivery: Delivery) -> bool:
+        """The queue is full: the oldest queued QoS 0 delivery makes room for `delivery` (True), or, with
+        none to drop, `delivery` is refused (False). One message is lost either way."""
         queue = self.queue
-        if len(queue) < limit:
-            queue.append(delivery)
-            return False
         for index, queued in enumerate(queue):
             if queued.qos == 0:
                 del queue[index]
                 queue.append(delivery)
                 return True
-        return True
+        return False
