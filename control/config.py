@@ -18,8 +18,8 @@ from broker.settings import BrokerSettings
 from control.plans import DEFAULT_PLANS, Plan
 
 __all__ = [
-    "AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "MetricsConfig", "TLSConfig", "load_config",
-    "parse_config",
+    "AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "MetricsConfig", "StorageConfig", "TLSConfig",
+    "load_config", "parse_config",
 ]
 
 
@@ -85,6 +85,14 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class StorageConfig:
+    # What survives a crash or power cut (storage/broker_state.py): "batched" commits durable sessions,
+    # their QoS 1/2 messages and retained messages at least every 100 ms; "strict" also holds each QoS 1/2
+    # acknowledgement until what it acknowledges is on disk; "off" keeps that state in memory only.
+    durability: str = "batched"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     data_dir: Path = Path("roost-data")
     mqtt: MQTTConfig = field(default_factory=MQTTConfig)
@@ -92,11 +100,13 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     log: LogConfig = field(default_factory=LogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS = ("text", "json")
+_DURABILITY = ("batched", "strict", "off")
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -211,6 +221,12 @@ def parse_config(document: dict[str, Any]) -> Config:
     )
     metrics_table.done()
 
+    storage_table = reader.table("storage")
+    durability = storage_table.string("durability", "batched").lower()
+    if durability not in _DURABILITY:
+        raise ConfigError(f"storage.durability: expected one of {', '.join(_DURABILITY)}, got {durability!r}")
+    storage_table.done()
+
     plans = dict(DEFAULT_PLANS)
     plans_table = reader.table("plans")
     for name in list(plans_table.keys()):
@@ -230,7 +246,7 @@ def parse_config(document: dict[str, Any]) -> Config:
     reader.done()
     return Config(
         data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level, format=log_format),
-        metrics=metrics, plans=plans,
+        metrics=metrics, storage=StorageConfig(durability=durability), plans=plans,
     )
 
 

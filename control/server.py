@@ -35,6 +35,7 @@ from control.plans import DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook
+from storage.broker_state import BrokerStateStore, open_broker_state
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
 from storage.usage import UsageMeter
@@ -72,6 +73,7 @@ class Roost:
         self.tls = TLSFiles(config)
         self.tls_listener: TLSListener | None = None
         self.store: Store | None = None
+        self.broker_state: BrokerStateStore | None = None
         self.metrics = Metrics(config.metrics) if config.metrics.enabled else None
         self._lock = DataDirLock(config.data_dir)
         self.access: LiveAccess | None = None
@@ -133,6 +135,7 @@ class Roost:
             recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
+        await self._restore_broker_state()
         self.services = Services.build(
             store,
             config.plans,
@@ -159,6 +162,18 @@ class Roost:
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
         )
+
+    async def _restore_broker_state(self) -> None:
+        """Durable sessions and retained messages from the last run are back before the listeners open."""
+        state = self.broker_state = await open_broker_state(self.config.data_dir, self.config.storage.durability)
+        if state is None:
+            return
+        self.broker.persistence = state
+        sessions, retained = await state.load()
+        self.broker.restore(sessions, retained)
+        # Credentials revoked and ACLs narrowed while Roost was down apply to the restored sessions too.
+        assert self.access is not None
+        self.access.enforce()
 
     async def _start_tls(self) -> None:
         tls = self.config.tls
@@ -219,6 +234,11 @@ class Roost:
             # Each background writer flushes once more as it is cancelled.
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.broker_state is not None:
+            try:
+                await self.broker_state.close()  # the last batch: what the shutdown itself changed included
+            except Exception:
+                log.exception("could not write the broker's state at shutdown")
         if self.store is not None:
             await self.store.close()
         self._lock.release()

@@ -32,18 +32,22 @@ log = logging.getLogger(__name__)
 
 DATABASE_FILE_NAME = "roost.db"
 
+# (`synchronous` is a parameter of open_database: NORMAL with WAL is durable against crashes of Roost and
+# safe against power loss, though the last commits before a power cut may be lost.)
 _CONNECTION_PRAGMAS = (
     "PRAGMA foreign_keys = ON",
-    "PRAGMA synchronous = NORMAL",  # with WAL: durable against crashes of Roost, safe against power loss
     "PRAGMA busy_timeout = 5000",
 )
 
 
-async def open_database(path: Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> Database:
+async def open_database(
+    path: Path, *, migrations: Sequence[Migration] = MIGRATIONS, synchronous: str = "NORMAL"
+) -> Database:
     """Open (or create) the database at `path`, check it, and bring its schema up to date.
 
     Raises StorageError, without writing to the file, if it is not a SQLite database, is damaged, or
-    carries a schema version newer than `migrations` knows. `migrations` is a parameter for tests.
+    carries a schema version newer than `migrations` knows. `migrations` is a parameter for tests and for
+    the broker's state file, which also asks for `synchronous = FULL` (each commit on disk when it returns).
     """
     # Checked here because a failed aiosqlite.connect leaves its worker thread finishing after the caller
     # has moved on; these are the usual ways it fails.
@@ -67,6 +71,9 @@ async def open_database(path: Path, *, migrations: Sequence[Migration] = MIGRATI
         refuse_newer(version, latest_version(migrations))
         for pragma in _CONNECTION_PRAGMAS:
             await connection.execute(pragma)
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+        await connection.execute(f"PRAGMA synchronous = {synchronous}")
         async with connection.execute("PRAGMA journal_mode = WAL") as cursor:
             row = await cursor.fetchone()
         if row is None or str(row[0]).lower() != "wal":

@@ -1,0 +1,654 @@
+"""The broker's state on disk: durable sessions with their subscriptions and QoS 1/2 messages, and retained
+messages, in `data_dir/broker-state.db`.
+
+`BrokerStateStore` is the broker's `Persistence` (broker/persistence.py). The broker reports each change
+synchronously, naming the changed object; the store keeps a dictionary of what changed since its last
+commit and writes it all in one transaction (a group commit):
+
+- `durability = "batched"` (the default): a commit at the latest 100 ms after the first change, or as
+  soon as 1,000 changes wait. Acknowledgements do not wait, so a power cut loses at most the last window.
+- `durability = "strict"`: the same batching, but an acknowledgement (PUBACK, PUBREC, PUBREL, PUBCOMP)
+  whose packet changed recorded state waits for the commit that holds the change, and a commit starts as
+  soon as one is waited for. Commits that overlap wait for one another, so under load one commit carries
+  many messages.
+
+Either way each commit is durable when it returns (WAL with `synchronous = FULL`), and the write rate is
+what SD cards need: a message that is queued, delivered and acknowledged within one window never reaches
+the disk at all. Messages are stored once however many sessions hold them (`messages`, counted by
+reference in memory), deliveries by reference to them.
+
+A separate file from roost.db: the broker's state changes with the traffic, the control plane's with the
+users, and each has its own connection (thread), so neither waits behind the other's commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from broker.codec import EMPTY_PROPERTIES, Properties, Will
+from broker.codec.properties import WILL_PROPERTIES, decode_properties, encode_properties
+from broker.codec.reason_codes import PacketType
+from broker.errors import RoostError
+from broker.hooks import ClientInfo
+from broker.persistence import Persistence
+from broker.session import Delivery, Message, Session, SubscriptionRecord
+from storage.database import Database, open_database
+from storage.errors import StorageError
+from storage.migrations import Migration
+
+__all__ = ["DURABILITY_MODES", "STATE_FILE_NAME", "BrokerStateStore", "open_broker_state"]
+
+log = logging.getLogger("roost.storage.state")
+
+STATE_FILE_NAME = "broker-state.db"
+DURABILITY_MODES = ("batched", "strict", "off")
+
+_SCHEMA_1 = """
+CREATE TABLE sessions (
+    key              TEXT    PRIMARY KEY,
+    client_id        TEXT    NOT NULL,
+    username         TEXT,
+    protocol_version INTEGER NOT NULL,
+    is_admin         INTEGER NOT NULL,
+    anonymous        INTEGER NOT NULL,
+    mount            TEXT    NOT NULL,
+    attributes       TEXT    NOT NULL,
+    expiry_interval  INTEGER NOT NULL,
+    disconnected_at  REAL,
+    will_topic       TEXT,
+    will_payload     BLOB,
+    will_qos         INTEGER,
+    will_retain      INTEGER,
+    will_properties  BLOB
+) WITHOUT ROWID;
+
+CREATE TABLE subscriptions (
+    session_key         TEXT    NOT NULL,
+    topic_filter        TEXT    NOT NULL,
+    qos                 INTEGER NOT NULL,
+    no_local            INTEGER NOT NULL,
+    retain_as_published INTEGER NOT NULL,
+    retain_handling     INTEGER NOT NULL,
+    subscription_id     INTEGER,
+    PRIMARY KEY (session_key, topic_filter)
+) WITHOUT ROWID;
+
+CREATE TABLE messages (
+    id         INTEGER PRIMARY KEY,
+    topic      TEXT    NOT NULL,
+    payload    BLOB    NOT NULL,
+    qos        INTEGER NOT NULL,
+    retain     INTEGER NOT NULL,
+    properties BLOB,
+    expires_at REAL,
+    sender     TEXT,
+    origin     TEXT
+);
+
+CREATE TABLE deliveries (
+    id               INTEGER PRIMARY KEY,
+    session_key      TEXT    NOT NULL,
+    message_id       INTEGER NOT NULL,
+    qos              INTEGER NOT NULL,
+    retain           INTEGER NOT NULL,
+    subscription_ids TEXT    NOT NULL,
+    packet_id        INTEGER,
+    released         INTEGER NOT NULL
+);
+
+CREATE TABLE awaiting_release (
+    session_key TEXT    NOT NULL,
+    packet_id   INTEGER NOT NULL,
+    PRIMARY KEY (session_key, packet_id)
+) WITHOUT ROWID;
+
+CREATE TABLE retained (
+    topic      TEXT    PRIMARY KEY,
+    payload    BLOB    NOT NULL,
+    qos        INTEGER NOT NULL,
+    properties BLOB,
+    expires_at REAL,
+    origin     TEXT
+) WITHOUT ROWID;
+"""
+
+STATE_MIGRATIONS = (Migration(1, "durable sessions, their messages, retained messages", _SCHEMA_1),)
+
+# A commit at the latest this long after the first change it carries, or once this many changes wait.
+COMMIT_INTERVAL = 0.1
+COMMIT_BATCH = 1_000
+# After a failed commit (disk full, I/O error), the same batch is tried again after this pause.
+RETRY_PAUSE = 1.0
+
+
+@dataclass(slots=True)
+class _Batch:
+    """One commit's rows, serialised when it was taken."""
+
+    purged: list[tuple[str]] = field(default_factory=list)
+    sessions: list[tuple[Any, ...]] = field(default_factory=list)
+    sessions_gone: list[tuple[str]] = field(default_factory=list)
+    subscriptions: list[tuple[Any, ...]] = field(default_factory=list)
+    subscriptions_gone: list[tuple[str, str]] = field(default_factory=list)
+    releases: list[tuple[str, int]] = field(default_factory=list)
+    releases_gone: list[tuple[str, int]] = field(default_factory=list)
+    messages: list[tuple[Any, ...]] = field(default_factory=list)
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
+    deliveries_gone: list[tuple[int]] = field(default_factory=list)
+    messages_gone: list[tuple[int]] = field(default_factory=list)
+    retained: list[tuple[Any, ...]] = field(default_factory=list)
+    retained_gone: list[tuple[str]] = field(default_factory=list)
+
+    def rows(self) -> int:
+        return sum(len(getattr(self, name)) for name in self.__slots__)  # type: ignore[attr-defined]
+
+
+_STATEMENTS = (
+    ("purged", "DELETE FROM subscriptions WHERE session_key = ?"),
+    ("purged", "DELETE FROM awaiting_release WHERE session_key = ?"),
+    ("sessions_gone", "DELETE FROM sessions WHERE key = ?"),
+    ("sessions", "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("subscriptions_gone", "DELETE FROM subscriptions WHERE session_key = ? AND topic_filter = ?"),
+    ("subscriptions", "INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    ("releases_gone", "DELETE FROM awaiting_release WHERE session_key = ? AND packet_id = ?"),
+    ("releases", "INSERT OR IGNORE INTO awaiting_release VALUES (?, ?)"),
+    ("messages", "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("deliveries_gone", "DELETE FROM deliveries WHERE id = ?"),
+    ("deliveries", "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("messages_gone", "DELETE FROM messages WHERE id = ?"),
+    ("retained_gone", "DELETE FROM retained WHERE topic = ?"),
+    ("retained", "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)"),
+)
+
+
+class BrokerStateStore(Persistence):
+    """The broker's `Persistence` on SQLite, with group commits (see the module docstring)."""
+
+    enabled = True
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        strict: bool = False,
+        interval: float = COMMIT_INTERVAL,
+        batch_size: int = COMMIT_BATCH,
+    ) -> None:
+        self.db = db
+        self.strict = strict
+        self.interval = interval
+        self.batch_size = batch_size
+        self.writes = 0
+        # What the commits did, for metrics and the benchmark.
+        self.commits = 0
+        self.rows_written = 0
+        self.failures = 0
+        # Changes since the last batch was taken; each dict holds the latest state per row.
+        self._changes = 0
+        self._purged: set[str] = set()
+        self._sessions: dict[str, Session | None] = {}
+        self._subscriptions: dict[tuple[str, str], SubscriptionRecord | None] = {}
+        self._releases: dict[tuple[str, int], bool] = {}
+        self._fresh_releases: set[tuple[str, int]] = set()  # inserted since the last batch (not on disk)
+        self._deliveries: dict[int, tuple[str, Delivery] | None] = {}
+        self._fresh_deliveries: set[int] = set()
+        self._messages: dict[int, Message] = {}  # messages to insert (not on disk yet)
+        self._messages_gone: set[int] = set()
+        self._retained: dict[str, Message | None] = {}
+        # Live deliveries per stored message: the row goes when the last one does.
+        self._references: dict[int, int] = {}
+        self._next_delivery = 1
+        self._next_message = 1
+        # Acknowledgements waiting for the next commit, and for the one being written.
+        self._waiting: list[Callable[[], None]] = []
+        self._committing: list[Callable[[], None]] | None = None
+        self._retry: _Batch | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False  # close() is writing the last batch: a failure is raised, not retried
+        self._closed = False
+
+    # -- what the broker reports (synchronous, from the event loop) ---------------------------------------------
+
+    def session_changed(self, session: Session) -> None:
+        self._sessions[session.key] = session
+        self._changed()
+
+    def session_removed(self, session: Session) -> None:
+        key = session.key
+        self._sessions[key] = None
+        self._purged.add(key)
+        # Changes to its subscriptions and releases still waiting are overtaken by the purge.
+        for pending in [k for k in self._subscriptions if k[0] == key]:
+            del self._subscriptions[pending]
+        for pending in [k for k in self._releases if k[0] == key]:
+            del self._releases[pending]
+            self._fresh_releases.discard(pending)
+        for delivery in (*session.inflight.values(), *session.queue):
+            self.delivery_removed(session, delivery)
+        self._changed()
+
+    def subscription_added(self, session: Session, record: SubscriptionRecord) -> None:
+        self._subscriptions[(session.key, record.topic_filter)] = record
+        self._changed()
+
+    def subscription_removed(self, session: Session, topic_filter: str) -> None:
+        self._subscriptions[(session.key, topic_filter)] = None
+        self._changed()
+
+    def delivery_changed(self, session: Session, delivery: Delivery) -> None:
+        store_id = delivery.store_id
+        if not store_id:
+            store_id = delivery.store_id = self._next_delivery
+            self._next_delivery += 1
+            self._fresh_deliveries.add(store_id)
+            self._hold(delivery.message)
+        self._deliveries[store_id] = (session.key, delivery)
+        self._changed()
+
+    def delivery_removed(self, session: Session, delivery: Delivery) -> None:
+        store_id = delivery.store_id
+        if not store_id:
+            return
+        delivery.store_id = 0
+        if store_id in self._fresh_deliveries:
+            self._fresh_deliveries.discard(store_id)
+            del self._deliveries[store_id]
+        else:
+            self._deliveries[store_id] = None
+        self._release(delivery.message)
+        self._changed()
+
+    def release_awaited(self, session: Session, packet_id: int) -> None:
+        key = (session.key, packet_id)
+        if self._releases.get(key) is None:  # no delete pending: the row is not on disk
+            self._fresh_releases.add(key)
+        self._releases[key] = True
+        self._changed()
+
+    def release_done(self, session: Session, packet_id: int) -> None:
+        key = (session.key, packet_id)
+        if key in self._fresh_releases:
+            self._fresh_releases.discard(key)
+            del self._releases[key]
+        else:
+            self._releases[key] = False
+        self._changed()
+
+    def retained_set(self, message: Message) -> None:
+        self._retained[message.topic] = message
+        self._changed()
+
+    def retained_removed(self, topic: str) -> None:
+        self._retained[topic] = None
+        self._changed()
+
+    def when_durable(self, callback: Callable[[], None]) -> bool:
+        if not self.strict or self._closed:
+            return False
+        if self._changes:
+            self._waiting.append(callback)
+            self._start_commit()  # runs on the loop's next turn: everything this turn reports rides along
+            return True
+        if self._committing is not None:
+            self._committing.append(callback)
+            return True
+        return False
+
+    def _hold(self, message: Message) -> None:
+        """One more delivery holds `message`: store it with the first."""
+        message_id = message.store_id
+        count = self._references.get(message_id) if message_id else None
+        if count is None:
+            if not message_id:
+                message_id = message.store_id = self._next_message
+                self._next_message += 1
+            self._messages_gone.discard(message_id)
+            self._messages[message_id] = message
+            self._references[message_id] = 1
+        else:
+            self._references[message_id] = count + 1
+
+    def _release(self, message: Message) -> None:
+        message_id = message.store_id
+        count = self._references[message_id] - 1
+        if count:
+            self._references[message_id] = count
+            return
+        del self._references[message_id]
+        if self._messages.pop(message_id, None) is None:
+            self._messages_gone.add(message_id)
+
+    def _changed(self) -> None:
+        self.writes += 1
+        self._changes += 1
+        if self._task is not None or self._closed:
+            return  # the running commit loop looks again when it is done
+        if self._changes >= self.batch_size:
+            self._start_commit()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._start_commit)
+
+    # -- committing ---------------------------------------------------------------------------------------------
+
+    def _start_commit(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._commit_loop())
+
+    async def _commit_loop(self) -> None:
+        try:
+            await self._commit_pending(until_clean=False)
+        finally:
+            self._task = None
+            if self._changes and not self._closed:
+                self._timer = asyncio.get_running_loop().call_later(self.interval, self._start_commit)
+
+    async def _commit_pending(self, until_clean: bool) -> None:
+        """Commit batches while acknowledgements wait or a full batch is ready (or, with `until_clean`,
+        until nothing is pending); a failed batch is retried first, after a pause."""
+        while True:
+            if self._retry is None:
+                if not self._changes:
+                    return
+                self._retry = self._take()
+                self._committing, self._waiting = self._waiting, []
+            batch = self._retry
+            try:
+                await self._write(batch)
+            except (StorageError, OSError) as exc:
+                self.failures += 1
+                if self._stopping:
+                    raise
+                log.error("writing broker state failed (%s); retrying in %.0f s", exc, RETRY_PAUSE)
+                await asyncio.sleep(RETRY_PAUSE)
+                continue
+            self._retry = None
+            self.commits += 1
+            self.rows_written += batch.rows()
+            waiting, self._committing = self._committing or [], None
+            for callback in waiting:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("acknowledgement after commit failed")
+            if not (until_clean or self._waiting or self._changes >= self.batch_size):
+                return
+
+    def _take(self) -> _Batch:
+        """Serialise every pending change into rows, and start a new window."""
+        batch = _Batch()
+        batch.purged = [(key,) for key in self._purged]
+        for key, session in self._sessions.items():
+            if session is None:
+                batch.sessions_gone.append((key,))
+            else:
+                batch.sessions.append(_session_row(session))
+        for (key, topic_filter), record in self._subscriptions.items():
+            if record is None:
+                batch.subscriptions_gone.append((key, topic_filter))
+            else:
+                batch.subscriptions.append(
+                    (key, topic_filter, record.qos, record.no_local, record.retain_as_published,
+                     record.retain_handling, record.subscription_id)
+                )
+        for pair, awaited in self._releases.items():
+            (batch.releases if awaited else batch.releases_gone).append(pair)
+        batch.messages = [_message_row(message_id, message) for message_id, message in self._messages.items()]
+        for store_id, entry in self._deliveries.items():
+            if entry is None:
+                batch.deliveries_gone.append((store_id,))
+            else:
+                key, delivery = entry
+                batch.deliveries.append(
+                    (store_id, key, delivery.message.store_id, delivery.qos, delivery.retain,
+                     ",".join(map(str, delivery.subscription_ids)), delivery.packet_id, delivery.released)
+                )
+        batch.messages_gone = [(message_id,) for message_id in self._messages_gone]
+        for topic, message in self._retained.items():
+            if message is None:
+                batch.retained_gone.append((topic,))
+            else:
+                batch.retained.append(
+                    (topic, message.payload, message.qos, _properties_blob(message.properties),
+                     message.expires_at, message.origin)
+                )
+        self._changes = 0
+        self._purged = set()
+        self._sessions = {}
+        self._subscriptions = {}
+        self._releases = {}
+        self._fresh_releases = set()
+        self._deliveries = {}
+        self._fresh_deliveries = set()
+        self._messages = {}
+        self._messages_gone = set()
+        self._retained = {}
+        return batch
+
+    async def _write(self, batch: _Batch) -> None:
+        async with self.db.transaction() as connection:
+            for name, statement in _STATEMENTS:
+                rows = getattr(batch, name)
+                if rows:
+                    await connection.executemany(statement, rows)
+
+    async def flush(self) -> None:
+        """Commit everything reported so far (shutdown; tests)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
+        await self._commit_pending(until_clean=True)
+
+    async def close(self) -> None:
+        """Commit what is pending, then close the file. Safe to call twice."""
+        if self._closed:
+            return
+        self._stopping = True
+        try:
+            await self.flush()
+        finally:
+            self._closed = True
+            await self.db.close()
+
+    # -- loading ------------------------------------------------------------------------------------------------
+
+    async def load(self, now: float | None = None) -> tuple[list[Session], list[Message]]:
+        """Read back the sessions (with their subscriptions, deliveries and awaited releases) and the retained
+        messages. A session whose client was connected when the process stopped is taken as disconnected
+        now, its will pending (see `Broker.restore`). Rows that nothing refers to any more are removed."""
+        now = time.time() if now is None else now
+        try:
+            async with self.db.read() as connection:
+                sessions_rows = await _all(connection, "SELECT * FROM sessions")
+                subscription_rows = await _all(connection, "SELECT * FROM subscriptions")
+                release_rows = await _all(connection, "SELECT * FROM awaiting_release")
+                message_rows = await _all(connection, "SELECT * FROM messages")
+                delivery_rows = await _all(connection, "SELECT * FROM deliveries ORDER BY id")
+                retained_rows = await _all(connection, "SELECT * FROM retained")
+        except StorageError as exc:
+            raise StorageError(
+                f"{self.db.path} cannot be read ({exc}); it is damaged: restore it from a backup or move it "
+                "aside (Roost then starts without the saved sessions and retained messages)"
+            ) from exc
+        try:
+            sessions: dict[str, Session] = {}
+            for row in sessions_rows:
+                session = _session_from_row(row, now)
+                sessions[session.key] = session
+                if row["disconnected_at"] is None:
+                    self.session_changed(session)  # its clock now runs from this start
+            for row in subscription_rows:
+                session = sessions.get(row["session_key"])
+                if session is None:
+                    self._subscriptions[(row["session_key"], row["topic_filter"])] = None
+                    self._changed()
+                    continue
+                record = SubscriptionRecord(
+                    row["topic_filter"], row["qos"], bool(row["no_local"]), bool(row["retain_as_published"]),
+                    row["retain_handling"], row["subscription_id"],
+                )
+                session.subscriptions[record.topic_filter] = record
+            for row in release_rows:
+                session = sessions.get(row["session_key"])
+                if session is not None:
+                    session.awaiting_release.add(row["packet_id"])
+            messages = {row["id"]: _message_from_row(row) for row in message_rows}
+            for row in delivery_rows:
+                session = sessions.get(row["session_key"])
+                message = messages.get(row["message_id"])
+                if session is None or message is None:
+                    self._deliveries[row["id"]] = None
+                    self._changed()
+                    continue
+                ids = tuple(int(part) for part in row["subscription_ids"].split(",") if part)
+                delivery = Delivery(message, row["qos"], bool(row["retain"]), ids, row["packet_id"], bool(row["released"]))
+                delivery.store_id = row["id"]
+                self._references[message.store_id] = self._references.get(message.store_id, 0) + 1
+                if delivery.packet_id is None:
+                    session.queue.append(delivery)
+                else:
+                    session.inflight[delivery.packet_id] = delivery
+            for message_id in messages:
+                if message_id not in self._references:
+                    self._messages_gone.add(message_id)
+                    self._changed()
+            for session in sessions.values():
+                if session.inflight:
+                    session.next_packet_id = max(session.inflight) % 65_535 + 1
+            self._next_message = max(messages, default=0) + 1
+            self._next_delivery = max((row["id"] for row in delivery_rows), default=0) + 1
+            retained = [_retained_from_row(row) for row in retained_rows]
+        except (RoostError, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise StorageError(
+                f"{self.db.path} holds a record Roost cannot read ({exc!r}); it is damaged: restore it from a "
+                "backup or move it aside (Roost then starts without the saved sessions and retained messages)"
+            ) from exc
+        return list(sessions.values()), retained
+
+
+async def open_broker_state(data_dir: Path, durability: str) -> BrokerStateStore | None:
+    """Open `data_dir/broker-state.db` for the given durability mode; None when it is "off".
+
+    Refuses (StorageError, the file untouched) a file that is not a SQLite database, is damaged, or has a
+    schema newer than this Roost knows.
+    """
+    if durability not in DURABILITY_MODES:
+        raise ValueError(f"durability must be one of {DURABILITY_MODES}, got {durability!r}")
+    if durability == "off":
+        return None
+    path = data_dir / STATE_FILE_NAME
+    # FULL: every commit is on disk when it returns, the promise both modes make.
+    db = await open_database(path, migrations=STATE_MIGRATIONS, synchronous="FULL")
+    try:
+        problems = [str(row[0]) for row in await db.fetch_all("PRAGMA quick_check")]
+    except StorageError as exc:
+        problems = [str(exc)]
+    if problems != ["ok"]:
+        await db.close()
+        raise StorageError(
+            f"{path} is damaged ({'; '.join(problems[:3])}): restore it from a backup or move it aside "
+            "(Roost then starts without the saved sessions and retained messages)"
+        )
+    return BrokerStateStore(db, strict=durability == "strict")
+
+
+# -- rows ----------------------------------------------------------------------------------------------------------
+
+
+async def _all(connection: Any, sql: str) -> list[sqlite3.Row]:
+    async with connection.execute(sql) as cursor:
+        return list(await cursor.fetchall())
+
+
+def _properties_blob(properties: Properties) -> bytes | None:
+    return None if properties is EMPTY_PROPERTIES else encode_properties(properties)
+
+
+def _properties(blob: bytes | None, context: int) -> Properties:
+    if not blob:
+        return EMPTY_PROPERTIES
+    return decode_properties(blob, 0, len(blob), context)[0]
+
+
+def _session_row(session: Session) -> tuple[Any, ...]:
+    client = session.client or ClientInfo(session.key, None, 4)
+    will = session.armed_will if session.disconnected_at is None else session.pending_will
+    try:
+        attributes = json.dumps(client.attributes)
+    except (TypeError, ValueError):
+        attributes = json.dumps({k: v for k, v in client.attributes.items() if isinstance(v, (str, int, float, bool, type(None)))})
+    return (
+        session.key, client.client_id, client.username, client.protocol_version, client.is_admin, client.anonymous,
+        client.mount, attributes, session.expiry_interval, session.disconnected_at,
+        None if will is None else will.topic,
+        None if will is None else will.payload,
+        None if will is None else will.qos,
+        None if will is None else will.retain,
+        None if will is None else _properties_blob(will.properties),
+    )
+
+
+def _session_from_row(row: sqlite3.Row, now: float) -> Session:
+    client = ClientInfo(
+        client_id=row["client_id"],
+        username=row["username"],
+        protocol_version=row["protocol_version"],
+        is_admin=bool(row["is_admin"]),
+        anonymous=bool(row["anonymous"]),
+        mount=row["mount"],
+        attributes=json.loads(row["attributes"]),
+    )
+    will = None
+    if row["will_topic"] is not None:
+        will = Will(
+            row["will_topic"], row["will_payload"], row["will_qos"], bool(row["will_retain"]),
+            _properties(row["will_properties"], WILL_PROPERTIES),
+        )
+    disconnected_at = row["disconnected_at"]
+    return Session(
+        row["key"],
+        expiry_interval=row["expiry_interval"],
+        client=client,
+        # Connected when the process stopped: that connection ended now, without DISCONNECT.
+        disconnected_at=now if disconnected_at is None else disconnected_at,
+        pending_will=will,
+        durable=True,
+    )
+
+
+def _message_row(message_id: int, message: Message) -> tuple[Any, ...]:
+    return (
+        message_id, message.topic, message.payload, message.qos, message.retain,
+        _properties_blob(message.properties), message.expires_at, message.sender, message.origin,
+    )
+
+
+def _message_from_row(row: sqlite3.Row) -> Message:
+    message = Message(
+        row["topic"], row["payload"], row["qos"], bool(row["retain"]),
+        _properties(row["properties"], PacketType.PUBLISH), row["expires_at"], row["sender"], row["origin"],
+    )
+    message.store_id = row["id"]
+    return message
+
+
+def _retained_from_row(row: sqlite3.Row) -> Message:
+    return Message(
+        row["topic"], row["payload"], row["qos"], True,
+        _properties(row["properties"], PacketType.PUBLISH), row["expires_at"], None, row["origin"],
+    )
