@@ -41,6 +41,11 @@ class Persistence:
     enabled = False
     strict = False
     writes = 0
+    # What a store reports for metrics: commits made, rows written, failed commits, changes not on disk yet.
+    commits = 0
+    rows_written = 0
+    failures = 0
+    pending_changes = 0
 
     def session_changed(self, session: Session) -> None:
         """The session's own record changed: created, connected, disconnected, its expiry or its will."""

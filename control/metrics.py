@@ -181,6 +181,16 @@ class BrokerCollector(Collector):
             yield CounterMetricFamily("roost_quota_rejections",
                                       "Messages refused by the hourly quota: MQTT (0x97) and REST (429)",
                                       self.auth_hook.usage.rejections)
+        state = broker.persistence
+        if state.enabled:
+            yield CounterMetricFamily("roost_state_commits", "Commits of the broker's durable state (sessions, "
+                                      "their QoS 1/2 messages, retained messages)", state.commits)
+            yield CounterMetricFamily("roost_state_rows_written", "Rows written or deleted by those commits",
+                                      state.rows_written)
+            yield CounterMetricFamily("roost_state_commit_failures", "Commits of the broker's state that failed "
+                                      "(retried)", state.failures)
+            yield GaugeMetricFamily("roost_state_pending_changes", "Changes to the broker's durable state not "
+                                    "on disk yet", state.pending_changes)
         if self.recorder is not None:
             yield CounterMetricFamily("roost_history_messages_written", "Messages written to the message history",
                                       self.recorder.written)

@@ -217,6 +217,11 @@ class BrokerStateStore(Persistence):
         self._stopping = False  # close() is writing the last batch: a failure is raised, not retried
         self._closed = False
 
+    @property  # type: ignore[override]
+    def pending_changes(self) -> int:
+        """Changes reported and not yet committed (those of a commit being written included)."""
+        return self._changes + (self._retry.rows() if self._retry is not None else 0)
+
     # -- what the broker reports (synchronous, from the event loop) ---------------------------------------------
 
     def session_changed(self, session: Session) -> None:
