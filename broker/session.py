@@ -2,8 +2,9 @@
 
 A session outlives its network connection when the client asks for that (clean session 0 in 3.1.1, a session
 expiry interval above 0 in v5) [MQTT-3.1.2-4][MQTT-3.1.2-5]. Everything here is plain data with no sockets
-and no event loop, so a later storage layer can persist it record by record: subscriptions, QoS 1/2 messages
-in flight in both directions, and the queue of messages waiting for a free slot or for the client to return.
+and no event loop, so the persistence store (broker/persistence.py, storage/broker_state.py) writes it
+record by record: subscriptions, QoS 1/2 messages in flight in both directions, and the queue of messages
+waiting for a free slot or for the client to return.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from broker.errors import ConfigError, RoostError
 from control.config import Config, load_config
+from storage.broker_state import STATE_FILE_NAME, STATE_MIGRATIONS
 from storage.database import DATABASE_FILE_NAME
 from storage.migrations import latest_version
 
@@ -113,16 +114,22 @@ def _check_data_dir(data_dir: Path) -> list[str]:
             return [f"data_dir: {data_dir} is not a folder"]
         if not os.access(data_dir, os.W_OK | os.X_OK):
             return [f"data_dir: {data_dir} is not writable by this user"]
-        database = data_dir / DATABASE_FILE_NAME
-        if database.exists():
+        problems: list[str] = []
+        for database, known in (
+            (data_dir / DATABASE_FILE_NAME, latest_version()),
+            (data_dir / STATE_FILE_NAME, latest_version(STATE_MIGRATIONS)),
+        ):
+            if not database.exists():
+                continue
             try:
                 version = _schema_version(database)
             except sqlite3.Error as exc:
-                return [f"data_dir: {database} is not a readable SQLite database ({exc})"]
-            if version > latest_version():
-                return [f"data_dir: {database} has schema version {version}, newer than this Roost's "
-                        f"({latest_version()}); upgrade Roost"]
-        return []
+                problems.append(f"data_dir: {database} is not a readable SQLite database ({exc})")
+                continue
+            if version > known:
+                problems.append(f"data_dir: {database} has schema version {version}, newer than this Roost's "
+                                f"({known}); upgrade Roost")
+        return problems
     parent = data_dir.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

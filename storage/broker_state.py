@@ -45,7 +45,7 @@ from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.migrations import Migration
 
-__all__ = ["DURABILITY_MODES", "STATE_FILE_NAME", "BrokerStateStore", "open_broker_state"]
+__all__ = ["DURABILITY_MODES", "STATE_FILE_NAME", "STATE_MIGRATIONS", "BrokerStateStore", "open_broker_state"]
 
 log = logging.getLogger("roost.storage.state")
 
