@@ -1,0 +1,820 @@
+"""Durable state through real sockets: what a client sees across a restart of Roost on the same data dir.
+
+A graceful stop followed by a new `RoostThread` with the same document is a restart: the broker's state
+goes through `data_dir/broker-state.db` (storage/broker_state.py). Clients are `RawClient`s on Roost's own
+codec, so that a test can withhold an acknowledgement and see packet identifiers and the DUP flag.
+
+Numbering is MQTT 5.0's unless a test is about 3.1.1 behaviour, where it says "3.1.1".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker.codec import (
+    EMPTY_PROPERTIES, Connack, Disconnect, Properties, Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe,
+    Subscription, Will,
+)
+from storage.broker_state import STATE_FILE_NAME
+from storage.errors import StorageError
+from storage.store import open_store
+from tests.helpers import TIMEOUT, RawClient, RoostThread, roost_document
+from tests.session_helpers import disconnect, persistent, ping, raw_connect, read_until_closed
+from tests.tenant_helpers import Tenant, make_tenant
+
+VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
+
+
+# -- a Roost that restarts on its data dir ----------------------------------------------------------------------
+
+
+class Restartable:
+    """One configuration and data dir; Roosts started on it one after another."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+        self.roost: RoostThread | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.document["data_dir"])
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / STATE_FILE_NAME
+
+    @property
+    def port(self) -> int:
+        assert self.roost is not None
+        return self.roost.mqtt_port
+
+    def start(self) -> RoostThread:
+        assert self.roost is None
+        self.roost = RoostThread(self.document).start()
+        return self.roost
+
+    def stop(self) -> None:
+        """A graceful stop: clients are closed, what is pending is written."""
+        if self.roost is not None:
+            self.roost.stop()
+            self.roost = None
+
+    def restart(self) -> RoostThread:
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[Callable[..., Restartable]]:
+    """`durable(durability=None, **mqtt)`: a Restartable on its own data dir; [storage] durability as given
+    (None: the default, batched). Stopped after the test."""
+    made: list[Restartable] = []
+
+    def factory(durability: str | None = None, **mqtt: Any) -> Restartable:
+        mqtt.setdefault("sys_interval", 0)
+        document = roost_document(tmp_path / f"roost{len(made)}", **mqtt)
+        if durability is not None:
+            document["storage"] = {"durability": durability}
+        made.append(Restartable(document))
+        return made[-1]
+
+    yield factory
+    for restartable in made:
+        restartable.stop()
+
+
+# -- raw client steps ---------------------------------------------------------------------------------------------
+
+
+def connect(port: int, client_id: str, version: int = 5, expiry: int = 3_600, **kwargs: Any) -> tuple[RawClient, Connack]:
+    """A persistent session: 3.1.1 clean session 0, v5 clean start 0 with a Session Expiry Interval."""
+    arguments = persistent(version, expiry)
+    if version == 5 and kwargs.get("properties") is not None:
+        arguments["properties"] = kwargs.pop("properties")
+    arguments.update(kwargs)
+    client, connack = raw_connect(port, client_id, version, **arguments)
+    assert connack.reason_code == 0, connack
+    return client, connack
+
+
+def subscribe(client: RawClient, *subscriptions: Subscription, sub_id: int | None = None, packet_id: int = 1) -> None:
+    properties = Properties(subscription_identifiers=(sub_id,)) if sub_id is not None else EMPTY_PROPERTIES
+    client.send(Subscribe(packet_id, subscriptions, properties))
+    suback = client.receive()
+    assert isinstance(suback, Suback) and suback.reason_codes == tuple(s.qos for s in subscriptions), suback
+
+
+def publish(client: RawClient, topic: str, payload: bytes, qos: int = 1, packet_id: int = 1, retain: bool = False,
+            properties: Properties = EMPTY_PROPERTIES) -> None:
+    """Publish and complete the exchange (PUBACK, or PUBREC / PUBREL / PUBCOMP)."""
+    client.send(Publish(topic, payload, qos, retain, packet_id=packet_id if qos else None, properties=properties))
+    if qos == 1:
+        assert client.receive() == Puback(packet_id)
+    elif qos == 2:
+        assert client.receive() == Pubrec(packet_id)
+        client.send(Pubrel(packet_id))
+        assert client.receive() == Pubcomp(packet_id)
+
+
+def expect_publish(client: RawClient) -> Publish:
+    packet = client.receive()
+    assert isinstance(packet, Publish), f"expected PUBLISH, got {packet!r}"
+    return packet
+
+
+def receive_all(client: RawClient, count: int) -> list[Publish]:
+    """Receive `count` PUBLISH packets, acknowledging each in full (QoS 2: PUBREC, then PUBCOMP for the
+    PUBREL), and return them in arrival order."""
+    received: list[Publish] = []
+    releasing: set[int] = set()
+    while len(received) < count or releasing:
+        packet = client.receive()
+        if isinstance(packet, Publish):
+            received.append(packet)
+            if packet.qos == 1:
+                client.send(Puback(packet.packet_id))  # type: ignore[arg-type]
+            elif packet.qos == 2:
+                client.send(Pubrec(packet.packet_id))  # type: ignore[arg-type]
+                releasing.add(packet.packet_id)  # type: ignore[arg-type]
+        elif isinstance(packet, Pubrel):
+            client.send(Pubcomp(packet.packet_id))
+            releasing.discard(packet.packet_id)
+        else:
+            raise AssertionError(f"unexpected {packet!r}")
+    return received
+
+
+def closed_by_shutdown(client: RawClient, version: int) -> list[Any]:
+    """The broker stopped: v5 hears DISCONNECT 0x8B Server shutting down. Returns what came before it."""
+    packets = read_until_closed(client)
+    client.close()
+    if version == 5:
+        assert packets and packets[-1] == Disconnect(0x8B), packets
+        return packets[:-1]
+    return packets
+
+
+def state_rows(restartable: Restartable, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """What the state file holds, as another process reads it."""
+    connection = sqlite3.connect(restartable.state_file)
+    try:
+        return connection.execute(sql, parameters).fetchall()
+    finally:
+        connection.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def wait_for_clock(moment: float) -> None:
+    """Wait for the wall clock to pass `moment` (an expiry or a will delay running out), bounded."""
+    assert moment - time.time() < 15, "a test should not wait this long"
+    while time.time() < moment:
+        time.sleep(min(0.05, max(0.0, moment - time.time())))
+
+
+# -- sessions and subscriptions survive -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("connected_at_stop", [pytest.param(False, id="disconnected"), pytest.param(True, id="connected")])
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_persistent_session_survives_a_restart(durable, version: int, connected_at_stop: bool) -> None:
+    """[MQTT-3.2.2-2]: a client resuming a persistent session gets Session Present 1, and its subscriptions
+    [MQTT-3.1.2-5 / 3.1.1 MQTT-3.1.2-4] still route to it, across a restart of the broker: whether it had
+    disconnected before the stop or was still connected when the broker stopped."""
+    state = durable()
+    state.start()
+    client, connack = connect(state.port, "keeper", version)
+    assert not connack.session_present
+    subscribe(client, Subscription("keep/#", 1))
+    if connected_at_stop:
+        state.restart()
+        closed_by_shutdown(client, version)
+    else:
+        disconnect(client)
+        state.restart()
+
+    client, connack = connect(state.port, "keeper", version)
+    assert connack.session_present
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "keep/x", b"after the restart")
+    message = expect_publish(client)
+    assert (message.topic, message.payload, message.qos) == ("keep/x", b"after the restart", 1)
+
+
+def test_subscription_options_shared_subscriptions_and_identifiers_survive_a_restart(durable) -> None:
+    """[MQTT-3.8.3-1] the options of each subscription are part of the session: after a restart a shared
+    subscription [MQTT-4.8.2-?] still receives, each delivery carries its subscription's identifier
+    [MQTT-3.3.4-3], Retain As Published [MQTT-3.3.1-13] and No Local [MQTT-3.8.3-3] still hold."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "worker")
+    subscribe(client, Subscription("$share/crew/jobs/#", 1), sub_id=11, packet_id=1)
+    subscribe(client, Subscription("alerts/+", 2, retain_as_published=True), sub_id=22, packet_id=2)
+    subscribe(client, Subscription("own/#", 1, no_local=True), packet_id=3)
+    disconnect(client)
+    state.restart()
+
+    client, connack = connect(state.port, "worker")
+    assert connack.session_present
+    boss, _ = raw_connect(state.port, "boss", 5)
+    publish(boss, "jobs/1", b"job", qos=1)
+    job = expect_publish(client)
+    assert (job.topic, job.qos, job.properties.subscription_identifiers) == ("jobs/1", 1, (11,))
+    client.send(Puback(job.packet_id))  # type: ignore[arg-type]
+    publish(boss, "alerts/fire", b"fire", qos=2, retain=True)
+    alert = expect_publish(client)
+    assert (alert.topic, alert.qos, alert.retain, alert.properties.subscription_identifiers) == (
+        "alerts/fire", 2, True, (22,)
+    )
+    client.send(Pubrec(alert.packet_id))  # type: ignore[arg-type]
+    assert client.receive() == Pubrel(alert.packet_id)  # type: ignore[arg-type]
+    client.send(Pubcomp(alert.packet_id))  # type: ignore[arg-type]
+    # No Local: its own message does not come back; the next one on that filter is someone else's.
+    client.send(Publish("own/mine", b"mine", 1, packet_id=100))
+    assert client.receive() == Puback(100)
+    publish(boss, "own/theirs", b"theirs")
+    assert expect_publish(client).topic == "own/theirs"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_queued_qos1_and_qos2_messages_are_delivered_after_a_restart_in_order(durable, version: int) -> None:
+    """Messages queued for an offline persistent session [MQTT-3.1.2-5] outlive the broker and arrive in
+    the order they were published [MQTT-4.6.0-6], at their QoS; once acknowledged they are gone for good."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "offline", version)
+    subscribe(client, Subscription("queue/#", 2))
+    disconnect(client)
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    sent = [(f"queue/{i}", f"message {i}".encode(), 1 if i % 3 else 2) for i in range(12)]
+    for packet_id, (topic, payload, qos) in enumerate(sent, start=1):
+        publish(publisher, topic, payload, qos, packet_id)
+    state.restart()
+
+    client, connack = connect(state.port, "offline", version)
+    assert connack.session_present
+    received = receive_all(client, len(sent))
+    assert [(m.topic, m.payload, m.qos) for m in received] == sent
+    assert not any(m.dup for m in received)
+    assert ping(client) == []
+    disconnect(client)
+
+    state.restart()
+    client, connack = connect(state.port, "offline", version)
+    assert connack.session_present
+    assert ping(client) == []  # acknowledged before the restart: not delivered again
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_unacknowledged_qos1_message_is_resent_with_dup_and_its_packet_id(durable, version: int) -> None:
+    """[MQTT-4.4.0-1]: on resuming a session, unacknowledged PUBLISH packets are resent with their original
+    packet identifiers and DUP 1 [MQTT-3.3.1-1], across a restart too; the one that waited for a free
+    in-flight slot then follows as a new PUBLISH."""
+    state = durable(max_inflight=2)
+    state.start()
+    client, _ = connect(state.port, "slow", version)
+    subscribe(client, Subscription("inflight/#", 1))
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    for packet_id, payload in enumerate((b"a", b"b", b"c"), start=1):
+        publish(publisher, f"inflight/{payload.decode()}", payload, 1, packet_id)
+    first, second = expect_publish(client), expect_publish(client)
+    assert (first.payload, second.payload, first.dup, second.dup) == (b"a", b"b", False, False)
+    state.restart()  # no PUBACK was sent
+    assert closed_by_shutdown(client, version) == []
+
+    client, connack = connect(state.port, "slow", version)
+    assert connack.session_present
+    again = [expect_publish(client), expect_publish(client)]
+    assert [(m.payload, m.packet_id, m.dup, m.qos) for m in again] == [
+        (b"a", first.packet_id, True, 1), (b"b", second.packet_id, True, 1),
+    ]
+    client.send(Puback(first.packet_id))  # type: ignore[arg-type]
+    third = expect_publish(client)
+    assert (third.payload, third.dup) == (b"c", False)
+    assert third.packet_id != second.packet_id
+    client.send(Puback(second.packet_id))  # type: ignore[arg-type]
+    client.send(Puback(third.packet_id))  # type: ignore[arg-type]
+    assert ping(client) == []
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_qos2_delivery_is_resumed_where_it_stopped(durable, version: int) -> None:
+    """[MQTT-4.4.0-1]: after a restart, a QoS 2 delivery whose PUBREC had arrived is resumed with PUBREL,
+    never with the PUBLISH again [MQTT-4.3.3-5]; one without PUBREC is resent as PUBLISH with DUP 1."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "exact", version)
+    subscribe(client, Subscription("exact/#", 2))
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "exact/released", b"released", 2, 1)
+    released = expect_publish(client)
+    client.send(Pubrec(released.packet_id))  # type: ignore[arg-type]
+    assert client.receive() == Pubrel(released.packet_id)  # type: ignore[arg-type]
+    publish(publisher, "exact/unanswered", b"unanswered", 2, 2)
+    unanswered = expect_publish(client)
+    state.restart()  # no PUBCOMP, no PUBREC
+    closed_by_shutdown(client, version)
+
+    client, connack = connect(state.port, "exact", version)
+    assert connack.session_present
+    packets = ping(client)
+    assert packets[0] == Pubrel(released.packet_id)  # type: ignore[arg-type]
+    assert len(packets) == 2 and isinstance(packets[1], Publish)
+    assert (packets[1].payload, packets[1].packet_id, packets[1].dup) == (b"unanswered", unanswered.packet_id, True)
+    client.send(Pubcomp(released.packet_id))  # type: ignore[arg-type]
+    client.send(Pubrec(unanswered.packet_id))  # type: ignore[arg-type]
+    assert client.receive() == Pubrel(unanswered.packet_id)  # type: ignore[arg-type]
+    client.send(Pubcomp(unanswered.packet_id))  # type: ignore[arg-type]
+    assert ping(client) == []
+    disconnect(client)
+
+    state.restart()
+    client, _ = connect(state.port, "exact", version)
+    assert ping(client) == []  # both exchanges were complete before this restart
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_an_incoming_qos2_message_awaiting_pubrel_is_not_routed_twice(durable, version: int) -> None:
+    """[MQTT-4.3.3-9]: until the PUBREL comes, a PUBLISH with the same packet identifier is acknowledged with
+    PUBREC and not delivered onward again, even when the broker restarted in between and the client resends
+    it with DUP 1 [MQTT-4.3.3-?]."""
+    state = durable()
+    state.start()
+    watcher, _ = connect(state.port, "watcher", 5)
+    subscribe(watcher, Subscription("once/#", 1))
+    sender, _ = connect(state.port, "sender", version)
+    sender.send(Publish("once/x", b"only once", 2, packet_id=7))
+    assert sender.receive() == Pubrec(7)
+    first = expect_publish(watcher)
+    assert first.payload == b"only once"
+    watcher.send(Puback(first.packet_id))  # type: ignore[arg-type]
+    assert ping(watcher) == []
+    state.restart()  # the sender never sent PUBREL
+    closed_by_shutdown(sender, version)
+    closed_by_shutdown(watcher, 5)
+
+    watcher, _ = connect(state.port, "watcher", 5)
+    sender, connack = connect(state.port, "sender", version)
+    assert connack.session_present
+    sender.send(Publish("once/x", b"only once", 2, dup=True, packet_id=7))
+    assert sender.receive() == Pubrec(7)
+    sender.send(Pubrel(7))
+    assert sender.receive() == Pubcomp(7)
+    publish(sender, "once/marker", b"marker", 1, 8)
+    # Messages from one client arrive in order [MQTT-4.6.0-5]: a second copy would come before the marker.
+    assert expect_publish(watcher).payload == b"marker"
+
+
+# -- what does not survive ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "first_connect"),
+    [
+        pytest.param(4, {"clean_start": True}, id="v311-clean-session-1"),
+        pytest.param(5, {"clean_start": False}, id="v5-expiry-absent"),
+        pytest.param(5, {"clean_start": True, "properties": Properties(session_expiry_interval=0)}, id="v5-expiry-0"),
+    ],
+)
+def test_sessions_that_end_with_their_connection_do_not_survive_a_restart(
+    durable, version: int, first_connect: dict[str, Any]
+) -> None:
+    """3.1.1 [MQTT-3.1.2-6]: a clean session ends with its connection; v5 3.1.2.11.2: a Session Expiry
+    Interval of 0 (or absent) ends the session when the connection closes. Neither is written, so after a
+    restart the client resumes nothing: Session Present 0 [MQTT-3.2.2-3] and no subscription."""
+    state = durable()
+    state.start()
+    client, _ = raw_connect(state.port, "fleeting", version, **first_connect)
+    subscribe(client, Subscription("fleeting/#", 1))
+    state.restart()
+    closed_by_shutdown(client, version)
+
+    client, connack = connect(state.port, "fleeting", version)
+    assert not connack.session_present
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "fleeting/x", b"nobody")
+    assert ping(client) == []
+
+
+def test_a_session_resumed_with_expiry_0_is_not_kept_any_more(durable) -> None:
+    """v5 3.1.2.11.2: a client that resumes its session with Session Expiry Interval 0 ends it with this
+    connection; the broker stopping while it is connected must not bring the old session back."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "shrinking")
+    subscribe(client, Subscription("shrinking/#", 1))
+    disconnect(client)
+    client, connack = raw_connect(state.port, "shrinking", 5, clean_start=False)  # expiry absent: 0
+    assert connack.session_present
+    state.restart()
+    closed_by_shutdown(client, 5)
+
+    client, connack = connect(state.port, "shrinking")
+    assert not connack.session_present
+
+
+def test_a_session_ended_with_expiry_0_at_disconnect_is_not_kept(durable) -> None:
+    """[MQTT-3.14.2-?] v5 DISCONNECT may set the Session Expiry Interval: 0 ends the session now."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "leaving")
+    subscribe(client, Subscription("leaving/#", 1))
+    disconnect(client, session_expiry_interval=0)
+    state.restart()
+
+    client, connack = connect(state.port, "leaving")
+    assert not connack.session_present
+
+
+def test_session_and_message_expiry_keep_counting_while_roost_is_down(durable) -> None:
+    """[MQTT-3.1.2-23]: the session is deleted when its expiry interval has passed since the connection
+    closed, time spent stopped included; the same holds for a Session Expiry Interval changed at DISCONNECT
+    and for a retained message's Message Expiry Interval [MQTT-3.3.2-5]. A session whose interval has not
+    run out at the restart expires later, on the restored timer."""
+    state = durable()
+    state.start()
+    short, _ = connect(state.port, "short", expiry=3)
+    subscribe(short, Subscription("s/#", 1))
+    shortened, _ = connect(state.port, "shortened", expiry=3_600)
+    subscribe(shortened, Subscription("s/#", 1))
+    lasting, _ = connect(state.port, "lasting", expiry=3_600)
+    subscribe(lasting, Subscription("s/#", 1))
+    later = {}
+    for name in ("later-1", "later-2"):
+        later[name], _ = connect(state.port, name, expiry=6)
+        subscribe(later[name], Subscription("s/#", 1))
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "r/expiring", b"short-lived", retain=True, properties=Properties(message_expiry_interval=3))
+    publish(publisher, "r/lasting", b"kept", retain=True, packet_id=2)
+    disconnect(short)
+    disconnect(shortened, session_expiry_interval=3)
+    disconnect(lasting)
+    for client in later.values():
+        disconnect(client)
+    disconnected_at = time.time()
+    state.stop()
+    wait_for_clock(disconnected_at + 3.5)
+    state.start()
+
+    assert not connect(state.port, "short", expiry=3)[1].session_present
+    assert not connect(state.port, "shortened")[1].session_present
+    assert connect(state.port, "lasting")[1].session_present
+    assert connect(state.port, "later-1", expiry=6)[1].session_present
+    reader, _ = raw_connect(state.port, "reader", 5)
+    reader.send(Subscribe(1, (Subscription("r/#", 1),)))
+    packets = ping(reader)
+    assert isinstance(packets[0], Suback)
+    assert [(p.topic, p.payload) for p in packets[1:]] == [("r/lasting", b"kept")]
+
+    wait_for_clock(disconnected_at + 6.5)
+    assert not connect(state.port, "later-2", expiry=6)[1].session_present
+
+
+# -- retained messages --------------------------------------------------------------------------------------------
+
+
+def test_retained_messages_survive_a_restart_and_an_emptied_topic_stays_empty(durable) -> None:
+    """[MQTT-3.3.1-5]: a retained message is stored and sent to new subscribers, with its properties
+    [MQTT-3.3.2-?]; a retained message with an empty payload removes it [MQTT-3.3.1-6], and that removal
+    outlives the broker as well."""
+    state = durable()
+    state.start()
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    properties = Properties(content_type="text/plain", correlation_data=b"c0", user_properties=(("unit", "C"),),
+                            message_expiry_interval=3_600)
+    publish(publisher, "home/temp", b"21.5", qos=1, retain=True, properties=properties)
+    publish(publisher, "home/door", b"open", qos=2, retain=True, packet_id=2)
+    publish(publisher, "home/light", b"on", qos=0, retain=True)
+    publish(publisher, "home/light", b"", qos=1, retain=True, packet_id=3)  # cleared
+    state.restart()
+
+    reader, _ = raw_connect(state.port, "reader", 5)
+    reader.send(Subscribe(1, (Subscription("home/#", 2),)))
+    packets = ping(reader)
+    assert isinstance(packets[0], Suback)
+    retained = {p.topic: p for p in packets[1:]}
+    assert sorted(retained) == ["home/door", "home/temp"]
+    temp = retained["home/temp"]
+    assert (temp.payload, temp.qos, temp.retain) == (b"21.5", 1, True)
+    assert (temp.properties.content_type, temp.properties.correlation_data, temp.properties.user_properties) == (
+        "text/plain", b"c0", (("unit", "C"),)
+    )
+    # The expiry counts down from when it was published [MQTT-3.3.2-6].
+    assert 3_500 < temp.properties.message_expiry_interval <= 3_600
+    assert (retained["home/door"].payload, retained["home/door"].qos) == (b"open", 2)
+
+
+def test_a_retained_message_cleared_before_a_restart_is_not_back_after_another(durable) -> None:
+    """[MQTT-3.3.1-6]: clearing survives two restarts, and a topic set again after the clearing keeps the
+    newer message."""
+    state = durable()
+    state.start()
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "flip", b"first", retain=True)
+    publish(publisher, "flop", b"first", retain=True, packet_id=2)
+    state.restart()
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "flip", b"", retain=True, packet_id=3)
+    publish(publisher, "flop", b"second", retain=True, packet_id=4)
+    state.restart()
+    state.restart()
+
+    reader, _ = raw_connect(state.port, "reader", 5)
+    reader.send(Subscribe(1, (Subscription("+", 1),)))
+    packets = ping(reader)
+    assert [(p.topic, p.payload) for p in packets[1:]] == [("flop", b"second")]
+
+
+# -- wills --------------------------------------------------------------------------------------------------------
+
+
+def _will(delay: int) -> Will:
+    return Will("status/dying", b"gone", 1, False, Properties(will_delay_interval=delay) if delay else EMPTY_PROPERTIES)
+
+
+def test_a_delayed_will_pending_at_shutdown_is_published_after_the_restart_when_its_delay_ends(durable) -> None:
+    """[MQTT-3.1.3-9]: the will is published when the will delay interval has passed (or the session
+    ends), not before, unless a new connection for the session comes first, which cancels it. The broker
+    stopping ends the connection [MQTT-3.1.2-8] but not the session: the delay goes on across the restart."""
+    delay = 3
+    state = durable()
+    state.start()
+    watcher, _ = connect(state.port, "watcher")
+    subscribe(watcher, Subscription("status/#", 1))
+    dying, _ = connect(state.port, "dying", expiry=600, will=_will(delay))  # kept open until the stop
+    returning, _ = connect(state.port, "returning", expiry=600,
+                           will=Will("status/returning", b"gone", 1, False, Properties(will_delay_interval=delay)))
+    stopped_at = time.time()
+    state.restart()
+    assert closed_by_shutdown(watcher, 5) == []  # no will at shutdown: its delay has not passed
+    closed_by_shutdown(returning, 5)
+
+    watcher, connack = connect(state.port, "watcher")
+    assert connack.session_present
+    returning, connack = connect(state.port, "returning", expiry=600)
+    assert connack.session_present  # cancels its will
+    assert ping(watcher) == []  # not yet
+
+    will = expect_publish(watcher)
+    arrived = time.time()
+    assert (will.topic, will.payload) == ("status/dying", b"gone")
+    assert arrived >= stopped_at + delay - 0.05
+    watcher.send(Puback(will.packet_id))  # type: ignore[arg-type]
+    wait_for_clock(stopped_at + delay + 0.5)
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "status/marker", b"marker")
+    assert expect_publish(watcher).topic == "status/marker"  # the cancelled will never came
+
+
+def test_a_will_without_delay_is_published_once_at_shutdown_not_again_after_the_restart(durable) -> None:
+    """[MQTT-3.1.2-8]: the server closing the connection publishes the will; [MQTT-3.1.2-10] a published
+    will is removed from the session state, so a restart does not publish it a second time."""
+    state = durable()
+    state.start()
+    watcher, _ = connect(state.port, "watcher")
+    subscribe(watcher, Subscription("status/#", 1))
+    dying, _ = connect(state.port, "dying", expiry=600, will=_will(0))  # kept open until the stop
+    state.restart()
+    before = closed_by_shutdown(watcher, 5)
+    assert [(p.topic, p.payload) for p in before] == [("status/dying", b"gone")]
+
+    watcher, _ = connect(state.port, "watcher")
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "status/marker", b"marker")
+    # The will was acknowledged by nobody: it may be resent with DUP, but no second copy is published.
+    packets = [expect_publish(watcher)]
+    while packets[-1].topic != "status/marker":
+        packets.append(expect_publish(watcher))
+    assert [(p.topic, p.dup) for p in packets] in (
+        [("status/marker", False)], [("status/dying", True), ("status/marker", False)],
+    )
+
+
+# -- durability modes ---------------------------------------------------------------------------------------------
+
+
+def test_durability_off_keeps_nothing(durable) -> None:
+    """`[storage] durability = "off"`: sessions and retained messages last as long as the process, and no
+    state file is written."""
+    state = durable("off")
+    state.start()
+    client, _ = connect(state.port, "keeper")
+    subscribe(client, Subscription("keep/#", 1))
+    disconnect(client)
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "keep/retained", b"r", retain=True)
+    state.restart()
+
+    assert not state.state_file.exists()
+    client, connack = connect(state.port, "keeper")
+    assert not connack.session_present
+    client.send(Subscribe(1, (Subscription("keep/#", 1),)))
+    assert [type(p) for p in ping(client)] == [Suback]
+
+
+def _scrape(roost: RoostThread) -> dict[str, float]:
+    response = httpx.get(f"http://127.0.0.1:{roost.http_port}/metrics", timeout=TIMEOUT)
+    assert response.status_code == 200
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+        if sample.name.startswith("roost_state_")
+    }
+
+
+def test_strict_mode_delivers_everything_and_acknowledges_in_order(durable) -> None:
+    """`durability = "strict"`: a QoS 1 PUBACK [MQTT-4.3.2-?] waits until what it acknowledges is on disk, and
+    acknowledgements keep the order of the PUBLISH packets they answer [MQTT-4.6.0-2], whether or not the
+    message changed recorded state. Once the publisher holds its PUBACK, the message is in the state file."""
+    state = durable("strict")
+    roost = state.start()
+    subscriber, _ = connect(state.port, "durable-sub")
+    subscribe(subscriber, Subscription("strict/#", 1))
+    disconnect(subscriber)  # offline: everything is queued, so written
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    burst = bytearray()
+    expected = []
+    for packet_id in range(1, 61):
+        # Every third to a topic nobody keeps (nothing to write), the others queued for the durable session.
+        topic = f"nobody/{packet_id}" if packet_id % 3 == 0 else f"strict/{packet_id}"
+        burst += _encode(Publish(topic, str(packet_id).encode(), 1, packet_id=packet_id))
+        if packet_id % 3:
+            expected.append(topic)
+    publisher.send_raw(bytes(burst))
+    acks = [publisher.receive() for _ in range(60)]
+    assert acks == [Puback(packet_id) for packet_id in range(1, 61)]
+    assert [row[0] for row in state_rows(
+        state, "SELECT m.topic FROM deliveries d JOIN messages m ON m.id = d.message_id ORDER BY d.id"
+    )] == expected
+    # QoS 2 in strict mode: the PUBREC waits for the awaited release to be written.
+    publish(publisher, "strict/exactly", b"once", qos=2, packet_id=61)
+
+    metrics = _scrape(roost)
+    assert metrics["roost_state_commits_total"] >= 1
+    assert metrics["roost_state_rows_written_total"] >= len(expected)
+    assert metrics["roost_state_commit_failures_total"] == 0
+    assert "roost_state_pending_changes" in metrics
+
+    state.restart()
+    subscriber, connack = connect(state.port, "durable-sub")
+    assert connack.session_present
+    received = receive_all(subscriber, len(expected) + 1)
+    assert [m.topic for m in received] == [*expected, "strict/exactly"]
+
+
+def test_strict_mode_delivers_to_a_connected_subscriber_and_acknowledges_its_acks(durable) -> None:
+    """Strict mode holds acknowledgements, not deliveries: a connected durable subscriber gets QoS 1 and 2
+    messages at once and completes the exchanges; the PUBREL it is owed comes once `released` is written."""
+    state = durable("strict")
+    state.start()
+    subscriber, _ = connect(state.port, "live-sub")
+    subscribe(subscriber, Subscription("live/#", 2))
+    publisher, _ = connect(state.port, "live-pub")
+    for packet_id in range(1, 11):
+        publish(publisher, f"live/{packet_id}", b"x", qos=1 if packet_id % 2 else 2, packet_id=packet_id)
+    received = receive_all(subscriber, 10)
+    assert [m.topic for m in received] == [f"live/{i}" for i in range(1, 11)]
+    assert ping(subscriber) == []
+
+
+def test_metrics_show_no_state_series_when_durability_is_off(durable) -> None:
+    state = durable("off")
+    roost = state.start()
+    assert _scrape(roost) == {}
+
+
+def _encode(packet: Any) -> bytes:
+    from broker.codec import encode
+
+    return encode(packet, 5)
+
+
+# -- refusing a damaged file ----------------------------------------------------------------------------------------
+
+
+def _damage_page(path: Path) -> None:
+    """Overwrite one page in the middle of a real database with noise."""
+    data = path.read_bytes()
+    page = 4096
+    assert len(data) >= 4 * page, len(data)
+    path.write_bytes(data[: 2 * page] + b"\xa5" * page + data[3 * page:])
+
+
+def _written_state(state: Restartable) -> None:
+    """Run Roost once with a few sessions and retained messages, so the state file has rows on many pages."""
+    state.start()
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    for i in range(40):
+        client, _ = connect(state.port, f"client-{i}")
+        subscribe(client, Subscription(f"some/long/filter/{i}/" + "x" * 100 + "/#", 1))
+        disconnect(client)
+        publish(publisher, f"retained/{i}", bytes(300), retain=True, packet_id=i + 1)
+    state.stop()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "damaged-page"])
+def test_a_damaged_state_file_stops_the_start_with_a_clear_error_and_is_left_as_it_was(durable, damage: str) -> None:
+    """A state file Roost cannot trust is refused, not repaired nor replaced: start fails with an error that
+    names the file and says what to do, and the file keeps every byte; moved aside, Roost starts afresh."""
+    state = durable()
+    if damage == "garbage":
+        state.data_dir.mkdir(parents=True)
+        state.state_file.write_bytes(b"\x13\x37 definitely not SQLite " * 300)
+    else:
+        _written_state(state)
+        _damage_page(state.state_file)
+    before = state.state_file.read_bytes()
+
+    with pytest.raises(StorageError, match="damaged") as refused:
+        RoostThread(state.document).start()
+    assert STATE_FILE_NAME in str(refused.value)
+    assert "move it aside" in str(refused.value)
+    assert state.state_file.read_bytes() == before
+
+    state.state_file.rename(state.data_dir / "broker-state.db.damaged")
+    state.start()
+    client, connack = connect(state.port, "client-1")
+    assert not connack.session_present
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: the refusal of a broker-state.db with a newer schema does not name the file: "
+    "storage/database.py:open_database raises storage/migrations.py:refuse_newer's 'database schema version 99 "
+    "is newer than this Roost (1); upgrade Roost' without the path, so with roost.db and broker-state.db in one "
+    "data dir the operator cannot tell which file is meant (the damaged-file errors do name it)"
+))
+def test_a_state_file_with_a_newer_schema_stops_the_start_naming_the_file(durable) -> None:
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "keeper")
+    disconnect(client)
+    state.stop()
+    connection = sqlite3.connect(state.state_file)
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    before = state.state_file.read_bytes()
+
+    with pytest.raises(StorageError, match="newer") as refused:
+        RoostThread(state.document).start()
+    assert state.state_file.read_bytes() == before
+    assert STATE_FILE_NAME in str(refused.value)
+
+
+# -- access changed while Roost was down ----------------------------------------------------------------------------
+
+
+def test_a_credential_revoked_while_roost_was_down_loses_its_restored_session(durable) -> None:
+    """Live access applies to restored sessions: a session whose credential was deleted while Roost was
+    stopped is removed at start (from memory and from the state file); another tenant's session with the
+    same client id is untouched and still receives."""
+    state = durable(allow_anonymous=False)
+    roost = state.start()
+    alice, bob = make_tenant(roost, "alice"), make_tenant(roost, "bob")
+    alice_credentials, bob_credentials = alice.instance(), bob.instance()
+    for username, password in (alice_credentials, bob_credentials):
+        client, _ = connect(state.port, "phone", username=username, password=password.encode())
+        subscribe(client, Subscription("news/#", 1))
+        disconnect(client)
+    state.stop()
+    assert len(state_rows(state, "SELECT key FROM sessions")) == 2
+
+    asyncio.run(_delete_instance(state.data_dir, alice_credentials[0]))
+    roost = state.start()
+
+    alice_key = f"$u{alice.user.id}/\x00phone"
+    wait_until(lambda: state_rows(state, "SELECT count(*) FROM sessions WHERE key = ?", (alice_key,)) == [(0,)])
+    assert state_rows(state, "SELECT count(*) FROM subscriptions WHERE session_key = ?", (alice_key,)) == [(0,)]
+    # A new credential of the same tenant, same client id: the session is gone.
+    username, password = Tenant(roost, alice.user).instance()
+    _, connack = connect(state.port, "phone", username=username, password=password.encode())
+    assert not connack.session_present
+    # Bob's is still there and still subscribed.
+    bob_client, connack = connect(state.port, "phone", username=bob_credentials[0], password=bob_credentials[1].encode())
+    assert connack.session_present
+    bob_publisher, _ = raw_connect(state.port, "bob-pub", 5, username=bob_credentials[0],
+                                   password=bob_credentials[1].encode())
+    publish(bob_publisher, "news/today", b"hello")
+    assert expect_publish(bob_client).payload == b"hello"
+
+
+async def _delete_instance(data_dir: Path, username: str) -> None:
+    """Revoke an MQTT instance the way another process would while Roost is stopped."""
+    async with await open_store(data_dir) as store:
+        instance = await store.instances.get_by_username(username)
+        assert instance is not None
+        assert await store.instances.delete(instance.public_id, user_id=None)
