@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from broker.tls import server_context
-from certs.store import CertificateStore, machine_hosts
+from certs.store import CertificateError, CertificateStore, machine_hosts
 from control.config import Config
 
 __all__ = ["TLSFiles"]
@@ -50,10 +50,12 @@ class TLSFiles:
 
     def prepare(self) -> None:
         """Make the local CA (and, without a configured certificate, the server certificate) if they are
-        missing, and build the contexts. Raises if the configured files cannot be loaded."""
-        self.store.authority()
+        missing, and build the contexts. Raises if the configured files cannot be loaded, `CertificateError`
+        if Roost's own could not be made."""
         if self.own:
-            self.store.ensure_server(self._hosts)
+            self.store.ensure_server(self._hosts)  # the local CA too: one child process makes both
+        else:
+            self.store.authority()
         self._load()
 
     def _files(self) -> tuple[Path, ...]:
@@ -96,7 +98,7 @@ class TLSFiles:
             if not force and self._current_signature() == self._signature:
                 return False
             self._load()
-        except (OSError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ssl.SSLError, ValueError, CertificateError) as exc:
             log.warning("could not load the TLS certificate (%s); keeping the one in use", exc)
             return False
         log.info("TLS certificate reloaded from %s", self.cert_file)
