@@ -22,8 +22,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.codec import (
     EMPTY_PROPERTIES, Connack, Disconnect, Properties, Puback, Pubcomp, Publish, Pubrec, Pubrel, Suback, Subscribe,
-    Subscription, Will,
+    Subscription, Unsuback, Unsubscribe, Will, encode,
 )
+from broker.errors import ConfigError
+from control.config import parse_config
 from storage.broker_state import STATE_FILE_NAME
 from storage.errors import StorageError
 from storage.store import open_store
@@ -302,6 +304,110 @@ def test_messages_queued_before_and_after_a_restart_keep_their_order_through_ano
     assert ping(client) == []
 
 
+def test_a_message_queued_for_three_durable_sessions_is_written_once(durable) -> None:
+    """The state file holds a message once however many sessions it is queued for, one delivery row each."""
+    state = durable()
+    state.start()
+    for name in ("a", "b", "c"):
+        client, _ = connect(state.port, name)
+        subscribe(client, Subscription("fan/#", 1))
+        disconnect(client)
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "fan/out", b"x" * 1_000)
+    wait_until(lambda: state_rows(state, "SELECT count(*) FROM deliveries") == [(3,)])
+    assert state_rows(state, "SELECT topic, length(payload) FROM messages") == [("fan/out", 1_000)]
+
+
+def test_unsubscribing_and_replacing_a_subscription_outlive_a_restart(durable) -> None:
+    """[MQTT-3.10.4-1]: an UNSUBSCRIBE deletes the subscription, and [MQTT-3.8.4-3] a SUBSCRIBE with an existing
+    filter replaces it (its new QoS applies): both are part of the session kept across a restart."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "changing")
+    subscribe(client, Subscription("kept/#", 1), Subscription("dropped/#", 1), Subscription("replaced/#", 0))
+    subscribe(client, Subscription("replaced/#", 2), packet_id=2)
+    client.send(Unsubscribe(3, ("dropped/#",)))
+    assert client.receive() == Unsuback(3, (0,))
+    disconnect(client)
+    state.restart()
+
+    client, connack = connect(state.port, "changing")
+    assert connack.session_present
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "dropped/x", b"no", packet_id=1)
+    publish(publisher, "replaced/x", b"at qos 2", qos=2, packet_id=2)
+    publish(publisher, "kept/x", b"yes", packet_id=3)
+    assert [(m.topic, m.qos) for m in receive_all(client, 2)] == [("replaced/x", 2), ("kept/x", 1)]
+    assert ping(client) == []
+
+
+def test_a_clean_start_after_a_restart_replaces_the_restored_session_for_good(durable) -> None:
+    """[MQTT-3.1.2-4]: Clean Start 1 discards the existing session, here one restored from disk with its
+    subscriptions and queued messages; the new session replaces it on disk too, so a further restart brings
+    back the new one (Session Present 1) and nothing of the old."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "phoenix")
+    subscribe(client, Subscription("old/#", 1))
+    disconnect(client)
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "old/queued", b"stale")
+    state.restart()
+    client, connack = connect(state.port, "phoenix", clean_start=True)
+    assert not connack.session_present
+    subscribe(client, Subscription("new/#", 1))
+    disconnect(client)
+    state.restart()
+
+    client, connack = connect(state.port, "phoenix")
+    assert connack.session_present
+    assert ping(client) == []  # the old queued message went with the old session
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "old/x", b"old", packet_id=1)
+    publish(publisher, "new/x", b"new", packet_id=2)
+    assert expect_publish(client).topic == "new/x"
+
+
+def test_a_kicked_session_does_not_come_back_after_a_restart(durable) -> None:
+    """An administrator's kick ends the session (connected or not); it stays ended after a restart."""
+    state = durable()
+    roost = state.start()
+    client, _ = connect(state.port, "kicked")
+    subscribe(client, Subscription("k/#", 1))
+    disconnect(client)
+    assert roost.call(lambda: roost.roost.service.kick(client_id="kicked")) == 1  # type: ignore[union-attr]
+    state.restart()
+
+    assert not connect(state.port, "kicked")[1].session_present
+
+
+def test_queued_messages_keep_their_properties_identifiers_and_retain_flag_across_a_restart(durable) -> None:
+    """A queued message is delivered after a restart as it would have been before: with the publisher's
+    properties [MQTT-3.3.2-17][MQTT-3.3.2-18] (user properties in order, content type, response topic,
+    correlation data, payload format), its subscription identifier [MQTT-3.3.4-3], and RETAIN kept by a
+    Retain As Published subscription [MQTT-3.3.1-12]."""
+    state = durable()
+    state.start()
+    client, _ = connect(state.port, "offline")
+    subscribe(client, Subscription("props/#", 1, retain_as_published=True), sub_id=42)
+    disconnect(client)
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    properties = Properties(payload_format_indicator=1, content_type="application/json",
+                            response_topic="props/reply", correlation_data=b"\x00id",
+                            user_properties=(("b", "2"), ("a", "1"), ("b", "3")))
+    publish(publisher, "props/x", b'{"v": 1}', retain=True, properties=properties)
+    state.restart()
+
+    client, _ = connect(state.port, "offline")
+    message = expect_publish(client)
+    assert (message.topic, message.payload, message.qos, message.retain) == ("props/x", b'{"v": 1}', 1, True)
+    got = message.properties
+    assert (got.payload_format_indicator, got.content_type, got.response_topic, got.correlation_data,
+            got.user_properties, got.subscription_identifiers) == (
+        1, "application/json", "props/reply", b"\x00id", (("b", "2"), ("a", "1"), ("b", "3")), (42,)
+    )
+
+
 @pytest.mark.parametrize("version", VERSIONS)
 def test_an_unacknowledged_qos1_message_is_resent_with_dup_and_its_packet_id(durable, version: int) -> None:
     """[MQTT-4.4.0-1]: on resuming a session, unacknowledged PUBLISH packets are resent with their original
@@ -495,22 +601,34 @@ def test_session_and_message_expiry_keep_counting_while_roost_is_down(durable) -
     publish(publisher, "s/kept", b"kept", packet_id=2, properties=Properties(message_expiry_interval=3_600))
     publish(publisher, "r/expiring", b"gone", packet_id=3, retain=True, properties=Properties(message_expiry_interval=3))
     publish(publisher, "r/lasting", b"kept", packet_id=4, retain=True)
-    # Connected at the stop, its will delayed beyond its session's end.
+    # Connected at the stop: one's will is delayed beyond its session's end, the other's delay ends while
+    # Roost is down (its session lives on).
     dying, _ = connect(state.port, "dying", expiry=3,
                        will=Will("s/will", b"dead", 1, False, Properties(will_delay_interval=100)))
+    late, _ = connect(state.port, "late", expiry=3_600,
+                      will=Will("s/late-will", b"late", 1, False, Properties(will_delay_interval=2)))
     stopped_at = time.time()
     state.stop()
     wait_for_clock(stopped_at + 3.5)
     state.start()
 
-    for name in ("short", "shortened", "reconnected", "dying"):
+    # What expired went from the state file too, with the messages queued for it.
+    gone = ("short", "shortened", "reconnected", "dying")
+    wait_until(lambda: state_rows(
+        state, f"SELECT count(*) FROM sessions WHERE key IN ({', '.join('?' * len(gone))})", gone) == [(0,)])
+    assert state_rows(
+        state, f"SELECT count(*) FROM deliveries WHERE session_key IN ({', '.join('?' * len(gone))})", gone
+    ) == [(0,)]
+    for name in gone:
         assert not connect(state.port, name, expiry=3)[1].session_present, name
     assert connect(state.port, "later-1", expiry=6)[1].session_present
+    assert connect(state.port, "late")[1].session_present
     watcher, connack = connect(state.port, "watcher")
     assert connack.session_present
-    received = receive_all(watcher, 2)
-    assert [(m.topic, m.payload) for m in received] == [("s/kept", b"kept"), ("s/will", b"dead")]
+    received = receive_all(watcher, 3)
+    assert (received[0].topic, received[0].payload) == ("s/kept", b"kept")
     assert 3_500 < received[0].properties.message_expiry_interval <= 3_597
+    assert sorted((m.topic, m.payload) for m in received[1:]) == [("s/late-will", b"late"), ("s/will", b"dead")]
     assert ping(watcher) == []
     reader, _ = raw_connect(state.port, "reader", 5)
     reader.send(Subscribe(1, (Subscription("r/#", 1),)))
@@ -581,7 +699,9 @@ def test_a_retained_message_cleared_before_a_restart_is_not_back_after_another(d
 
 
 def _will(delay: int) -> Will:
-    return Will("status/dying", b"gone", 1, False, Properties(will_delay_interval=delay) if delay else EMPTY_PROPERTIES)
+    return Will("status/dying", b"gone", 1, False, Properties(
+        will_delay_interval=delay or None, content_type="text/plain", user_properties=(("why", "test"),),
+    ))
 
 
 def test_a_delayed_will_pending_at_shutdown_is_published_after_the_restart_when_its_delay_ends(durable) -> None:
@@ -610,6 +730,7 @@ def test_a_delayed_will_pending_at_shutdown_is_published_after_the_restart_when_
     will = expect_publish(watcher)
     arrived = time.time()
     assert (will.topic, will.payload) == ("status/dying", b"gone")
+    assert (will.properties.content_type, will.properties.user_properties) == ("text/plain", (("why", "test"),))
     assert arrived >= stopped_at + delay - 0.05
     watcher.send(Puback(will.packet_id))  # type: ignore[arg-type]
     wait_for_clock(stopped_at + delay + 0.5)
@@ -672,6 +793,10 @@ def test_after_a_crash_connected_sessions_resume_and_their_wills_are_published(d
     crashing, _ = connect(state.port, "crashing", will=Will("status/crashing", b"lost", 1, False))
     delayed, _ = connect(state.port, "delayed", will=Will("status/delayed", b"lost later", 1, False,
                                                           Properties(will_delay_interval=2)))
+    # Its will was discarded by a normal DISCONNECT [MQTT-3.1.2-10], and the next connection has none.
+    reformed, _ = connect(state.port, "reformed", will=Will("status/reformed", b"lost", 1, False))
+    disconnect(reformed)
+    reformed, _ = connect(state.port, "reformed")
     slow, _ = connect(state.port, "slow")
     subscribe(slow, Subscription("data/#", 1))
     publisher, _ = raw_connect(state.port, "publisher", 5)
@@ -679,7 +804,8 @@ def test_after_a_crash_connected_sessions_resume_and_their_wills_are_published(d
     inflight = expect_publish(slow)
     # Batched mode: on disk within 100 ms.
     wait_until(lambda: state_rows(state, "SELECT count(*) FROM deliveries WHERE packet_id IS NOT NULL") == [(1,)]
-               and state_rows(state, "SELECT count(*) FROM sessions WHERE will_topic IS NOT NULL") == [(2,)])
+               and state_rows(state, "SELECT count(*) FROM sessions WHERE will_topic IS NOT NULL") == [(2,)]
+               and state_rows(state, "SELECT disconnected_at FROM sessions WHERE key = 'reformed'") == [(None,)])
     copy = crashed_copy(state, durable)
     started_at = time.time()
     copy.start()
@@ -689,7 +815,7 @@ def test_after_a_crash_connected_sessions_resume_and_their_wills_are_published(d
     first = expect_publish(watcher)
     assert (first.topic, first.payload, first.dup) == ("status/crashing", b"lost", False)
     watcher.send(Puback(first.packet_id))  # type: ignore[arg-type]
-    assert ping(watcher) == []  # the delayed one: not yet
+    assert ping(watcher) == []  # the delayed one: not yet; the discarded one: never
     second = expect_publish(watcher)
     assert (second.topic, second.payload) == ("status/delayed", b"lost later")
     assert time.time() >= started_at + 2 - 0.05
@@ -820,6 +946,63 @@ def test_strict_mode_delivers_to_a_connected_subscriber_and_acknowledges_its_ack
     assert ping(subscriber) == []
 
 
+def test_strict_mode_keeps_the_order_of_mixed_qos1_and_qos2_acknowledgements(durable) -> None:
+    """[MQTT-4.6.0-2][MQTT-4.6.0-3][MQTT-4.6.0-4]: PUBACK, PUBREC and PUBCOMP go out in the order of the
+    PUBLISH and PUBREL packets they answer, though some wait for a commit and some do not."""
+    state = durable("strict")
+    state.start()
+    subscriber, _ = connect(state.port, "durable-sub")
+    subscribe(subscriber, Subscription("kept/#", 2))
+    disconnect(subscriber)
+    publisher, _ = connect(state.port, "publisher")
+    burst = bytearray()
+    expected: list[Any] = []
+    for packet_id in range(1, 41):
+        topic = "kept/t" if packet_id % 4 else "nobody/t"
+        qos = 2 if packet_id % 3 == 0 else 1
+        burst += _encode(Publish(topic, str(packet_id).encode(), qos, packet_id=packet_id))
+        expected.append(Pubrec(packet_id) if qos == 2 else Puback(packet_id))
+    publisher.send_raw(bytes(burst))
+    assert [publisher.receive() for _ in expected] == expected
+    releases = [ack.packet_id for ack in expected if isinstance(ack, Pubrec)]
+    burst = bytearray()
+    expected = []
+    for packet_id in releases:
+        burst += _encode(Pubrel(packet_id)) + _encode(Publish("kept/t", b"x", 1, packet_id=100 + packet_id))
+        expected += [Pubcomp(packet_id), Puback(100 + packet_id)]
+    publisher.send_raw(bytes(burst))
+    assert [publisher.receive() for _ in expected] == expected
+
+
+def test_strict_mode_forgets_a_completed_incoming_qos2_packet_id_before_acknowledging(durable) -> None:
+    """[MQTT-4.3.3-10]: after PUBCOMP the packet identifier is free, and a new PUBLISH reusing it is a new
+    message. With strict durability the PUBCOMP comes once that is on disk: after a crash right after it,
+    the new message is delivered, not swallowed as a duplicate."""
+    state = durable("strict")
+    state.start()
+    subscriber, _ = connect(state.port, "subscriber")
+    subscribe(subscriber, Subscription("reuse/#", 1))
+    disconnect(subscriber)
+    publisher, _ = connect(state.port, "publisher")
+    publish(publisher, "reuse/t", b"first", qos=2, packet_id=5)
+    copy = crashed_copy(state, durable)
+    copy.start()
+
+    publisher, _ = connect(copy.port, "publisher")
+    publish(publisher, "reuse/t", b"second", qos=2, packet_id=5)
+    subscriber, _ = connect(copy.port, "subscriber")
+    assert [m.payload for m in receive_all(subscriber, 2)] == [b"first", b"second"]
+
+
+def test_an_unknown_durability_mode_is_refused_naming_the_key() -> None:
+    document = roost_document(Path("/nonexistent"))
+    document["storage"] = {"durability": "eventually"}
+    with pytest.raises(ConfigError, match="storage.durability"):
+        parse_config(document)
+    document["storage"] = {"durability": "Strict"}
+    assert parse_config(document).storage.durability == "strict"
+
+
 def test_metrics_show_no_state_series_when_durability_is_off(durable) -> None:
     state = durable("off")
     roost = state.start()
@@ -827,8 +1010,6 @@ def test_metrics_show_no_state_series_when_durability_is_off(durable) -> None:
 
 
 def _encode(packet: Any) -> bytes:
-    from broker.codec import encode
-
     return encode(packet, 5)
 
 
@@ -977,7 +1158,8 @@ def test_retained_messages_of_a_credential_revoked_while_roost_was_down_are_gone
 
 def test_an_acl_narrowed_while_roost_was_down_removes_the_restored_subscription(durable) -> None:
     """A topic rule that no longer lets a device subscribe, changed while Roost was stopped, removes the
-    device's restored subscription at start (from the state file too): nothing reaches it any more."""
+    device's restored subscription at start (from the state file too), with the message queued for it only by
+    that subscription: nothing reaches it any more."""
     state = durable(allow_anonymous=False)
     roost = state.start()
     alice = make_tenant(roost, "alice")
@@ -988,6 +1170,8 @@ def test_an_acl_narrowed_while_roost_was_down_removes_the_restored_subscription(
     device, _ = connect(state.port, device_id, username=device_id, password=secret.encode())
     subscribe(device, Subscription("sensors/#", 1))
     disconnect(device)
+    publisher, _ = raw_connect(state.port, "owner", 5, username=owner[0], password=owner[1].encode())
+    publish(publisher, "sensors/queued", b"queued while it was allowed")
     state.stop()
 
     asyncio.run(_forbid_subscribe(state.data_dir, topic_id))
