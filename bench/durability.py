@@ -294,18 +294,35 @@ class FsyncCounter:
         return events
 
 
-def sync_figures(counter: FsyncCounter | None, broker: Broker, t_from: float, t_to: float, fds: set[int] | None,
-                 messages: float, prefix: str = "") -> dict[str, float]:
+def sync_figures(counter: FsyncCounter | None, broker: Broker, t_from: float, t_to: float,
+                 fds: tuple[set[int] | None, set[int] | None], messages: float, prefix: str = "") -> dict[str, float]:
     """fsync+fdatasync calls on the state files in a window: count, per second, messages per call, and the
     longest time between two of them (or from the window's edges), i.e. the longest a change could wait."""
-    times = counter.times(broker.pid, t_from, t_to, fds) if counter is not None else None
+    files, main = fds
+    times = counter.times(broker.pid, t_from, t_to, files) if counter is not None else None
     if times is None:
         return {}
     seconds = t_to - t_from
     edges = [t_from, *sorted(times), t_to]
-    return {prefix + "fsyncs": float(len(times)), prefix + "fsyncs_per_s": len(times) / seconds,
-            prefix + "msgs_per_fsync": messages / len(times) if times else float("nan"),
-            prefix + "max_sync_gap_s": max(b - a for a, b in zip(edges, edges[1:]))}
+    out = {prefix + "fsyncs": float(len(times)), prefix + "fsyncs_per_s": len(times) / seconds,
+           prefix + "msgs_per_fsync": messages / len(times) if times else float("nan"),
+           prefix + "max_sync_gap_s": max(b - a for a, b in zip(edges, edges[1:]))}
+    if main is not None and counter is not None:
+        # SQLite syncs the main file only when a checkpoint copies the WAL's pages into it.
+        out[prefix + "checkpoint_fsyncs"] = float(len(counter.times(broker.pid, t_from, t_to, main) or []))
+    return out
+
+
+def main_db_fds(broker: Broker, fds: set[int] | None) -> set[int] | None:
+    """Of `fds`, those open on broker-state.db itself (not its -wal or -shm)."""
+    if fds is None:
+        return None
+    found = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{broker.pid}/fd/{fd}").endswith("broker-state.db"):
+                found.add(fd)
+    return found
 
 
 def state_fds(broker: Broker) -> set[int] | None:
@@ -561,7 +578,8 @@ def online(broker: Broker, plan: DurabilityPlan, perf: bool) -> dict[str, float]
             pending = sample_pending(broker, t_end - 0.05)
             _sleep_until(t_end)
             after = snapshot(broker)
-            fds = state_fds(broker)
+            files = state_fds(broker)
+            fds = (files, main_db_fds(broker, files))
             timeout = plan.warmup + plan.duration + 30
             acked = sum(worker.result(timeout) for worker in pubs)
             answer = sub[0].result(timeout)
@@ -598,7 +616,8 @@ def offline(broker: Broker, plan: DurabilityPlan, perf: bool) -> dict[str, float
             drained = sub[0].result(150)
             wait_on_disk(broker, queued)
             after = snapshot(broker)
-            fds = state_fds(broker)
+            files = state_fds(broker)
+            fds = (files, main_db_fds(broker, files))
             syncs = sync_figures(fsyncs, broker, before.at, queued.at, fds, n, "queue_")
             syncs |= sync_figures(fsyncs, broker, queued.at, after.at, fds, drained["count"], "drain_")
     acked = sum(a["acked"] for a in answers)
@@ -686,7 +705,7 @@ def online_table(results: Results, chosen: list[Variant]) -> str:
 def online_costs(results: Results, chosen: list[Variant]) -> str:
     rows = [
         "| broker | commits/s (Roost), saves/s (Mosquitto) | msgs per commit | rows written per 1,000 msgs "
-        "| fsync+fdatasync/s on the state files | msgs per fsync | longest time between two syncs (s) "
+        "| fsync+fdatasync/s on the state files | msgs per fsync | longest time without a sync (s) "
         "| most changes pending (Roost) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -694,7 +713,8 @@ def online_costs(results: Results, chosen: list[Variant]) -> str:
         m = lambda figure: _med(results, "online", v.key, figure)  # noqa: E731
         commits = m("commits_per_s") if v.kind == "roost" else m("saves_per_s")
         rows.append(f"| {v.label} | {_cell(commits)} | {_cell(m('msgs_per_commit'))} | {_cell(m('rows_per_1000'))} "
-                    f"| {_cell(m('fsyncs_per_s'))} | {_cell(m('msgs_per_fsync'))} | {_cell(m('max_sync_gap_s'))} "
+                    f"| {_cell(m('fsyncs_per_s'))} | {_cell(m('msgs_per_fsync'))} "
+                    f"| {'none in the window' if m('fsyncs') == 0 else _cell(m('max_sync_gap_s'))} "
                     f"| {_cell(m('pending_max'))} |")
     return "\n".join(rows) + "\n"
 
@@ -717,12 +737,28 @@ def offline_table(results: Results, chosen: list[Variant], plan: DurabilityPlan)
     return "\n".join(rows) + "\n"
 
 
+# Figures left out of "Every run": derived from others there (rates per second or per message), or checks
+# that are shown only when they are not zero.
+_DERIVED = ("_per_s", "_per_1000", "msgs_per_", "growth_kb")
+_CHECKS = ("cancelled_bytes", "failures", "duplicates")
+
+
+def _shown_in_details(key: str, runs: list[dict[str, float]]) -> bool:
+    if key in ("kb_per_1000", "queue_kb_per_1000", "drain_kb_per_1000"):
+        return True
+    if any(part in key for part in _DERIVED):
+        return False
+    if key.endswith(_CHECKS):
+        return any(run.get(key, 0.0) not in (0.0,) for run in runs)
+    return True
+
+
 def details(results: Results, scenarios: list[str], chosen: list[Variant]) -> str:
     rows = ["| scenario | broker | figure | runs |", "| --- | --- | --- | --- |"]
     for scenario in scenarios:
         for v in chosen:
             runs = results[(scenario, v.key)]
-            keys = sorted({k for run in runs for k in run})
+            keys = sorted({k for run in runs for k in run if _shown_in_details(k, runs)})
             if not keys:
                 rows.append(f"| {scenario} | {v.key} | (failed) | |")
             for key in keys:
@@ -789,7 +825,13 @@ def report(command: str, info: dict[str, str], plan: DurabilityPlan, runs: int, 
             "from the reconnect's CONNECT to the last message, acknowledging each, then again until on disk.", "",
             offline_table(results, chosen, plan),
         ]
-    parts += ["### Every run", "", details(results, scenarios, chosen)]
+    parts += ["### Every run", "",
+              "Raw figures per run, in run order (bytes, counts, seconds; `max_gap_s` is the longest silence the "
+              "subscriber saw, `max_sync_gap_s` the longest time without an fsync/fdatasync on the state files, "
+              "`checkpoint_fsyncs` those on broker-state.db itself, i.e. WAL checkpoints). Checked and listed only "
+              "when not 0: `cancelled_bytes` (cancelled_write_bytes), commit `failures`, `duplicates` (DUP "
+              "redeliveries at the drain).", "",
+              details(results, scenarios, chosen)]
     if errors:
         parts += ["### Failed measurements and errors in Roost's log", ""] + [f"- {e}" for e in errors] + [""]
     parts.append(END)
