@@ -211,14 +211,13 @@ class Broker:
         return True
 
     def restore(self, sessions: Iterable[Session], retained: Iterable[Message]) -> None:
-        """Take back what a store kept from the last run, before any client connects.
+        """Take back what a store kept from the last run, before any client connects; then the caller may
+        remove what is no longer allowed (revoked credentials) and calls `resume_timers()`.
 
         Every restored session is disconnected; `disconnected_at` is when its connection ended (a store
         sets the restart time for a session whose client was connected when the process died, and turns
         the will of that connection into a pending will: the connection ended without DISCONNECT
-        [MQTT-3.1.2-8]). Session expiry and will delays count from `disconnected_at`, so time spent down
-        counts too [MQTT-3.1.2-23]; what ran out meanwhile happens now, after everything is in place, so
-        that a will published now reaches the restored subscribers.
+        [MQTT-3.1.2-8]).
         """
         now = time.time()
         for message in retained:
@@ -226,16 +225,29 @@ class Broker:
                 self.persistence.retained_removed(message.topic)
             else:
                 self.retained.set(message.topic, message)
-        restored = list(sessions)
-        for session in restored:
+        restored = 0
+        for session in sessions:
+            restored += 1
             self.sessions[session.key] = session
             for record in session.subscriptions.values():
                 group, plain = parse_shared(record.topic_filter)
                 self.subscriptions.subscribe(plain, session.key, record, group)
         self.stats.subscriptions = len(self.subscriptions)
         self.stats.retained = len(self.retained)
-        for session in restored:
-            elapsed = now - (session.disconnected_at if session.disconnected_at is not None else now)
+        if restored or len(self.retained):
+            log.info("restored %d sessions and %d retained messages", restored, len(self.retained))
+
+    def resume_timers(self) -> None:
+        """Start the clocks of the restored sessions: session expiry and will delays count from the moment
+        their connection ended, time spent down included [MQTT-3.1.2-23]. What ran out meanwhile happens
+        now, after every session is in place, so that a will published now reaches restored subscribers."""
+        now = time.time()
+        for session in list(self.sessions.values()):
+            if session.key in self.connections or session.disconnected_at is None:
+                continue
+            if session.will_timer is not None or session.expiry_timer is not None:
+                continue
+            elapsed = max(0.0, now - session.disconnected_at)
             expiry = session.expiry_interval
             will = session.pending_will
             if will is not None:
@@ -252,8 +264,6 @@ class Broker:
                 session.expiry_timer = self.loop.call_later(
                     expiry - elapsed, self._session_expired, session, session.client
                 )
-        if restored or len(self.retained):
-            log.info("restored %d sessions and %d retained messages", len(restored), len(self.retained))
 
     # -- subscriptions --------------------------------------------------------------------------------------
 

@@ -118,6 +118,10 @@ class BrokerService:
         """Remove the retained messages published by clients that authenticated as `origin`."""
         return self.broker.drop_retained(lambda _topic, message: message.origin == origin)
 
+    def drop_retained_where(self, where: Callable[[str, str | None], bool]) -> int:
+        """Remove the retained messages for which `where(topic, origin user name)` is true."""
+        return self.broker.drop_retained(lambda topic, message: where(topic, message.origin))
+
     def tenant_messages_sent(self, mount: str) -> int:
         """PUBLISH packets sent so far to the clients of one tenant namespace, connected or gone."""
         live = sum(c.messages_sent for c in self.broker.open_connections if c.mount == mount)

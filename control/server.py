@@ -171,9 +171,12 @@ class Roost:
         self.broker.persistence = state
         sessions, retained = await state.load()
         self.broker.restore(sessions, retained)
-        # Credentials revoked and ACLs narrowed while Roost was down apply to the restored sessions too.
+        # Credentials revoked, ACLs narrowed and users deleted while Roost was down apply to what was restored,
+        # before any will of it is published.
         assert self.access is not None
         self.access.enforce()
+        self.access.prune_retained()
+        self.broker.resume_timers()
 
     async def _start_tls(self) -> None:
         tls = self.config.tls

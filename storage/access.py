@@ -298,6 +298,25 @@ class LiveAccess:
         if removed:
             log.info("narrowed: removed %d subscription(s) no longer allowed", removed)
 
+    def prune_retained(self) -> int:
+        """Remove retained messages that a delete would have taken had Roost been running: those in the
+        namespace of a user who no longer exists, and those published with credentials that no longer
+        exist (used at start, for what was restored from the last run)."""
+        snapshot = self.hook.snapshot
+
+        def stale(topic: str, origin: str | None) -> bool:
+            if not topic.startswith("$u"):
+                return False
+            user_id = topic[2:topic.find("/")]
+            if not user_id.isdigit() or int(user_id) not in snapshot.users:
+                return True
+            return origin is not None and origin not in snapshot.credentials
+
+        dropped = self.broker.drop_retained_where(stale)
+        if dropped:
+            log.info("dropped %d retained message(s) of deleted users or credentials", dropped)
+        return dropped
+
     async def watch(self, interval: float = 1.0) -> None:
         """Poll the database's change token (`PRAGMA data_version` and our own commit count) and refresh
         when it moved: another process (the CLI) wrote the file, or a write here skipped `refresh()`."""

@@ -486,6 +486,7 @@ class BrokerStateStore(Persistence):
                 delivery_rows = await _all(connection, "SELECT * FROM deliveries ORDER BY id")
                 retained_rows = await _all(connection, "SELECT * FROM retained")
         except StorageError as exc:
+            self._take()  # nothing is written to a file that is refused
             raise StorageError(
                 f"{self.db.path} cannot be read ({exc}); it is damaged: restore it from a backup or move it "
                 "aside (Roost then starts without the saved sessions and retained messages)"
@@ -539,6 +540,8 @@ class BrokerStateStore(Persistence):
             self._next_delivery = max((row["id"] for row in delivery_rows), default=0) + 1
             retained = [_retained_from_row(row) for row in retained_rows]
         except (RoostError, ValueError, KeyError, TypeError, IndexError) as exc:
+            self._take()  # what this load noted so far (clocks restarted, orphans) is not written either
+            self._references.clear()
             raise StorageError(
                 f"{self.db.path} holds a record Roost cannot read ({exc!r}); it is damaged: restore it from a "
                 "backup or move it aside (Roost then starts without the saved sessions and retained messages)"

@@ -68,7 +68,10 @@ async def open_database(
         except sqlite3.Error as exc:
             raise StorageError(f"{path} is not a SQLite database or is damaged ({exc}); "
                                "restore it from a backup or move it aside") from exc
-        refuse_newer(version, latest_version(migrations))
+        try:
+            refuse_newer(version, latest_version(migrations))
+        except StorageError as exc:
+            raise StorageError(f"{path}: {exc}") from exc  # roost.db or broker-state.db: say which
         for pragma in _CONNECTION_PRAGMAS:
             await connection.execute(pragma)
         if synchronous not in ("NORMAL", "FULL"):
