@@ -1,17 +1,20 @@
-"""Crash tests (issue 8): `roost serve` killed with SIGKILL and started again on the same data directory.
+"""Crash tests (issue 8): `roost serve` killed with SIGKILL and started again on the same data directory,
+with real clients on 127.0.0.1 (paho-mqtt, and raw clients on Roost's codec where packets matter).
 
 What survives is what `[storage] durability` promises (storage/broker_state.py):
 
 - "strict": a PUBACK/PUBREC to a publisher, a PUBREL to a subscriber and a PUBCOMP go out only once what
   they acknowledge is committed, so nothing acknowledged is lost and an acknowledged QoS 2 message is never
   delivered twice;
-- "batched": commits at the latest 100 ms after a change and acknowledgements do not wait, so a kill may
-  lose what was acknowledged in the last window, and nothing older.
+- "batched": group commits about every 100 ms, and acknowledgements do not wait, so a kill may lose what was
+  acknowledged in the last window, and nothing older.
 
-The deterministic tests make every change durable before the kill (in batched mode by waiting until
-roost_state_pending_changes reads 0) and check the state after the restart packet by packet. The load test
-kills Roost at random moments under a steady QoS 1 and QoS 2 stream and counts losses and duplicates
-(pytest -s prints the counts; the seed is printed too, and ROOST_CRASH_SEED replays a run).
+1. A deterministic crash: offline persistent subscribers (3.1.1 and 5.0), acknowledged QoS 1/2 messages, a
+   retained message and pending wills survive a kill (batched: once roost_state_pending_changes reads 0).
+   Exchanges open at the kill resume where they stood, packet by packet. One strict-mode bug is pinned by
+   an xfail test (a queued message sent just before the kill loses its packet identifier).
+2. Random kills under a steady QoS 1 and QoS 2 load: losses and duplicates are counted and printed (run
+   with pytest -s), with the seed of the kill moments; ROOST_CRASH_SEED=<seed> replays them.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from broker.codec import Connack, Disconnect, Puback, Pubcomp, Publish, Pubrec, Pubrel, Subscribe, Subscription
+from broker.codec import Connack, Puback, Pubcomp, Publish, Pubrec, Pubrel, Subscribe, Subscription
 from tests.durability.load import BrokerGate, LoadPublisher, LoadSubscriber, Outcome, Stream, summarise, wait_for
-from tests.helpers import TIMEOUT, PahoClient, RawClient, Received
+from tests.helpers import PahoClient, RawClient, Received
 from tests.session_helpers import collect_until_synced, disconnect, persistent, ping, raw_connect, session_properties, will
 
 MODES = [pytest.param("strict", id="strict"), pytest.param("batched", id="batched")]
@@ -165,15 +168,152 @@ def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roos
     watcher.disconnect()
 
 
+# -- 1b. exchanges cut by the crash ------------------------------------------------------------------------
+
+
+def _shape(packet: Any) -> tuple[Any, ...]:
+    if isinstance(packet, Publish):
+        return ("PUBLISH", packet.topic, packet.payload, packet.qos, packet.dup, packet.packet_id)
+    return (type(packet).__name__.upper(), getattr(packet, "packet_id", None), getattr(packet, "reason_code", None))
+
+
+@pytest.mark.parametrize("durability", MODES)
+def test_sigkill_mid_exchange_resumes_each_exchange_where_it_stood(roost_process, durability: str) -> None:
+    """QoS 1 and 2 exchanges in both directions are open when Roost is killed (once their state is on
+    disk). After the restart each resumes where it stood [MQTT-4.4.0-1]: unacknowledged PUBLISHes to the
+    subscriber come again with DUP set and the same packet identifiers, in their original order
+    [MQTT-4.6.0-1]; a QoS 2 message whose PUBREC came is resumed with PUBREL, not sent again; an acknowledged
+    QoS 1 message is not sent again; a QoS 2 PUBLISH that the publisher resends before its PUBREL is
+    acknowledged without being routed twice [MQTT-4.3.3-9], and its PUBREL completes normally."""
+    roost = roost_process(durability)
+    roost.start()
+    port = roost.mqtt_port
+    subscriber, _ = raw_connect(port, "mid-sub", 5, **persistent(5, expiry=3600))
+    subscribe(subscriber, ("mid/q1", 1), ("mid/q2", 2))
+    publisher, _ = raw_connect(port, "mid-pub", 5, **persistent(5, expiry=3600))
+
+    for packet_id, payload in enumerate((b"m1", b"m2", b"m3"), start=1):
+        publisher.send(Publish("mid/q1", payload, 1, packet_id=packet_id))
+        assert _shape(publisher.receive()) == ("PUBACK", packet_id, 0)
+    publisher.send(Publish("mid/q2", b"q1", 2, packet_id=11))
+    assert _shape(publisher.receive()) == ("PUBREC", 11, 0)  # the publisher's PUBREL for q1 is withheld
+    publisher.send(Publish("mid/q2", b"q2", 2, packet_id=12))
+    assert _shape(publisher.receive()) == ("PUBREC", 12, 0)
+    publisher.send(Pubrel(12))
+    assert _shape(publisher.receive()) == ("PUBCOMP", 12, 0)
+
+    delivered = [subscriber.receive() for _ in range(5)]
+    assert [(p.payload, p.qos, p.dup) for p in delivered] == [
+        (b"m1", 1, False), (b"m2", 1, False), (b"m3", 1, False), (b"q1", 2, False), (b"q2", 2, False)]
+    ids = {p.payload: p.packet_id for p in delivered}
+    subscriber.send(Puback(ids[b"m1"]))  # m2, m3: PUBACK withheld; q1: PUBREC withheld
+    subscriber.send(Pubrec(ids[b"q2"]))
+    assert _shape(subscriber.receive()) == ("PUBREL", ids[b"q2"], 0)  # q2: PUBCOMP withheld
+    assert ping(subscriber) == [] and ping(publisher) == []  # everything sent so far has been handled
+    roost.wait_committed()
+    roost.kill()
+    subscriber.close()
+    publisher.close()
+
+    roost.start()
+    subscriber, connack = raw_connect(port, "mid-sub", 5, **persistent(5, expiry=3600))
+    assert connack.reason_code == 0 and connack.session_present
+    resumed = [subscriber.receive() for _ in range(4)]
+    assert [_shape(p) for p in resumed if isinstance(p, Publish)] == [
+        ("PUBLISH", "mid/q1", b"m2", 1, True, ids[b"m2"]),
+        ("PUBLISH", "mid/q1", b"m3", 1, True, ids[b"m3"]),
+        ("PUBLISH", "mid/q2", b"q1", 2, True, ids[b"q1"]),
+    ], resumed
+    assert [_shape(p) for p in resumed if not isinstance(p, Publish)] == [("PUBREL", ids[b"q2"], 0)], resumed
+    subscriber.send(Puback(ids[b"m2"]))
+    subscriber.send(Puback(ids[b"m3"]))
+    subscriber.send(Pubcomp(ids[b"q2"]))
+    subscriber.send(Pubrec(ids[b"q1"]))
+    assert _shape(subscriber.receive()) == ("PUBREL", ids[b"q1"], 0)
+    subscriber.send(Pubcomp(ids[b"q1"]))
+    assert ping(subscriber) == [], "m1 (acknowledged before the crash) or another message came again"
+
+    publisher, connack = raw_connect(port, "mid-pub", 5, **persistent(5, expiry=3600))
+    assert connack.reason_code == 0 and connack.session_present
+    # A publisher that missed the PUBREC would send the PUBLISH again: acknowledged, not routed again.
+    publisher.send(Publish("mid/q2", b"q1", 2, dup=True, packet_id=11))
+    assert _shape(publisher.receive()) == ("PUBREC", 11, 0)
+    publisher.send(Pubrel(11))
+    assert _shape(publisher.receive()) == ("PUBCOMP", 11, 0)  # not 0x92: the exchange was remembered
+    publisher.send(Publish("mid/q1", b"end", 1, packet_id=13))
+    assert _shape(publisher.receive()) == ("PUBACK", 13, 0)
+    after = subscriber.receive()
+    assert (after.topic, after.payload) == ("mid/q1", b"end"), f"expected only the end marker, got {after}"
+    subscriber.send(Puback(after.packet_id))
+    assert ping(subscriber) == []
+    disconnect(subscriber)
+    disconnect(publisher)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: with strict durability Roost sends a queued QoS 1/2 message (Broker.drain -> _send_inflight) before "
+    "the packet identifier it gave it is committed; killed then, it restores the message as queued and resends "
+    "it as a new message, DUP 0 under a new packet identifier (a restored session without messages in flight "
+    "numbers from 1 again), instead of with its original identifier [MQTT-4.4.0-1]; that identifier may then "
+    "go to another message while the client still holds it [MQTT-2.2.1-4]. A receiver that delivers QoS 2 on "
+    "PUBLISH (MQTT 5.0 figure 4.3, method B) delivers the first message twice and drops the second"))
+def test_strict_a_message_sent_from_the_queue_keeps_its_packet_identifier_across_a_kill(roost_process) -> None:
+    """A persistent subscriber completes "first" (QoS 2), goes offline, and "second" (QoS 2, acknowledged
+    to its publisher, so on disk) waits in its queue. It comes back, Roost sends it "second" from the queue
+    and is killed a moment later. On resumption "second" must come again as the unacknowledged PUBLISH it
+    is: DUP set, its original packet identifier."""
+    roost = roost_process("strict")
+    roost.start()
+    port = roost.mqtt_port
+    subscriber, _ = raw_connect(port, "queue-sub", 5, **persistent(5, expiry=3600))
+    subscribe(subscriber, ("queue/q2", 2))
+    publisher, _ = raw_connect(port, "queue-pub", 5)
+
+    def publish(packet_id: int, payload: bytes) -> None:
+        publisher.send(Publish("queue/q2", payload, 2, packet_id=packet_id))
+        assert _shape(publisher.receive()) == ("PUBREC", packet_id, 0)
+        publisher.send(Pubrel(packet_id))
+        assert _shape(publisher.receive()) == ("PUBCOMP", packet_id, 0)
+
+    publish(1, b"first")
+    first = subscriber.receive()
+    subscriber.send(Pubrec(first.packet_id))
+    assert _shape(subscriber.receive()) == ("PUBREL", first.packet_id, 0)
+    subscriber.send(Pubcomp(first.packet_id))
+    disconnect(subscriber)
+    publish(2, b"second")  # queued for the offline subscriber
+    roost.wait_committed()
+
+    subscriber, connack = raw_connect(port, "queue-sub", 5, **persistent(5, expiry=3600))
+    connected_at = time.monotonic()
+    second = subscriber.receive()  # sent from the queue as the session resumed
+    roost.kill()
+    if time.monotonic() - connected_at > 0.05:  # a commit may have landed meanwhile: nothing to see
+        pytest.skip("the kill came too late after the send to catch it uncommitted")
+    assert _shape(second)[2:5] == (b"second", 2, False)
+    subscriber.close()
+    publisher.close()
+
+    roost.start()
+    subscriber, connack = raw_connect(port, "queue-sub", 5, **persistent(5, expiry=3600))
+    assert connack.session_present
+    again = subscriber.receive()
+    assert _shape(again) == ("PUBLISH", "queue/q2", b"second", 2, True, second.packet_id), (
+        f"before the kill: {_shape(second)}; after the restart: {_shape(again)}")
+
+
 # -- 2. random kills under load ----------------------------------------------------------------------------
 
 KILLS = 3  # kills per run, each at a random moment of a steady load
 KILL_AFTER = (0.3, 1.2)  # seconds of flowing load before each kill, drawn from the seeded generator
 RATE = 300  # messages per second per stream
 WINDOW = 20  # unacknowledged messages per publisher
-# batched: a change is committed at the latest 100 ms after it was reported (before its acknowledgement
-# went out), plus the time the commit takes; what was acknowledged longer ago than this must survive a kill.
-BATCHED_LOSS_WINDOW = 0.2
+# batched: what was acknowledged longer than this before a kill must survive it. A change is reported before
+# its acknowledgement goes out and waits for the next commit: up to 100 ms, plus, when it came while a commit
+# was being written, the rest of that write (the next window opens when a write ends), plus its own write;
+# each write is a hop to the database thread and an fsync, tens of ms on a busy machine. Measured: up to
+# 0.17 s on an idle 2-core machine, 0.25 s with a load average of 5.
+BATCHED_LOSS_WINDOW = 0.3
 
 
 @pytest.mark.parametrize("durability", MODES)
