@@ -986,6 +986,29 @@ def test_strict_mode_forgets_a_completed_incoming_qos2_packet_id_before_acknowle
     assert [m.payload for m in receive_all(subscriber, 2)] == [b"first", b"second"]
 
 
+def test_strict_mode_resumes_a_released_qos2_delivery_with_pubrel_after_a_crash(durable) -> None:
+    """[MQTT-4.3.3-5]: once the broker has sent PUBREL it must not send that PUBLISH again. With strict
+    durability the PUBREL leaves only once "released" is on disk, so a crash right after it resumes the
+    exchange with PUBREL [MQTT-4.4.0-1], never with a second PUBLISH."""
+    state = durable("strict")
+    state.start()
+    subscriber, _ = connect(state.port, "subscriber")
+    subscribe(subscriber, Subscription("exact/#", 2))
+    publisher, _ = raw_connect(state.port, "publisher", 5)
+    publish(publisher, "exact/t", b"exactly once", qos=2)
+    message = expect_publish(subscriber)
+    subscriber.send(Pubrec(message.packet_id))  # type: ignore[arg-type]
+    assert subscriber.receive() == Pubrel(message.packet_id)  # type: ignore[arg-type]
+    copy = crashed_copy(state, durable)  # at once
+    copy.start()
+
+    subscriber, connack = connect(copy.port, "subscriber")
+    assert connack.session_present
+    assert ping(subscriber) == [Pubrel(message.packet_id)]  # type: ignore[arg-type]
+    subscriber.send(Pubcomp(message.packet_id))  # type: ignore[arg-type]
+    assert ping(subscriber) == []
+
+
 def test_an_unknown_durability_mode_is_refused_naming_the_key() -> None:
     document = roost_document(Path("/nonexistent"))
     document["storage"] = {"durability": "eventually"}
