@@ -16,17 +16,22 @@ from one run and scenario to the next, medians over the runs:
   database" log line), the subscriber reconnects (session present) and drains: N / (CONNECT to the N-th
   PUBLISH), acknowledging each.
 
-Brokers (`VARIANTS`): Roost with `[storage] durability = "off"`, `"batched"`, `"strict"`; Mosquitto with
-`persistence true` and `autosave_interval 1` (it writes its whole in-memory database at most every
-second), and Mosquitto with its default autosave (1,800 s: within a run it saves only when stopped).
+Brokers (`variants()`, `--brokers`): Roost with `[storage] durability = "off"`, `"batched"`, `"strict"`
+(authenticated tenant, as `bench.brokers` starts it); Mosquitto 2.0 with `persistence true` in the run's
+temp dir and `autosave_interval 1` (it saves its whole in-memory database when more than that has passed
+since the last save: every 2 s in practice, see the saves/s figure), and Mosquitto with its default
+autosave (1,800 s: within a run it saves only when stopped). Both get `max_queued_messages` 30,000.
 
 Disk writes: `write_bytes` from `/proc/<broker pid>/io` (bytes the process caused to be sent to the block
 device, counted when a page is dirtied, so at 4 KiB page granularity; the file system's journal, written by
 a kernel thread, is not in it), taken at the start and end of the measuring window, per 1,000 messages. If
-it stays 0 (tmpfs, some overlays) the growth of the state files is reported instead, and the table says
-so. Roost's commits and rows come from GET /metrics (`roost_state_commits_total`,
-`roost_state_rows_written_total`); fsync/fdatasync calls of the broker are counted with `perf record -a`
-on the syscall tracepoints (per-process perf counters count nothing on this kernel), when perf is there.
+it stays 0 everywhere (tmpfs, some overlays) the growth of the state files is reported instead, and the
+report says so. Roost's commits and rows come from GET /metrics (`roost_state_commits_total`,
+`roost_state_rows_written_total`), and during the online window its `roost_state_pending_changes` is read
+every 0.25 s (every Roost, "off" included, gets the same requests). fsync/fdatasync calls are counted with
+`perf record -a` on the syscall tracepoints, kept for the broker's pid and, for Roost, for the descriptors
+open on broker-state.db and its WAL (per-process perf counters count nothing on this kernel); `--no-perf`
+or no perf: not counted.
 """
 
 from __future__ import annotations
@@ -363,6 +368,8 @@ def activity(broker: Broker, before: Snapshot, after: Snapshot, messages: float,
         "cancelled_bytes": float(after.io["cancelled_write_bytes"] - before.io["cancelled_write_bytes"]),
         "file_growth": float(after.files - before.files),
         "cpu": (after.cpu - before.cpu) / seconds if seconds > 0 else float("nan"),
+        # CPU time per message: unlike msg/s, not lowered when other jobs take the broker's core away.
+        "cpu_us_per_msg": (after.cpu - before.cpu) / messages * 1e6 if messages else float("nan"),
         "kb_per_1000": written / 1024 / messages * 1000 if messages else float("nan"),
         "growth_kb_per_1000": (after.files - before.files) / 1024 / messages * 1000 if messages else float("nan"),
     }
@@ -675,7 +682,7 @@ def run_all(chosen: list[Variant], scenarios: list[str], runs: int, plan: Durabi
     return results, errors
 
 
-SHOWN = {"rate", "kb_per_1000", "commits_per_s", "msgs_per_commit", "fsyncs_per_s", "saves", "max_sync_gap_s",
+SHOWN = {"rate", "cpu_us_per_msg", "kb_per_1000", "commits_per_s", "msgs_per_commit", "fsyncs_per_s", "saves", "max_sync_gap_s",
          "pending_max", "publish_rate", "drain_rate", "queue_kb_per_1000", "drain_kb_per_1000", "queue_commits",
          "queue_fsyncs", "drained"}
 
@@ -692,13 +699,14 @@ def online_table(results: Results, chosen: list[Variant]) -> str:
     base = _med(results, "online", "mosq-autosave", "rate")
     rows = [
         "| broker | msg/s at the subscriber | vs Mosquitto autosave | publishers' acked msg/s "
-        "| disk KB written per 1,000 msgs | broker CPU (cores) |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| disk KB written per 1,000 msgs | broker CPU (cores) | broker CPU per msg received (µs) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in chosen:
         m = lambda figure: _med(results, "online", v.key, figure)  # noqa: E731
         rows.append(f"| {v.label} | {_cell(m('rate'))} | {_cell(m('rate') / base if base else float('nan'))} "
-                    f"| {_cell(m('acked_rate'))} | {_cell(m('kb_per_1000'))} | {_cell(m('cpu'))} |")
+                    f"| {_cell(m('acked_rate'))} | {_cell(m('kb_per_1000'))} | {_cell(m('cpu'))} "
+                    f"| {_cell(m('cpu_us_per_msg'))} |")
     return "\n".join(rows) + "\n"
 
 
@@ -721,25 +729,27 @@ def online_costs(results: Results, chosen: list[Variant]) -> str:
 
 def offline_table(results: Results, chosen: list[Variant], plan: DurabilityPlan) -> str:
     rows = [
-        f"| broker | queuing {plan.offline_messages:,} msgs: publish msg/s | disk KB per 1,000 queued | commits "
-        "(Roost), saves (Mosquitto) | fsync+fdatasync | drain msg/s | delivered (each run) "
-        "| disk KB per 1,000 drained | commits (saves) | fsync+fdatasync |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| broker | queuing {plan.offline_messages:,} msgs: publish msg/s | CPU per msg (µs) | disk KB per 1,000 "
+        "queued | commits (Roost), saves (Mosquitto) | fsync+fdatasync | drain msg/s | CPU per msg (µs) "
+        "| delivered (each run) | disk KB per 1,000 drained | commits (saves) | fsync+fdatasync |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in chosen:
         m = lambda figure: _med(results, "offline", v.key, figure)  # noqa: E731
         unit = "commits" if v.kind == "roost" else "saves"
         delivered = [run.get("drained", float("nan")) for run in results.get(("offline", v.key), [])]
         rows.append(
-            f"| {v.label} | {_cell(m('publish_rate'))} | {_cell(m('queue_kb_per_1000'))} | {_cell(m('queue_' + unit))} "
-            f"| {_cell(m('queue_fsyncs'))} | {_cell(m('drain_rate'))} | {', '.join(_fmt(d) for d in delivered)} "
+            f"| {v.label} | {_cell(m('publish_rate'))} | {_cell(m('queue_cpu_us_per_msg'))} "
+            f"| {_cell(m('queue_kb_per_1000'))} | {_cell(m('queue_' + unit))} "
+            f"| {_cell(m('queue_fsyncs'))} | {_cell(m('drain_rate'))} | {_cell(m('drain_cpu_us_per_msg'))} "
+            f"| {', '.join(_fmt(d) for d in delivered)} "
             f"| {_cell(m('drain_kb_per_1000'))} | {_cell(m('drain_' + unit))} | {_cell(m('drain_fsyncs'))} |")
     return "\n".join(rows) + "\n"
 
 
 # Figures left out of "Every run": derived from others there (rates per second or per message), or checks
 # that are shown only when they are not zero.
-_DERIVED = ("_per_s", "_per_1000", "msgs_per_", "growth_kb")
+_DERIVED = ("_per_s", "_per_1000", "msgs_per_", "growth_kb", "_per_msg")
 _CHECKS = ("cancelled_bytes", "failures", "duplicates")
 
 
@@ -804,8 +814,9 @@ def report(command: str, info: dict[str, str], plan: DurabilityPlan, runs: int, 
         f"(`autosave_interval 1800`, `autosave_on_changes false`: no save at all within a run, only at exit).",
         f"- Disk bytes: {'`write_bytes` of /proc/PID/io (bytes the broker caused to be written to the block device, counted per dirtied 4 KiB page; the journal of ext4 is not in it)' if source == 'write_bytes' else 'growth of the state files (write_bytes of /proc/PID/io read 0 on this file system)'}, "
         "over the measuring window, per 1,000 messages received by the subscriber (online) or queued / drained "
-        f"(offline). Commits and rows: Roost's `roost_state_commits_total` and `roost_state_rows_written_total`. "
-        f"fsync+fdatasync: {'calls by the broker process (all threads), `perf record -a` on the syscall tracepoints' if perf else 'not counted (no perf)'}.",
+        f"(offline). Commits and rows: Roost's `roost_state_commits_total` and `roost_state_rows_written_total`; most changes "
+        "pending: its `roost_state_pending_changes`, read every 0.25 s in the online window (from every Roost). "
+        f"fsync+fdatasync: {'calls by the broker process (all threads) on its state files (Roost: descriptors open on broker-state.db and its -wal; Mosquitto: all, it syncs only its saves), from `perf record -a` on the syscall tracepoints' if perf else 'not counted (no perf)'}.",
         "",
     ]
     if "online" in scenarios:
