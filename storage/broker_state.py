@@ -24,7 +24,6 @@ users, and each has its own connection (thread), so neither waits behind the oth
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -352,9 +351,10 @@ class BrokerStateStore(Persistence):
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._commit_loop())
 
-    async def _commit_loop(self) -> None:
+    async def _commit_loop(self, until_clean: bool = False) -> None:
+        """The one task that commits: at most one runs at a time, so no batch is written twice."""
         try:
-            await self._commit_pending(until_clean=False)
+            await self._commit_pending(until_clean)
         finally:
             self._task = None
             if self._changes and not self._closed:
@@ -450,14 +450,21 @@ class BrokerStateStore(Persistence):
                     await connection.executemany(statement, rows)
 
     async def flush(self) -> None:
-        """Commit everything reported so far (shutdown; tests)."""
+        """Commit everything reported so far (shutdown; tests), through the commit task like any commit."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        while self._task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._task)
-        await self._commit_pending(until_clean=True)
+        while True:
+            task = self._task
+            if task is None:
+                if not self._changes and self._retry is None:
+                    return
+                task = self._task = asyncio.get_running_loop().create_task(self._commit_loop(until_clean=True))
+            try:
+                await asyncio.shield(task)
+            except Exception:
+                if self._stopping:
+                    raise  # close(): the last batch could not be written; say so rather than retry forever
 
     async def close(self) -> None:
         """Commit what is pending, then close the file. Safe to call twice."""

@@ -864,3 +864,20 @@ async def test_strict_callback_registered_during_a_commit_waits_for_it(strict) -
     await wait_for(lambda: len(order) == 2)
     assert order == ["first", "second"]
     assert strict.commits == 1
+
+
+async def test_a_flush_and_an_acknowledgement_arriving_meanwhile_write_each_batch_once(strict, data_dir) -> None:
+    """`flush()` (shutdown) while an acknowledgement starts a commit must not write the batch being written a
+    second time in parallel: a stale second copy could land after a later batch and bring back a row that
+    batch deleted. Every commit goes through one task."""
+    released: list[int] = []
+    strict.session_changed(durable_session(tenant_client("first")))  # no one waits: a timer, no commit yet
+    flushing = asyncio.ensure_future(strict.flush())
+    await asyncio.sleep(0)  # flush has taken the first batch and is writing it
+    strict.session_changed(durable_session(tenant_client("second")))
+    assert strict.when_durable(lambda: released.append(count(data_dir, "sessions")))
+    await asyncio.wait_for(flushing, TIMEOUT)
+    await wait_for(lambda: len(released) == 1)
+    assert released == [2]  # released once its own session was in the file
+    assert strict.rows_written == 2  # each session row once, whether in one commit or two: no batch twice
+    assert strict.pending_changes == 0
