@@ -28,7 +28,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,22 +151,49 @@ class _Batch:
         return sum(len(getattr(self, name)) for name in self.__slots__)  # type: ignore[attr-defined]
 
 
+# What a batch's lists do, in this order: (list, statement head, how one row is written). Rows go many to a
+# statement ("VALUES (...), (...)" / "IN (...)"), not one `executemany` step per row: each step hands
+# Python's GIL to the database thread and back, and on a busy event loop every handoff waits up to the
+# interpreter's switch interval, which made a commit of a few thousand rows take most of a second.
 _STATEMENTS = (
-    ("purged", "DELETE FROM subscriptions WHERE session_key = ?"),
-    ("purged", "DELETE FROM awaiting_release WHERE session_key = ?"),
-    ("sessions_gone", "DELETE FROM sessions WHERE key = ?"),
-    ("sessions", "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-    ("subscriptions_gone", "DELETE FROM subscriptions WHERE session_key = ? AND topic_filter = ?"),
-    ("subscriptions", "INSERT OR REPLACE INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)"),
-    ("releases_gone", "DELETE FROM awaiting_release WHERE session_key = ? AND packet_id = ?"),
-    ("releases", "INSERT OR IGNORE INTO awaiting_release VALUES (?, ?)"),
-    ("messages", "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-    ("deliveries_gone", "DELETE FROM deliveries WHERE id = ?"),
-    ("deliveries", "INSERT OR REPLACE INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-    ("messages_gone", "DELETE FROM messages WHERE id = ?"),
-    ("retained_gone", "DELETE FROM retained WHERE topic = ?"),
-    ("retained", "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)"),
+    ("purged", "DELETE FROM subscriptions WHERE session_key IN", "?"),
+    ("purged", "DELETE FROM awaiting_release WHERE session_key IN", "?"),
+    ("sessions_gone", "DELETE FROM sessions WHERE key IN", "?"),
+    ("sessions", "INSERT OR REPLACE INTO sessions VALUES", "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("subscriptions_gone", "DELETE FROM subscriptions WHERE (session_key, topic_filter) IN (VALUES", "(?, ?)"),
+    ("subscriptions", "INSERT OR REPLACE INTO subscriptions VALUES", "(?, ?, ?, ?, ?, ?, ?)"),
+    ("releases_gone", "DELETE FROM awaiting_release WHERE (session_key, packet_id) IN (VALUES", "(?, ?)"),
+    ("releases", "INSERT OR IGNORE INTO awaiting_release VALUES", "(?, ?)"),
+    ("messages", "INSERT OR REPLACE INTO messages VALUES", "(?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("deliveries_gone", "DELETE FROM deliveries WHERE id IN", "?"),
+    ("deliveries", "INSERT OR REPLACE INTO deliveries VALUES", "(?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("messages_gone", "DELETE FROM messages WHERE id IN", "?"),
+    ("retained_gone", "DELETE FROM retained WHERE topic IN", "?"),
+    ("retained", "INSERT OR REPLACE INTO retained VALUES", "(?, ?, ?, ?, ?, ?)"),
 )
+# Bound parameters per statement: well under SQLITE_MAX_VARIABLE_NUMBER (32,766 since SQLite 3.32).
+_MAX_PARAMETERS = 16_000
+
+
+def _statements(batch: _Batch) -> Iterator[tuple[str, list[Any]]]:
+    """The SQL of a batch: a few statements with many rows each, in the order of _STATEMENTS."""
+    for name, head, one in _STATEMENTS:
+        rows: list[tuple[Any, ...]] = getattr(batch, name)
+        if not rows:
+            continue
+        per_row = one.count("?")
+        step = max(1, _MAX_PARAMETERS // per_row)
+        wrapped = head.endswith("IN")  # "IN (?, ?)" needs its own parentheses; "IN (VALUES ..." closes one
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            values = ", ".join([one] * len(chunk))
+            if head.endswith("VALUES") and not head.endswith("(VALUES"):
+                sql = f"{head} {values}"
+            elif wrapped:
+                sql = f"{head} ({values})"
+            else:
+                sql = f"{head} {values})"
+            yield sql, [value for row in chunk for value in row]
 
 
 class BrokerStateStore(Persistence):
@@ -371,7 +398,7 @@ class BrokerStateStore(Persistence):
                 self._committing, self._waiting = self._waiting, []
             batch = self._retry
             try:
-                await self._write(batch)
+                written = await self._write(batch)
             except (StorageError, OSError) as exc:
                 self.failures += 1
                 if self._stopping:
@@ -380,8 +407,9 @@ class BrokerStateStore(Persistence):
                 await asyncio.sleep(RETRY_PAUSE)
                 continue
             self._retry = None
-            self.commits += 1
-            self.rows_written += batch.rows()
+            if written:
+                self.commits += 1
+                self.rows_written += batch.rows()
             waiting, self._committing = self._committing or [], None
             for callback in waiting:
                 try:
@@ -442,12 +470,16 @@ class BrokerStateStore(Persistence):
         self._retained = {}
         return batch
 
-    async def _write(self, batch: _Batch) -> None:
+    async def _write(self, batch: _Batch) -> bool:
+        """Write one batch in one transaction; False when it was empty (changes that cancelled out): no
+        transaction, no disk write."""
+        statements = list(_statements(batch))
+        if not statements:
+            return False
         async with self.db.transaction() as connection:
-            for name, statement in _STATEMENTS:
-                rows = getattr(batch, name)
-                if rows:
-                    await connection.executemany(statement, rows)
+            for sql, parameters in statements:
+                await connection.execute(sql, parameters)
+        return True
 
     async def flush(self) -> None:
         """Commit everything reported so far (shutdown; tests), through the commit task like any commit."""
