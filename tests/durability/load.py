@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 
 from broker.codec import (
@@ -168,10 +168,9 @@ class _Client:
             except ConnectionError:
                 pass
             finally:
+                link.close()
                 self.link = None
                 self.progress.set()
-        if self.link is not None:
-            self.link.close()
 
     async def _read(self, link: Link) -> None:
         try:
@@ -386,12 +385,16 @@ async def _first(*awaitables: object) -> None:
                 raise task.exception()  # type: ignore[misc]
 
 
-async def wait_for(predicate: Callable[[], bool], progress: asyncio.Event, timeout: float, what: str) -> None:
+async def wait_for(predicate: Callable[[], bool], progress: asyncio.Event, timeout: float, what: str,
+                   tasks: Iterable[asyncio.Future[None]] = ()) -> None:
     """Wait until `predicate()` holds, looking again each time a client makes progress; AssertionError
-    after `timeout` seconds."""
+    after `timeout` seconds. A client task that failed meanwhile raises its error at once."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not predicate():
+        for task in tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -160,3 +160,57 @@ class RoostProcess:
     def wait_clients(self, count: int, timeout: float = 10.0) -> None:
         """Wait until Roost counts exactly `count` connected MQTT clients (e.g. it noticed a dropped one)."""
         self.wait_metric("roost_mqtt_clients_connected", lambda value: value == count, timeout)
+
+
+class CommitWatch:
+    """Samples roost_state_commits_total about every `interval` seconds from a thread, run by run, so that a
+    test can tell which changes a commit must have carried: a change reported before commit K-1 of a run
+    completed was taken by commit K-1 or K (each commit takes everything pending when it starts, and starts
+    after the one before it ended), so if commit K completed before a kill, that change survived it."""
+
+    def __init__(self, roost: RoostProcess, interval: float = 0.05) -> None:
+        self.roost = roost
+        self.interval = interval
+        self.samples: list[tuple[float, int, int]] = []  # (time.monotonic() before the request, run, commits)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="commit-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            run, asked = self.roost.runs, time.monotonic()
+            try:
+                commits = self.roost.metrics().get("roost_state_commits_total")
+            except OSError:  # down between a kill and the next start
+                commits = None
+            if commits is not None and self.roost.runs == run:
+                self.samples.append((asked, run, int(commits)))
+            self._stop.wait(self.interval)
+
+    def durable_before(self, run: int) -> float | None:
+        """A time before which every change of `run` was committed by the last commit seen in that run: the
+        last sample that still counted at most K-2 commits, K being the last count seen. None without two
+        commits seen."""
+        counts = [(asked, commits) for asked, r, commits in self.samples if r == run]
+        if not counts or counts[-1][1] < 2:
+            return None
+        last = counts[-1][1]
+        before = [asked for asked, commits in counts if commits <= last - 2]
+        return before[-1] if before else None
+
+    def longest_gap(self, run: int) -> float:
+        """The longest time in `run` between two samples with the same commit count (commits stalled)."""
+        counts = [(asked, commits) for asked, r, commits in self.samples if r == run]
+        longest, since = 0.0, None
+        for index, (asked, commits) in enumerate(counts):
+            if index == 0 or commits != counts[index - 1][1]:
+                since = asked
+            longest = max(longest, asked - since)  # type: ignore[operator]
+        return longest
