@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.durability.process import RoostProcess
+from tests.helpers import PahoClient
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -37,3 +38,21 @@ def roost_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
     if report is not None and report.failed:
         for process in made:
             print(f"\n--- {process.log_path} (last lines) ---\n{process.log_tail()}")
+
+
+@pytest.fixture
+def paho() -> Iterator[Callable[..., PahoClient]]:
+    """`paho(port, client_id, version, ..., cls=PahoClient)`: a connected paho client (any PahoClient
+    subclass), stopped when the test ends even if it failed half-way."""
+    clients: list[PahoClient] = []
+
+    def factory(port: int, client_id: str, version: int = 5, cls: type[PahoClient] = PahoClient,
+                **kwargs: Any) -> PahoClient:
+        client = cls(port, client_id=client_id, version=version, **kwargs)
+        clients.append(client)
+        return client.connect()
+
+    yield factory
+    for client in clients:
+        client.client.disconnect()  # wakes paho's network thread, so loop_stop() returns at once
+        client.client.loop_stop()

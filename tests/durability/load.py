@@ -203,8 +203,6 @@ class LoadPublisher(_Client):
         self.window = window
         self.sent: dict[int, float] = {}  # number -> when first sent (time.monotonic())
         self.acked: dict[int, float] = {}  # number -> when first acknowledged (PUBACK / PUBREC)
-        self.packet_ids: dict[int, int] = {}  # number -> its packet identifier
-        self.resent_numbers: dict[int, int] = {}  # number -> how often it was resent after a reconnect
         self.acked_in: dict[int, int] = {}  # number -> the broker's run (1, 2, ...) that acknowledged it
         self.inflight: dict[int, list[int | bool]] = {}  # packet id -> [number, PUBREC came], in send order
         self.resent = 0
@@ -225,6 +223,11 @@ class LoadPublisher(_Client):
     def drained(self) -> bool:
         return self.stopping and not self.inflight
 
+    def finish(self, link: Link | None) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+        super().finish(link)
+
     def stop(self) -> None:
         self.stopping = True
         self._room.set()
@@ -234,7 +237,6 @@ class LoadPublisher(_Client):
     async def on_connected(self, link: Link, connack: Connack) -> None:
         for packet_id, (number, released) in list(self.inflight.items()):
             self.resent += 1
-            self.resent_numbers[int(number)] = self.resent_numbers.get(int(number), 0) + 1
             if released:
                 link.send(Pubrel(packet_id))
             else:
@@ -267,7 +269,6 @@ class LoadPublisher(_Client):
             packet_id = self._new_packet_id()
             self.inflight[packet_id] = [number, False]
             self.sent[number] = now
-            self.packet_ids[number] = packet_id
             count += 1
             link.send(Publish(self.stream.topic, str(number).encode(), self.stream.qos, packet_id=packet_id))
 

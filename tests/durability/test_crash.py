@@ -86,7 +86,7 @@ def subscribe(client: RawClient, *subscriptions: tuple[str, int]) -> None:
 
 
 @pytest.mark.parametrize("durability", MODES)
-def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roost_process, durability: str) -> None:
+def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roost_process, paho, durability: str) -> None:
     """Persistent subscribers (3.1.1 and 5.0, each subscribed at QoS 1 and QoS 2) are offline; a publisher
     publishes N QoS 1 and N QoS 2 messages and a retained one, each acknowledged; one client with a will
     delay dropped its connection (its will pending), another is connected at the crash. SIGKILL, restart:
@@ -100,7 +100,7 @@ def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roos
         subscriber, connack = raw_connect(port, f"sub-v{version}", version, **persistent(version, expiry=3600))
         subscribe(subscriber, ("crash/q1", 1), ("crash/q2", 2))
         disconnect(subscriber)
-    watcher = TimedPaho(port, "watcher", 5, **session_properties(5, expiry=3600)).connect()
+    watcher = paho(port, "watcher", 5, cls=TimedPaho, **session_properties(5, expiry=3600))
     watcher.subscribe("will/#", qos=1)
     watcher.disconnect()
     live, _ = raw_connect(port, "will-live", 5, **persistent(5, expiry=60),
@@ -113,7 +113,7 @@ def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roos
     # What no acknowledgement covers (subscriptions, sessions, wills) is on disk before the messages go.
     roost.wait_committed()
 
-    publisher = PahoClient(port, "publisher", 5).connect()
+    publisher = paho(port, "publisher", 5)
     for number in range(N):
         publisher.publish("crash/q1", str(number), qos=1)  # each waits for its PUBACK / PUBCOMP
         publisher.publish("crash/q2", str(number), qos=2)
@@ -127,7 +127,7 @@ def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roos
 
     restarted_at = roost.start()
     assert time.monotonic() < dropped_at + DROPPED_WILL_DELAY - 1, "the restart took too long to test the will delay"
-    watcher = TimedPaho(port, "watcher", 5, **session_properties(5, expiry=3600)).connect()
+    watcher = paho(port, "watcher", 5, cls=TimedPaho, **session_properties(5, expiry=3600))
     assert watcher.session_present, "the watcher's session was lost"
 
     for version, name in VERSIONS.items():
@@ -143,7 +143,7 @@ def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roos
             assert {(p.qos, p.dup, p.retain) for p in got} == {(qos, False, False)}, f"{name} {topic}"
         disconnect(subscriber)
 
-    fresh = PahoClient(port, "fresh", 5).connect()
+    fresh = paho(port, "fresh", 5)
     fresh.subscribe("crash/retained", qos=1)
     retained = fresh.expect()
     assert (retained.topic, retained.payload, retained.retain) == ("crash/retained", b"kept", True)
@@ -163,7 +163,7 @@ def test_sigkill_keeps_sessions_queued_messages_retained_messages_and_wills(roos
     # will-live's connection ended with the process; Roost counts its will delay from the restart.
     early = restarted_at + LIVE_WILL_DELAY - CLOCK_SLACK - wills["will/live"].at  # type: ignore[attr-defined]
     assert early <= 0, f"the will of the client connected at the crash came {early:.2f} s early"
-    prober = PahoClient(port, "prober", 5).connect()
+    prober = paho(port, "prober", 5)
     assert collect_until_synced(prober, watcher, "will/sync") == [], "a will came twice"
     prober.disconnect()
     watcher.disconnect()
