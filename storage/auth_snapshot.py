@@ -79,6 +79,10 @@ class AuthSnapshot:
     def project_topics(self, project_id: int) -> tuple[AuthTopic, ...]:
         return self.topics.get(project_id, ())
 
+    def grants_the_same_as(self, other: AuthSnapshot) -> bool:
+        """Whether `other` holds the same users, credentials and topics, whatever its token."""
+        return self.users == other.users and self.credentials == other.credentials and self.topics == other.topics
+
 
 async def load_auth_snapshot(db: Database) -> AuthSnapshot:
     """Read users, instance and device credentials and topics in one read transaction."""

@@ -97,7 +97,7 @@ async def test_newer_schema_is_refused_and_the_file_untouched(tmp_path: Path) ->
     with pytest.raises(StorageError) as raised:
         await open_database(path)
     assert str(raised.value) == (
-        f"database schema version 99 is newer than this Roost ({latest_version()}); upgrade Roost"
+        f"{path}: database schema version 99 is newer than this Roost ({latest_version()}); upgrade Roost"
     )
     assert path.read_bytes() == before
     assert not (tmp_path / "roost.db-wal").exists()

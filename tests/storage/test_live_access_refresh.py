@@ -1,0 +1,47 @@
+"""LiveAccess.refresh() enforces access (kicks, subscription re-checks) only when access changed: the
+quota meter commits every second under traffic, and re-checking every subscription each time stalled a
+broker holding 100,000 of them for 0.3 s a second."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from broker.hooks import ClientInfo
+from storage.access import LiveAccess, StorageAuthHook
+from storage.store import open_store
+
+
+class CountingBroker:
+    """The two calls of BrokerService that enforcing makes, counted."""
+
+    def __init__(self) -> None:
+        self.revalidations = 0
+
+    def kick(self, where: Callable[[ClientInfo], bool]) -> int:
+        return 0
+
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+        self.revalidations += 1
+        return 0
+
+
+async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Path) -> None:
+    store = await open_store(tmp_path)
+    try:
+        broker = CountingBroker()
+        access = LiveAccess(store.db, StorageAuthHook(), broker)  # type: ignore[arg-type]
+        user = await store.users.create("alice")
+        await access.refresh()
+        assert broker.revalidations == 1
+
+        await store.quota.increment(user.id, "2026-01-01T00")  # what the quota meter writes
+        await access.refresh()
+        assert broker.revalidations == 1
+        assert access.hook.snapshot.token == await store.db.change_token()  # the watch does not ask again
+
+        await store.users.create("bob")
+        await access.refresh()
+        assert broker.revalidations == 2
+    finally:
+        await store.close()
