@@ -41,9 +41,11 @@ class Persistence:
     enabled = False
     strict = False
     writes = 0
-    # What a store reports for metrics: commits made, rows written, failed commits, changes not on disk yet.
+    # What a store reports for metrics: commits made, rows written, seconds spent committing, failed
+    # commits, changes not on disk yet.
     commits = 0
     rows_written = 0
+    commit_seconds = 0.0
     failures = 0
     pending_changes = 0
 

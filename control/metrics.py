@@ -187,6 +187,8 @@ class BrokerCollector(Collector):
                                       "their QoS 1/2 messages, retained messages)", state.commits)
             yield CounterMetricFamily("roost_state_rows_written", "Rows written or deleted by those commits",
                                       state.rows_written)
+            yield CounterMetricFamily("roost_state_commit_seconds", "Seconds spent in those commits (with "
+                                      "roost_state_commits_total: the mean commit time)", state.commit_seconds)
             yield CounterMetricFamily("roost_state_commit_failures", "Commits of the broker's state that failed "
                                       "(retried)", state.failures)
             yield GaugeMetricFamily("roost_state_pending_changes", "Changes to the broker's durable state not "

@@ -217,6 +217,7 @@ class BrokerStateStore(Persistence):
         # What the commits did, for metrics and the benchmark.
         self.commits = 0
         self.rows_written = 0
+        self.commit_seconds = 0.0
         self.failures = 0
         # Changes since the last batch was taken; each dict holds the latest state per row.
         self._changes = 0
@@ -397,6 +398,7 @@ class BrokerStateStore(Persistence):
                 self._retry = self._take()
                 self._committing, self._waiting = self._waiting, []
             batch = self._retry
+            started = time.perf_counter()
             try:
                 written = await self._write(batch)
             except (StorageError, OSError) as exc:
@@ -410,6 +412,7 @@ class BrokerStateStore(Persistence):
             if written:
                 self.commits += 1
                 self.rows_written += batch.rows()
+                self.commit_seconds += time.perf_counter() - started
             waiting, self._committing = self._committing or [], None
             for callback in waiting:
                 try:

@@ -914,6 +914,7 @@ def test_strict_mode_delivers_everything_and_acknowledges_in_order(durable) -> N
     assert metrics["roost_state_commits_total"] >= 1
     assert metrics["roost_state_rows_written_total"] >= len(expected)
     assert metrics["roost_state_commit_failures_total"] == 0
+    assert metrics["roost_state_commit_seconds_total"] > 0
     assert "roost_state_pending_changes" in metrics
 
     state.restart()
