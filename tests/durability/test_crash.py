@@ -305,7 +305,7 @@ def test_strict_a_message_sent_from_the_queue_keeps_its_packet_identifier_across
 
 # -- 2. random kills under load ----------------------------------------------------------------------------
 
-KILLS = 3  # kills per run, each at a random moment of a steady load
+KILLS = int(os.environ.get("ROOST_CRASH_KILLS", "3"))  # kills per test, each at a random moment of the load
 KILL_AFTER = (0.3, 1.2)  # seconds of flowing load before each kill, drawn from the seeded generator
 RATE = 300  # messages per second per stream
 WINDOW = 20  # unacknowledged messages per publisher
@@ -450,5 +450,8 @@ def report(durability: str, outcomes: list[Outcome], publishers: list[LoadPublis
         print(tag, f"{subscriber.client_id}: {subscriber.publishes} PUBLISH packets, {subscriber.dup_flags} with DUP; "
               f"QoS 2: {subscriber.renumbered} resent under a new packet id, {subscriber.stale} PUBREC'd and never "
               f"released, {subscriber.replaced} packet ids reused before their PUBREL")
-    print(tag, f"last run: {metrics.get('roost_state_commits_total', 0):.0f} commits, "
-          f"{metrics.get('roost_state_rows_written_total', 0):.0f} rows written")
+    commits = metrics.get("roost_state_commits_total", 0)
+    seconds = metrics.get("roost_state_commit_seconds_total")
+    mean = f", {seconds / commits * 1000:.1f} ms per commit" if seconds is not None and commits else ""
+    print(tag, f"last run: {commits:.0f} commits, {metrics.get('roost_state_rows_written_total', 0):.0f} rows "
+          f"written{mean}")
