@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING
 
 from broker.codec import EMPTY_PROPERTIES, Will
@@ -426,10 +427,25 @@ class Broker:
         packet_id = session.allocate_packet_id()
         delivery.packet_id = packet_id
         session.inflight[packet_id] = delivery
-        if connection.send_message(delivery.message, delivery.qos, delivery.retain, delivery.subscription_ids, packet_id):
-            if session.durable:
-                self.persistence.delivery_changed(session, delivery)
-        else:
+        if session.durable:
+            persistence = self.persistence
+            persistence.delivery_changed(session, delivery)
+            # Strict durability: the PUBLISH leaves once its packet identifier is on disk, so that after a
+            # crash it is resent as the client saw it, DUP set and under that identifier [MQTT-4.4.0-1], and
+            # the identifier is not given to another message while the client still holds it [MQTT-2.2.1-4].
+            if persistence.strict and persistence.when_durable(
+                partial(self._send_recorded, connection, session, delivery, packet_id)
+            ):
+                return
+        self._transmit(connection, session, delivery, packet_id)
+
+    def _send_recorded(self, connection: MQTTConnection, session: Session, delivery: Delivery, packet_id: int) -> None:
+        if session.inflight.get(packet_id) is delivery and self.connections.get(session.key) is connection:
+            self._transmit(connection, session, delivery, packet_id)
+        # (Else it was acknowledged meanwhile, or the client left: a reconnect resends what is in flight.)
+
+    def _transmit(self, connection: MQTTConnection, session: Session, delivery: Delivery, packet_id: int) -> None:
+        if not connection.send_message(delivery.message, delivery.qos, delivery.retain, delivery.subscription_ids, packet_id):
             # Too large for the client's maximum packet size: discarded as if delivered [MQTT-3.1.2-25].
             del session.inflight[packet_id]
             if session.durable and delivery.store_id:

@@ -239,6 +239,7 @@ class BrokerStateStore(Persistence):
         self._waiting: list[Callable[[], None]] = []
         self._committing: list[Callable[[], None]] | None = None
         self._retry: _Batch | None = None
+        self._window_opened = 0.0  # monotonic time of the first change not yet taken into a batch
         self._timer: asyncio.TimerHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False  # close() is writing the last batch: a failure is raised, not retried
@@ -362,6 +363,8 @@ class BrokerStateStore(Persistence):
 
     def _changed(self) -> None:
         self.writes += 1
+        if not self._changes:
+            self._window_opened = time.monotonic()  # the window's deadline counts from its first change
         self._changes += 1
         if self._task is not None or self._closed:
             return  # the running commit loop looks again when it is done
@@ -386,7 +389,9 @@ class BrokerStateStore(Persistence):
         finally:
             self._task = None
             if self._changes and not self._closed:
-                self._timer = asyncio.get_running_loop().call_later(self.interval, self._start_commit)
+                # Changes that came while it wrote are due `interval` after the first of them, not after now.
+                due = max(0.0, self._window_opened + self.interval - time.monotonic())
+                self._timer = asyncio.get_running_loop().call_later(due, self._start_commit)
 
     async def _commit_pending(self, until_clean: bool) -> None:
         """Commit batches while acknowledgements wait or a full batch is ready (or, with `until_clean`,
@@ -419,7 +424,12 @@ class BrokerStateStore(Persistence):
                     callback()
                 except Exception:
                     log.exception("acknowledgement after commit failed")
-            if not (until_clean or self._waiting or self._changes >= self.batch_size):
+            if not (
+                until_clean
+                or self._waiting
+                or self._changes >= self.batch_size
+                or (self._changes and time.monotonic() - self._window_opened >= self.interval)
+            ):
                 return
 
     def _take(self) -> _Batch:

@@ -11,8 +11,8 @@ What survives is what `[storage] durability` promises (storage/broker_state.py):
 
 1. A deterministic crash: offline persistent subscribers (3.1.1 and 5.0), acknowledged QoS 1/2 messages, a
    retained message and pending wills survive a kill (batched: once roost_state_pending_changes reads 0).
-   Exchanges open at the kill resume where they stood, packet by packet. One strict-mode bug is pinned by
-   an xfail test (a queued message sent just before the kill loses its packet identifier).
+   Exchanges open at the kill resume where they stood, packet by packet; with strict durability a message
+   sent just before the kill comes back under its packet identifier.
 2. Random kills under a steady QoS 1 and QoS 2 load: losses and duplicates are counted and printed (run
    with pytest -s), with the seed of the kill moments; ROOST_CRASH_SEED=<seed> replays them.
 """
@@ -251,13 +251,6 @@ def test_sigkill_mid_exchange_resumes_each_exchange_where_it_stood(roost_process
     disconnect(publisher)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: with strict durability Roost sends a queued QoS 1/2 message (Broker.drain -> _send_inflight) before "
-    "the packet identifier it gave it is committed; killed then, it restores the message as queued and resends "
-    "it as a new message, DUP 0 under a new packet identifier (a restored session without messages in flight "
-    "numbers from 1 again), instead of with its original identifier [MQTT-4.4.0-1]; that identifier may then "
-    "go to another message while the client still holds it [MQTT-2.2.1-4]. A receiver that delivers QoS 2 on "
-    "PUBLISH (MQTT 5.0 figure 4.3, method B) delivers the first message twice and drops the second"))
 def test_strict_a_message_sent_from_the_queue_keeps_its_packet_identifier_across_a_kill(roost_process) -> None:
     """A persistent subscriber completes "first" (QoS 2), goes offline, and "second" (QoS 2, acknowledged
     to its publisher, so on disk) waits in its queue. It comes back, Roost sends it "second" from the queue
