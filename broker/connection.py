@@ -103,6 +103,9 @@ class MQTTConnection(asyncio.Protocol):
         # waiting are counted so that later ones queue behind them (see _ack).
         self._strict = broker.persistence.strict
         self._held_acks = 0
+        # QoS 1/2 PUBLISH packets to this client waiting for their packet identifier to be on disk
+        # (strict durability, see Broker._send_inflight); later ones wait behind them.
+        self.held_sends = 0
         self._acl_generation = -1
         self._aliases_in: dict[int, str] = {}
         self._aliases_out: dict[str, int] = {}

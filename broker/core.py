@@ -430,16 +430,25 @@ class Broker:
         if session.durable:
             persistence = self.persistence
             persistence.delivery_changed(session, delivery)
-            # Strict durability: the PUBLISH leaves once its packet identifier is on disk, so that after a
-            # crash it is resent as the client saw it, DUP set and under that identifier [MQTT-4.4.0-1], and
-            # the identifier is not given to another message while the client still holds it [MQTT-2.2.1-4].
-            if persistence.strict and persistence.when_durable(
-                partial(self._send_recorded, connection, session, delivery, packet_id)
+            # Strict durability, QoS 2: the PUBLISH leaves once its packet identifier is on disk, so that
+            # after a crash it is resent as the client saw it, DUP set and under that identifier
+            # [MQTT-4.4.0-1], and the identifier is not given to another message while the client still
+            # holds it [MQTT-2.2.1-4]; a receiver that delivers on PUBLISH would otherwise deliver it twice.
+            # A QoS 1 receiver holds no state: a QoS 1 message that comes back under a new identifier is a
+            # duplicate, which at-least-once allows, so QoS 1 waits only behind a QoS 2 PUBLISH that waits,
+            # to keep the order of the queue (else every delivery would cost a commit and four row writes;
+            # see docs/benchmarks.md, "Durable state").
+            if (
+                persistence.strict
+                and (delivery.qos == 2 or connection.held_sends)
+                and persistence.when_durable(partial(self._send_recorded, connection, session, delivery, packet_id))
             ):
+                connection.held_sends += 1
                 return
         self._transmit(connection, session, delivery, packet_id)
 
     def _send_recorded(self, connection: MQTTConnection, session: Session, delivery: Delivery, packet_id: int) -> None:
+        connection.held_sends -= 1
         if session.inflight.get(packet_id) is delivery and self.connections.get(session.key) is connection:
             self._transmit(connection, session, delivery, packet_id)
         # (Else it was acknowledged meanwhile, or the client left: a reconnect resends what is in flight.)
