@@ -487,42 +487,11 @@ class CountedPublisher(Publisher):
 
     def publish_count(self, topic: str, payload_size: int, window: int, count: int, t_start: float,
                       deadline: float) -> dict[str, float]:
-        sock = self.socks[0]
-        payload = bytes(payload_size)
-        ids = range(1, 4097)
-        packets = {pid: wire.publish_packet(topic, payload, 1, self.version, pid) for pid in ids}
-        inflight: set[int] = set()
-        next_index = sent = acked = 0
-        buf = self.pending[0]
         delay = t_start - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
         began = time.perf_counter()
-        while acked < count and time.perf_counter() < deadline:
-            batch = []
-            while len(inflight) < window and sent < count:
-                pid = ids[next_index]
-                next_index = (next_index + 1) % len(ids)
-                if pid in inflight:
-                    break
-                inflight.add(pid)
-                batch.append(packets[pid])
-                sent += 1
-            if batch and not _send_whole(sock, b"".join(batch), deadline):
-                break
-            chunk = _recv(sock, min(0.1, max(0.0, deadline - time.perf_counter())))
-            if chunk == b"":
-                raise BenchError("broker closed the publisher's connection")
-            if not chunk:
-                continue
-            buf += chunk
-            frames, used = wire.split_frames(buf)
-            for first, start, _ in frames:
-                if first >> 4 == wire.PUBACK:
-                    inflight.discard((buf[start] << 8) | buf[start + 1])
-                    acked += 1
-            buf = buf[used:]
-        self.pending[0] = buf
+        acked = self.windowed([topic], payload_size, window, began, deadline, count=count)
         return {"acked": float(acked), "began": began, "done": time.perf_counter()}
 
 

@@ -314,27 +314,32 @@ class Publisher(_Client):
             sent += due
         return sent
 
-    def windowed(self, topics: list[str], payload_size: int, window: int, t_start: float, t_end: float) -> int:
+    def windowed(
+        self, topics: list[str], payload_size: int, window: int, t_start: float, t_end: float,
+        count: int | None = None,
+    ) -> int:
         """QoS 1 keeping up to `window` PUBLISH unacknowledged, cycling over `topics`: the broker's PUBACKs pace
-        the publisher, so it never floods. Returns messages acknowledged."""
+        the publisher, so it never floods. Stops at `t_end`, or once `count` messages are acknowledged.
+        Returns messages acknowledged."""
         sock = self.socks[0]
         payload = bytes(payload_size)
         ids = range(1, 4097)
         packets = {pid: wire.publish_packet(topics[pid % len(topics)], payload, 1, self.version, pid) for pid in ids}
         inflight: set[int] = set()
-        next_index = 0
-        acked = 0
+        next_index = sent = acked = 0
+        limit = count if count is not None else float("inf")
         buf = self.pending[0]
         _sleep_until(t_start)
-        while time.perf_counter() < t_end:
+        while acked < limit and time.perf_counter() < t_end:
             batch = []
-            while len(inflight) < window:
+            while len(inflight) < window and sent < limit:
                 pid = ids[next_index]
                 next_index = (next_index + 1) % len(ids)
                 if pid in inflight:
                     break
                 inflight.add(pid)
                 batch.append(packets[pid])
+                sent += 1
             if batch and not _send_whole(sock, b"".join(batch), t_end):
                 break
             chunk = _recv(sock, min(0.1, max(0.0, t_end - time.perf_counter())))
@@ -349,6 +354,7 @@ class Publisher(_Client):
                     inflight.discard((buf[start] << 8) | buf[start + 1])
                     acked += 1
             buf = buf[used:]
+        self.pending[0] = buf
         return acked
 
 
