@@ -393,7 +393,8 @@ class MQTTConnection(asyncio.Protocol):
         assert session is not None and self.client is not None
         if qos == 2 and packet.packet_id in session.awaiting_release:
             # A resent QoS 2 PUBLISH whose PUBREL has not come: acknowledge, do not route again [MQTT-4.3.3-9].
-            self._ack(encode(Pubrec(packet.packet_id), self.version), False)  # type: ignore[arg-type]
+            # (Strict: after the first one's record is on disk, if its commit is still being written.)
+            self._ack(encode(Pubrec(packet.packet_id), self.version), session.durable)  # type: ignore[arg-type]
             return
         writes = self.broker.persistence.writes if self._strict else 0
         if qos == 2 and len(session.awaiting_release) >= self.broker.settings.receive_maximum:

@@ -87,7 +87,7 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class StorageConfig:
     # What survives a crash or power cut (storage/broker_state.py): "batched" commits durable sessions,
-    # their QoS 1/2 messages and retained messages at least every 100 ms; "strict" also holds each QoS 1/2
+    # their QoS 1/2 messages and retained messages in windows of 100 ms; "strict" also holds each QoS 1/2
     # acknowledgement until what it acknowledges is on disk; "off" keeps that state in memory only.
     durability: str = "batched"
 

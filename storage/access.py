@@ -312,7 +312,7 @@ class LiveAccess:
         def stale(topic: str, origin: str | None) -> bool:
             if not topic.startswith("$u"):
                 return False
-            user_id = topic[2:topic.find("/")]
+            user_id = topic.partition("/")[0][2:]  # the id in the tenant mount `$u{id}/`
             if not user_id.isdigit() or int(user_id) not in snapshot.users:
                 return True
             return origin is not None and origin not in snapshot.credentials
