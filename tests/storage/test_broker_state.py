@@ -881,3 +881,20 @@ async def test_a_flush_and_an_acknowledgement_arriving_meanwhile_write_each_batc
     assert released == [2]  # released once its own session was in the file
     assert strict.rows_written == 2  # each session row once, whether in one commit or two: no batch twice
     assert strict.pending_changes == 0
+
+
+async def test_a_failed_commit_is_retried_and_holds_strict_acknowledgements_until_it_lands(strict, data_dir) -> None:
+    """A commit the disk refuses (here SQLite's `query_only`, as a read-only or full disk would) is counted,
+    logged and retried with the same rows; an acknowledgement waiting for it is not released meanwhile."""
+    async with strict.db.read() as connection:
+        await connection.execute("PRAGMA query_only = ON")  # connection state: outlives the read
+    released: list[int] = []
+    strict.session_changed(durable_session())
+    assert strict.when_durable(lambda: released.append(count(data_dir, "sessions")))
+    await wait_for(lambda: strict.failures >= 1)
+    assert released == [] and strict.commits == 0 and strict.pending_changes == 1
+    async with strict.db.read() as connection:
+        await connection.execute("PRAGMA query_only = OFF")
+    await wait_for(lambda: released != [], timeout=TIMEOUT + 2)  # after the retry pause
+    assert released == [1]  # released once its row was in the file
+    assert strict.commits == 1 and strict.pending_changes == 0
