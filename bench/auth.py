@@ -35,11 +35,11 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .brokers import HOST, Broker, RoostBroker, ensure_mosquitto, export_roost, mosquitto_version, start_broker
+from .brokers import HOST, Broker, RoostBroker, ensure_mosquitto, roost_revision, start_broker
 from .http import Revoker, api_client, encode_request
 from .loadgen import ConnectRate, Holder, Publisher, Subscriber, Worker, gather
 from .run import _fmt, _interrupt, machine, raise_file_limit, write_output
@@ -470,18 +470,11 @@ def main(argv: list[str] | None = None) -> int:
     if "connect" in parts:
         ensure_mosquitto()
     raise_file_limit()
-    source_dir = tempfile.TemporaryDirectory(prefix="bench-roost-src-")
-    roost_version = "working tree"
-    if args.roost_rev != "worktree":
-        roost_version = export_roost(args.roost_rev, Path(source_dir.name))
-        RoostBroker.source = Path(source_dir.name)
     began = time.perf_counter()
     errors: list[str] = []
-    try:
+    with roost_revision(args.roost_rev) as roost_version:
         results = run_parts(parts, runs, plan, errors)
         profiles = profile_parts(parts, plan, errors) if args.profile else {}
-    finally:
-        source_dir.cleanup()
     command = "python -m bench.auth " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = report(command, machine() | {"roost": roost_version}, parts, runs, plan, results, errors,
                   time.perf_counter() - began, profiles)

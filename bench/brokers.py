@@ -210,6 +210,22 @@ def export_roost(revision: str, into: Path) -> str:
     return commit
 
 
+@contextlib.contextmanager
+def roost_revision(revision: str) -> Iterator[str]:
+    """Start the Roost brokers made inside from Roost at a git `revision`, exported to a temporary folder
+    (`"worktree"`: the tree as it is). Yields the version for the report."""
+    if revision == "worktree":
+        yield "working tree"
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-roost-src-") as folder:
+        version = export_roost(revision, Path(folder))
+        previous, RoostBroker.source = RoostBroker.source, Path(folder)
+        try:
+            yield version
+        finally:
+            RoostBroker.source = previous
+
+
 class RoostBroker(Broker):
     """Roost from the installed `roost` command, or from an exported source tree (`source`).
 

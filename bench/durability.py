@@ -59,10 +59,10 @@ from typing import Any
 from broker.codec import Connect, encode
 
 from . import wire
-from .brokers import HOST, Broker, Limits, MosquittoBroker, RoostBroker, ensure_mosquitto, export_roost
-from .loadgen import BenchError, Publisher, Subscriber, Worker, _recv, _send_all, _send_whole, gather
+from .brokers import HOST, Broker, Limits, MosquittoBroker, RoostBroker, ensure_mosquitto, roost_revision
+from .loadgen import BenchError, Publisher, Subscriber, Worker, _recv, _send_all, _send_whole, _sleep_until, gather
 from .run import _fmt, _interrupt, machine, raise_file_limit, write_output
-from .scenarios import median
+from .scenarios import _workers, median
 
 BEGIN, END = "<!-- bench:durability:begin -->", "<!-- bench:durability:end -->"
 TOPIC_FILTER = "bench/#"
@@ -497,22 +497,6 @@ class CountedPublisher(Publisher):
 
 # --- scenarios -----------------------------------------------------------------------------------------------
 
-def _sleep_until(instant: float) -> None:
-    delay = instant - time.perf_counter()
-    if delay > 0:
-        time.sleep(delay)
-
-
-@contextlib.contextmanager
-def _workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    try:
-        yield started
-    finally:
-        for worker in started:
-            worker.close()
-
-
 def _spawn(started: list[Worker], broker: Broker, cls: type, name: str, n: int = 1) -> list[Worker]:
     workers = [Worker(cls, HOST, broker.port, 4, broker.credentials, name if n == 1 else f"{name}{i}")
                for i in range(n)]
@@ -856,16 +840,9 @@ def main(argv: list[str] | None = None) -> int:
         ensure_mosquitto()
     raise_file_limit()
 
-    source_dir = tempfile.TemporaryDirectory(prefix="bench-roost-src-")
-    roost_version = "working tree"
-    if args.roost_rev != "worktree":
-        roost_version = export_roost(args.roost_rev, Path(source_dir.name))
-        RoostBroker.source = Path(source_dir.name)
     began = time.perf_counter()
-    try:
+    with roost_revision(args.roost_rev) as roost_version:
         results, errors = run_all(chosen, scenarios, runs, plan, perf)
-    finally:
-        source_dir.cleanup()
     seconds = time.perf_counter() - began
     if io_source(results) != "write_bytes":
         fallback_to_files(results)

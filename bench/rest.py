@@ -20,14 +20,12 @@ import json
 import shlex
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from .brokers import HOST, Broker, RoostBroker, export_roost, start_broker
+from .brokers import HOST, Broker, RoostBroker, roost_revision, start_broker
 from .http import RestLoad, api_client, encode_request
 from .loadgen import Subscriber, Worker, gather
 from .run import _fmt, _interrupt, machine, raise_file_limit, write_output
@@ -182,15 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = RestPlan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "rate": args.rate})
     runs = args.runs or (1 if args.quick else 3)
     raise_file_limit()
-    source_dir = tempfile.TemporaryDirectory(prefix="bench-roost-src-")
-    roost_version = "working tree"
-    if args.roost_rev != "worktree":
-        roost_version = export_roost(args.roost_rev, Path(source_dir.name))
-        RoostBroker.source = Path(source_dir.name)
     began = time.perf_counter()
     results: list[dict[str, float]] = []
     errors: list[str] = []
-    try:
+    with roost_revision(args.roost_rev) as roost_version:
         for run in range(runs):
             started = time.perf_counter()
             try:
@@ -202,8 +195,6 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:
                 errors.append(f"run {run + 1}: {exc}")
                 traceback.print_exc(file=sys.stderr)
-    finally:
-        source_dir.cleanup()
     command = "python -m bench.rest " + shlex.join(sys.argv[1:] if argv is None else argv)
     text = report(command, machine() | {"roost": roost_version}, results, plan, errors, time.perf_counter() - began)
     print(text)

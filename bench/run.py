@@ -21,13 +21,12 @@ import shlex
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
 from typing import Any
 
-from .brokers import BROKERS, Limits, RoostBroker, ensure_mosquitto, export_roost, mosquitto_version, start_broker
+from .brokers import BROKERS, Limits, ensure_mosquitto, mosquitto_version, roost_revision, start_broker
 from .scenarios import METRICS, SCENARIOS, Plan, median
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -223,23 +222,18 @@ def main(argv: list[str] | None = None) -> int:
               f"using {count}", file=sys.stderr)
         plan = Plan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "idle_connections": count})
 
-    source_dir = tempfile.TemporaryDirectory(prefix="bench-roost-src-")
-    roost_version = "working tree"
-    if args.roost_rev != "worktree":
-        roost_version = export_roost(args.roost_rev, Path(source_dir.name))
-        RoostBroker.source = Path(source_dir.name)
     began = time.perf_counter()
-    results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous)
-    profile = None
-    if args.profile > 0:
-        from .profile import profile_fan_in
+    with roost_revision(args.roost_rev) as roost_version:
+        results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous)
+        profile = None
+        if args.profile > 0:
+            from .profile import profile_fan_in
 
-        try:
-            profile = profile_fan_in(plan, args.profile)
-        except Exception as exc:
-            errors.append(f"profile: {exc}")
+            try:
+                profile = profile_fan_in(plan, args.profile)
+            except Exception as exc:
+                errors.append(f"profile: {exc}")
     seconds = time.perf_counter() - began
-    source_dir.cleanup()
 
     body = table(results, scenarios)
     print(body)
