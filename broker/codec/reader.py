@@ -24,6 +24,8 @@ __all__ = ["NEED_DATA", "NeedData", "PacketReader"]
 
 # The largest packet MQTT can express: 1 byte of type, 4 of remaining length, 268 435 455 of body.
 MAX_PACKET_SIZE: Final = 268_435_460
+# How many topic names take_plain_publishes() remembers, already decoded and checked, per reader.
+_KNOWN_TOPICS: Final = 128
 
 
 class NeedData:
@@ -42,7 +44,7 @@ class PacketReader:
     """Turns received bytes into packets. `version` None means "a server awaiting CONNECT": it is set from
     the CONNECT's protocol level. `max_packet_size` may be lowered at any time (e.g. after CONNECT)."""
 
-    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error", "_last_start")
+    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error", "_last_start", "_topics")
 
     def __init__(self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE) -> None:
         self.version = version
@@ -51,6 +53,7 @@ class PacketReader:
         self._pos = 0
         self._error: ProtocolError | None = None
         self._last_start = 0  # where the packet last returned by next_packet() starts in the buffer
+        self._topics: dict[bytes, str] = {}  # see take_plain_publishes
 
     def receive_data(self, data: bytes) -> None:
         """Append received bytes (an empty chunk is ignored)."""
@@ -125,6 +128,72 @@ class PacketReader:
         if self.version is None:
             self.version = packet.protocol_version  # type: ignore[union-attr]  # it is a Connect
         return packet
+
+    def take_plain_publishes(self) -> list[tuple[str, int, bytes]]:
+        """Take the run of *plain* PUBLISH packets at the head of the buffer, as (topic, payload offset,
+        wire bytes) tuples; the payload is `wire[offset:]`. An empty list when the next packet is not one.
+
+        Plain means the message traffic of a busy broker: QoS 0, no DUP and no RETAIN flag, a remaining
+        length of at most two bytes, a non-empty topic name with no wildcard and no U+0000, and in MQTT 5 no
+        properties. Such a packet needs no packet object: the broker routes its topic and forwards its
+        very bytes. Only packets that are complete and valid are taken; the first one that is anything
+        else stops the run and is left for `next_packet`, which decodes it, or refuses it with the reason.
+
+        `known` remembers the topic names already decoded and checked, by their bytes, so that a client
+        publishing to a few topics pays for UTF-8 decoding and the checks once per topic."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        taken: list[tuple[str, int, bytes]] = []
+        if pos + 4 > end or buf[pos] != 0x30 or self.version is None:
+            return taken
+        if type(buf) is not bytes:  # slices of a bytearray are bytearrays: take the packets from bytes
+            buf = self._buf = bytes(memoryview(buf)[pos:])
+            pos = 0
+            end = len(buf)
+        v5 = self.version == 5
+        limit = self.max_packet_size
+        known = self._topics
+        append = taken.append
+        while pos + 4 <= end and buf[pos] == 0x30:
+            byte = buf[pos + 1]
+            if byte < 0x80:
+                index = pos + 2
+                length = byte
+            else:
+                second = buf[pos + 2]
+                if second >= 0x80 or not second:  # longer, or not minimally encoded: next_packet decides
+                    break
+                index = pos + 3
+                length = (byte & 0x7F) | second << 7
+            stop = index + length
+            if stop > end or stop - pos > limit:
+                break
+            offset = index + 2 + (buf[index] << 8 | buf[index + 1])
+            if offset > stop:
+                break
+            name = buf[index + 2 : offset]
+            topic = known.get(name)
+            if topic is None:
+                try:
+                    topic = str(name, "utf-8")
+                except UnicodeDecodeError:
+                    break
+                if not topic or "+" in topic or "#" in topic or "\x00" in topic:  # [MQTT-3.3.2-2][MQTT-1.5.4-2]
+                    break
+                if len(known) >= _KNOWN_TOPICS:
+                    known.clear()
+                known[name] = topic
+            if v5:
+                if offset == stop or buf[offset]:  # properties follow: not plain
+                    break
+                offset += 1
+            append((topic, offset - pos, buf[pos:stop]))
+            pos = stop
+        self._pos = pos
+        return taken
 
     def last_packet_bytes(self) -> bytes:
         """The wire bytes of the packet the last `next_packet()` returned; valid until `receive_data`.
