@@ -149,7 +149,14 @@ class PacketReader:
         taken: list[tuple[str, int, bytes]] = []
         if pos + 4 > end or buf[pos] != 0x30 or self.version is None:
             return taken
-        if type(buf) is not bytes:  # slices of a bytearray are bytearrays: take the packets from bytes
+        if type(buf) is not bytes:
+            # Slices of a bytearray are bytearrays: take the packets from bytes. Only once the first one is
+            # complete and small, so that a large packet arriving in many reads is not copied at each.
+            size = 2 + buf[pos + 1]
+            if size >= 0x82:
+                size = 1 + size - 0x80 + (buf[pos + 2] << 7) if buf[pos + 2] < 0x80 else end
+            if pos + size > end:
+                return taken
             buf = self._buf = bytes(memoryview(buf)[pos:])
             pos = 0
             end = len(buf)
