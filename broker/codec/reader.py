@@ -154,7 +154,9 @@ class PacketReader:
             # complete and small, so that a large packet arriving in many reads is not copied at each.
             size = 2 + buf[pos + 1]
             if size >= 0x82:
-                size = 1 + size - 0x80 + (buf[pos + 2] << 7) if buf[pos + 2] < 0x80 else end
+                if buf[pos + 2] >= 0x80:  # a remaining length of three bytes or more: not plain
+                    return taken
+                size += 1 - 0x80 + (buf[pos + 2] << 7)
             if pos + size > end:
                 return taken
             buf = self._buf = bytes(memoryview(buf)[pos:])

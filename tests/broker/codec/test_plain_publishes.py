@@ -343,13 +343,6 @@ def test_more_distinct_topics_than_the_cache_holds(version: int) -> None:
     assert info.value.reason_code == ReasonCode.TOPIC_NAME_INVALID
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: while a QoS 0 PUBLISH with a remaining length of three or more bytes is pending in a bytearray "
-    "buffer (at position 0, as receive_data always leaves it), take_plain_publishes copies the whole buffer to "
-    "bytes on every call, and the next receive_data copies it back into a bytearray: a large packet arriving "
-    "in n reads costs O(n^2) copying (the `else end` size guess of 7a5add4 is not > end when pos == 0)",
-)
 def test_a_large_partial_packet_is_not_copied_by_each_take() -> None:
     """A 1 MiB QoS 0 PUBLISH (Roost's default maximum) arrives in 32 KiB reads, and the connection calls
     take_plain_publishes after each: while the packet is incomplete, a take allocates no copy of what is
