@@ -97,9 +97,12 @@ class MQTTConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         # The cache keys of this client's QoS 0 PUBLISH forms, by retain flag (see send_message).
         self._forms: tuple[tuple[int, str, bool], tuple[int, str, bool]] = ((4, "", False), (4, "", True))
+        # The form in which this client takes a plain QoS 0 PUBLISH as another client sent it (see
+        # Broker.publish_plain); None when it needs its own encoding (v5 with outgoing topic aliases).
+        self.plain_form: tuple[int, str, bool] | None = None
         # The publish ACL's answers by topic: the topic inside the broker, or "" (refused); see _route.
         self._publish_acl: dict[str, str] = {}
-        self._publish_hooked = broker.hooks.has_publish_hooks
+        self._publish_hook = broker.hooks.publish_hook
         # With strict durability, acknowledgements wait until what they acknowledge is on disk; those
         # waiting are counted so that later ones queue behind them (see _ack).
         self._strict = broker.persistence.strict
@@ -325,6 +328,7 @@ class MQTTConnection(asyncio.Protocol):
         self.client = client
         self.mount = client.mount
         self._forms = ((self.version, client.mount, False), (self.version, client.mount, True))
+        self.plain_form = None if self.version == _V5 and self._alias_out_max else self._forms[False]
         self.will = packet.will
         self.state = _CONNECTED
         session, present = self.broker.attach(self, client, packet.clean_start, granted_expiry)
@@ -419,8 +423,8 @@ class MQTTConnection(asyncio.Protocol):
             log.debug("publish by %s to %r not authorized", self.client.client_id, topic)
         elif v5 and props.payload_format_indicator == 1 and not _is_utf8(packet.payload):
             reason = ReasonCode.PAYLOAD_FORMAT_INVALID
-        elif self._publish_hooked and (
-            code := self.broker.hooks.on_publish(self.client, topic, packet.payload, qos, packet.retain)
+        elif self._publish_hook is not None and (
+            code := self._publish_hook(self.client, topic, packet.payload, qos, packet.retain)
         ):
             # Refused by a hook, e.g. the hourly quota (0x97). 3.1.1 cannot hear a reason: QoS 0 is dropped,
             # and for QoS 1/2 the connection is closed rather than acknowledged [MQTT-3.3.5-2].
@@ -505,15 +509,14 @@ class MQTTConnection(asyncio.Protocol):
     def _on_plain_publishes(self, batch: list[tuple[str, int, bytes]]) -> None:
         """Route the plain QoS 0 PUBLISH packets the reader took whole (`PacketReader.take_plain_publishes`):
         the steps of `_on_publish` for the packet a busy broker sees most, with no packet object. Each
-        message carries the bytes the client sent, which subscribers of the same form get as they are."""
+        message goes with the bytes the client sent, which subscribers of the same form get as they are."""
         broker = self.broker
-        hooks = broker.hooks
         stats = broker.stats
-        publish = broker.publish
+        publish_plain = broker.publish_plain
         client = self.client
         assert client is not None and self.session is not None
         acl = self._acl_cache()
-        hooked = self._publish_hooked
+        hook = self._publish_hook
         sender = self.session.key
         username = client.username
         form = self._forms[False]
@@ -526,10 +529,10 @@ class MQTTConnection(asyncio.Protocol):
                 log.debug("publish by %s to %r not authorized", client.client_id, topic)
                 continue
             payload = wire[offset:]
-            if hooked and hooks.on_publish(client, topic, payload, 0, False):
+            if hook is not None and hook(client, topic, payload, 0, False):
                 stats.dropped_quota += 1  # QoS 0: nothing to tell the client, in either version
                 continue
-            publish(Message(routed, payload, 0, False, EMPTY_PROPERTIES, None, sender, username, (form, wire)))
+            publish_plain(routed, payload, wire, form, sender, username)
 
     def _internal_filter(self, topic_filter: str) -> tuple[str | None, str, str] | None:
         """Map a client's filter into the broker's namespace: (share group, plain internal filter, full
@@ -755,6 +758,21 @@ class MQTTConnection(asyncio.Protocol):
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         return True
+
+    def send_plain(self, data: bytes) -> None:
+        """Queue a QoS 0 PUBLISH that is already in this client's `plain_form`: the bytes another client
+        sent (Broker.publish_plain). The tail of send_message, without a Message."""
+        stats = self.broker.stats
+        if len(data) > self.max_outgoing_size:
+            stats.dropped_too_large += 1  # [MQTT-3.1.2-25]
+            return
+        stats.messages_sent += 1
+        self.messages_sent += 1
+        if not self._closing:
+            self._out.append(data)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
 
     def _client_topic(self, topic: str) -> str:
         """A topic inside the broker as this client names it: without its tenant's namespace."""

@@ -370,6 +370,33 @@ class Broker:
                 )
         return len(targets)
 
+    def publish_plain(
+        self, topic: str, payload: bytes, wire: bytes, form: tuple[int, str, bool], sender: str, origin: str | None
+    ) -> None:
+        """`publish` for a plain QoS 0 message (no RETAIN flag, no properties) that arrived as the bytes
+        `wire`, in `form` (see MQTTConnection.send_message). When one subscription matches and its client
+        takes that form, it gets those bytes as they are and no Message is made: the case of fan-in, and of
+        most device traffic. Anything else goes through `publish`."""
+        plain, groups = self.subscriptions.match(topic)
+        if len(plain) == 1 and not groups:
+            client_id, record = plain[0]
+            connection = self.connections.get(client_id)
+            if (
+                connection is not None
+                and connection.plain_form == form
+                and (record.subscription_id is None or form[0] != 5)  # v5 subscription ids need an encoding
+            ):
+                stats = self.stats
+                stats.messages_received += 1
+                if record.no_local and client_id == sender:  # [MQTT-3.8.3-3]
+                    return
+                if connection.congested:
+                    stats.dropped_slow += 1
+                else:
+                    connection.send_plain(wire)
+                return
+        self.publish(Message(topic, payload, 0, False, EMPTY_PROPERTIES, None, sender, origin, (form, wire)))
+
     def _pick_shared(self, group: SharedGroup[SubscriptionRecord], targets: dict[str, list]) -> None:
         connections = self.connections
         picked = group.pick(lambda client_id, _record: client_id in connections)

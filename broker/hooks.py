@@ -14,7 +14,7 @@ broker a chain of hooks.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from broker.codec.topics import parse_shared
@@ -134,6 +134,16 @@ class HookChain:
     def has_publish_hooks(self) -> bool:
         """Whether any hook implements on_publish (if none, the broker need not call it)."""
         return bool(self._publish_hooks)
+
+    @property
+    def publish_hook(self) -> Callable[[ClientInfo, str, bytes, int, bool], int] | None:
+        """What a connection calls for every PUBLISH it routes: None when no hook implements on_publish,
+        that hook's own method when only one does (a call less per message), else the chain's."""
+        if not self._publish_hooks:
+            return None
+        if len(self._publish_hooks) == 1:
+            return self._publish_hooks[0].on_publish
+        return self.on_publish
 
     def authenticate(self, request: ConnectRequest) -> AuthResult:
         for hook in self.hooks:

@@ -52,6 +52,7 @@ class _Watcher:
     client = None
     session = None
     congested = False
+    plain_form = None  # takes no PUBLISH bytes as they are: Broker.publish_plain makes it a Message
 
     def __init__(self, mount: str, callback: Callable[[WatchedMessage], None]) -> None:
         self.mount = mount
