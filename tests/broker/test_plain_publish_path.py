@@ -192,6 +192,63 @@ def test_a_v5_publish_with_properties_between_plain_ones_keeps_them(roost: Roost
     ]
 
 
+# -- one matching subscription: Broker.publish_plain forwards the publisher's bytes, or encodes -------------
+
+
+def test_no_local_applies_to_a_plain_publish(roost: RoostThread, peers) -> None:
+    """A client whose one matching subscription has No Local does not get its own plain publishes back
+    [MQTT-3.8.3-3]; it still gets another client's, forwarded as they are."""
+    me = peers(roost, "me", 5)
+    me.subscribe(Subscription("nl/#", no_local=True))
+    other = peers(roost, "other", 5)
+    me.send_raw(plain("nl/mine", b"mine", 5) * 3)
+    assert me.until_pingresp() == []
+    other.send_raw(plain("nl/theirs", b"theirs", 5))
+    assert other.until_pingresp() == []
+    assert me.expect_publish() == Publish("nl/theirs", b"theirs")
+    me.expect_nothing()
+
+
+def test_a_single_subscriber_gets_its_subscription_identifier(roost: RoostThread, peers) -> None:
+    """The only subscription, of a v5 client of the publisher's form, carries a Subscription Identifier:
+    the publisher's bytes would not hold it, so the message is encoded again with it [MQTT-3.3.4-3]."""
+    subscriber = peers(roost, "sub", 5)
+    subscriber.subscribe("id/#", properties=Properties(subscription_identifiers=(42,)))
+    publisher = peers(roost, "pub", 5)
+    publisher.send_raw(plain("id/a", b"1", 5) + plain("id/b", b"2", 5))
+    with_id = Properties(subscription_identifiers=(42,))
+    assert publishes(subscriber, 2) == [
+        Publish("id/a", b"1", properties=with_id), Publish("id/b", b"2", properties=with_id)
+    ]
+
+
+def test_a_subscriber_taking_topic_aliases_gets_its_own_encoding(roost: RoostThread, peers) -> None:
+    """A v5 subscriber that accepts topic aliases gets the topic once, then the alias alone
+    [MQTT-3.3.2-8 context], even though the publisher's bytes (same version, same tenant) carry the topic."""
+    subscriber = peers(roost, "sub", 5, properties=Properties(topic_alias_maximum=4))
+    subscriber.subscribe("alias/#")
+    publisher = peers(roost, "pub", 5)
+    publisher.send_raw(plain("alias/t", b"1", 5) + plain("alias/t", b"2", 5))
+    first, second = publishes(subscriber, 2)
+    assert (first.topic, first.payload, first.properties.topic_alias) == ("alias/t", b"1", 1)
+    assert (second.topic, second.payload, second.properties.topic_alias) == ("", b"2", 1)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_plain_publish_over_the_subscribers_maximum_packet_size_is_skipped(roost: RoostThread, peers,
+                                                                          version: int) -> None:
+    """A v5 subscriber's Maximum Packet Size holds for the publisher's bytes forwarded as they are: the
+    larger message is discarded [MQTT-3.1.2-25], the smaller ones around it arrive."""
+    subscriber = peers(roost, "sub", 5, properties=Properties(maximum_packet_size=64))
+    subscriber.subscribe("mps/#")
+    publisher = peers(roost, "pub", version)
+    publisher.send_raw(plain("mps/t", b"small-1", version) + plain("mps/t", b"L" * 200, version)
+                       + plain("mps/t", b"small-2", version))
+    assert publishes(subscriber, 2) == [Publish("mps/t", b"small-1"), Publish("mps/t", b"small-2")]
+    assert publisher.until_pingresp() == []
+    subscriber.expect_nothing()
+
+
 # -- the rules every PUBLISH obeys -----------------------------------------------------------------------------
 
 # The ACL under test: publish only below pub/, subscribe anywhere (a denied filter would make `#` refused).
