@@ -39,6 +39,17 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def varint(value: int) -> bytes:
+    """A Variable Byte Integer, minimally encoded (section 1.5.5), for tests that build packets by hand
+    without trusting the codec under test."""
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 class RoostThread:
     """A Roost instance served by its own event loop in a background thread.
 

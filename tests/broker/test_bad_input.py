@@ -33,18 +33,16 @@ from broker.codec import (
     Subscription,
     encode,
 )
-from tests.helpers import TIMEOUT, PahoClient, RawClient, RoostThread, roost_document
+from tests.helpers import (
+    TIMEOUT,
+    PahoClient,
+    RawClient,
+    RoostThread,
+    roost_document,
+    varint,
+)
 
 # -- building packets by hand ---------------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def packet(first: int, body: bytes) -> bytes:

@@ -26,21 +26,12 @@ from broker.codec import (
     encode,
 )
 from broker.errors import MalformedPacket, PacketTooLarge, ProtocolError
+from tests.helpers import varint
 
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
 
 
 # -- building packets ---------------------------------------------------------------------------------------
-
-
-def varint(value: int) -> bytes:
-    """A Variable Byte Integer, minimally encoded (section 1.5.5)."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def topic_field(name: bytes) -> bytes:
