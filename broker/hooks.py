@@ -131,11 +131,6 @@ class HookChain:
         self.generation += 1
 
     @property
-    def has_publish_hooks(self) -> bool:
-        """Whether any hook implements on_publish (if none, the broker need not call it)."""
-        return bool(self._publish_hooks)
-
-    @property
     def publish_hook(self) -> Callable[[ClientInfo, str, bytes, int, bool], int] | None:
         """What a connection calls for every PUBLISH it routes: None when no hook implements on_publish,
         that hook's own method when only one does (a call less per message), else the chain's."""

@@ -139,8 +139,8 @@ class PacketReader:
         very bytes. Only packets that are complete and valid are taken; the first one that is anything
         else stops the run and is left for `next_packet`, which decodes it, or refuses it with the reason.
 
-        `known` remembers the topic names already decoded and checked, by their bytes, so that a client
-        publishing to a few topics pays for UTF-8 decoding and the checks once per topic."""
+        The reader remembers the topic names it has decoded and checked, by their bytes (up to 128), so
+        that a client publishing to a few topics pays for UTF-8 decoding and the checks once per topic."""
         if self._error is not None:
             raise self._error
         buf = self._buf
