@@ -508,20 +508,25 @@ class MQTTConnection(asyncio.Protocol):
 
     def _on_plain_publishes(self, batch: list[tuple[str, int, bytes]]) -> None:
         """Route the plain QoS 0 PUBLISH packets the reader took whole (`PacketReader.take_plain_publishes`):
-        the steps of `_on_publish` for the packet a busy broker sees most, with no packet object. Each
-        message goes with the bytes the client sent, which subscribers of the same form get as they are."""
+        the steps of `_on_publish` for the packet a busy broker sees most, with no packet object, through
+        `Broker.publish_plain`, which can forward the bytes the client sent as they are."""
         broker = self.broker
+        hooks = broker.hooks
         stats = broker.stats
         publish_plain = broker.publish_plain
         client = self.client
         assert client is not None and self.session is not None
-        acl = self._acl_cache()
+        acl = self._publish_acl
         hook = self._publish_hook
         sender = self.session.key
         username = client.username
         form = self._forms[False]
         for topic, offset, wire in batch:
-            routed = acl.get(topic)
+            # What the general path checks before each packet: routing a message runs hooks and the control
+            # plane's watchers, which may close this connection (a kick) or change access meanwhile.
+            if self._closing:
+                return  # the rest of the run goes unread, as it would have stayed in the buffer
+            routed = acl.get(topic) if self._acl_generation == hooks.generation else None
             if routed is None:
                 routed = self._route(topic)
             if not routed:

@@ -2,7 +2,8 @@
 
 `Broker` owns the state that connections share: the sessions by client id, the subscription trie, the
 retained store and the counters. A connection (`broker/connection.py`) turns packets into calls here:
-`attach` after a successful CONNECT, `publish` for every application message, `subscribe`/`unsubscribe`,
+`attach` after a successful CONNECT, `publish` for every application message (`publish_plain` for a plain
+QoS 0 one, which may forward the publisher's bytes without a Message), `subscribe`/`unsubscribe`,
 and `detach` when the network connection ends. Routing is synchronous and never awaits: a publish walks the
 trie, merges overlapping subscriptions per client and hands each session its delivery.
 """
@@ -374,9 +375,11 @@ class Broker:
         self, topic: str, payload: bytes, wire: bytes, form: tuple[int, str, bool], sender: str, origin: str | None
     ) -> None:
         """`publish` for a plain QoS 0 message (no RETAIN flag, no properties) that arrived as the bytes
-        `wire`, in `form` (see MQTTConnection.send_message). When one subscription matches and its client
-        takes that form, it gets those bytes as they are and no Message is made: the case of fan-in, and of
-        most device traffic. Anything else goes through `publish`."""
+        `wire`, in `form` (see MQTTConnection.send_message). When one subscription matches, its client takes
+        that form (`plain_form`: same version and tenant, no outgoing topic aliases) and, in v5, it carries
+        no subscription identifier to add, that client gets those bytes as they are and no Message is made:
+        the case of fan-in, and of most device traffic. Anything else goes through `publish`, which encodes
+        per distinct form and keeps the publisher's bytes for the subscribers of its own."""
         plain, groups = self.subscriptions.match(topic)
         if len(plain) == 1 and not groups:
             client_id, record = plain[0]

@@ -135,9 +135,10 @@ class PacketReader:
 
         Plain means the message traffic of a busy broker: QoS 0, no DUP and no RETAIN flag, a remaining
         length of at most two bytes, a non-empty topic name with no wildcard and no U+0000, and in MQTT 5 no
-        properties. Such a packet needs no packet object: the broker routes its topic and forwards its
-        very bytes. Only packets that are complete and valid are taken; the first one that is anything
-        else stops the run and is left for `next_packet`, which decodes it, or refuses it with the reason.
+        properties. Such a packet needs no packet object: the broker routes its topic and can forward its
+        very bytes to subscribers that take them as they are. Only packets that are complete and valid are
+        taken; the first one that is anything else stops the run and is left for `next_packet`, which
+        decodes it, or refuses it with the reason.
 
         The reader remembers the topic names it has decoded and checked, by their bytes (up to 128), so
         that a client publishing to a few topics pays for UTF-8 decoding and the checks once per topic."""

@@ -26,7 +26,8 @@ from broker.codec import (
     Subscription,
     encode,
 )
-from broker.hooks import ClientInfo, Hook, HookChain
+from broker.hooks import ClientInfo, Decision, Hook, HookChain
+from broker.service import BrokerService
 from tests.helpers import RoostThread
 from tests.pubsub_helpers import RawPeer
 from tests.tenant_helpers import make_tenant
@@ -335,6 +336,73 @@ def test_a_wildcard_topic_in_a_run_closes_the_connection_after_the_good_ones(roo
     else:
         assert packets_until_closed(publisher) == []
     assert subscriber.until_pingresp() == [Publish(topic, payload) for topic, payload in before]
+
+
+class Moderator(Hook):
+    """Acts while a message is routed, as a hook or a control-plane watcher may: a message to `kick/...`
+    kicks its publisher (BrokerService.kick), one to `close-pub/...` narrows the publish ACL to refuse
+    `pub/...` and invalidates the cached answers (as a changed ACL does)."""
+
+    def __init__(self, broker: Any) -> None:
+        self.service = BrokerService(broker)
+        self.closed: set[str] = set()
+
+    def authorize_publish(self, client: ClientInfo, topic: str) -> Decision:
+        return Decision.DENY if any(topic.startswith(prefix) for prefix in self.closed) else Decision.DEFER
+
+    def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
+        if topic.startswith("kick/"):
+            self.service.kick(client_id=client.client_id)
+        elif topic.startswith("close-pub/"):
+            self.closed.add("pub/")
+            self.service.broker.hooks.invalidate()
+        return 0
+
+
+@pytest.fixture
+def moderator(roost: RoostThread) -> Iterator[Moderator]:
+    broker = roost.roost.broker  # type: ignore[union-attr]
+    original = broker.hooks
+    hook = Moderator(broker)
+    roost.call(lambda: setattr(broker, "hooks", HookChain([hook, *original.hooks])))
+    yield hook
+    roost.call(lambda: setattr(broker, "hooks", original))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_nothing_after_a_kick_in_the_middle_of_a_run_is_routed(roost: RoostThread, moderator: Moderator, peers,
+                                                                version: int) -> None:
+    """A hook kicks the publisher while its third plain packet of a run is routed: the two before it are
+    delivered, the kick's own message too (it was being routed), and nothing the kicked client sent after it
+    (as for any packet still unread when a connection is closed)."""
+    subscriber = peers(roost, "sub", 5)
+    subscriber.subscribe("#")
+    publisher = peers(roost, "pub", version)
+    publisher.send_raw(b"".join(plain(t, p, version) for t, p in [
+        ("pub/a", b"1"), ("pub/a", b"2"), ("kick/now", b"3"), ("pub/a", b"4"), ("pub/a", b"5"),
+    ]))
+    if version == 5:
+        assert publisher.expect_disconnect() == Disconnect(ReasonCode.ADMINISTRATIVE_ACTION)
+    else:
+        assert packets_until_closed(publisher) == []
+    assert subscriber.until_pingresp() == [Publish("pub/a", b"1"), Publish("pub/a", b"2"), Publish("kick/now", b"3")]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_access_narrowed_in_the_middle_of_a_run_applies_to_the_rest(roost: RoostThread, moderator: Moderator,
+                                                                     peers, version: int) -> None:
+    """Access changes while a plain packet of a run is routed: the packets after it in the same run are
+    checked against the new rules (a narrowed ACL stops deliveries at once), not the answers cached before."""
+    subscriber = peers(roost, "sub", 5)
+    subscriber.subscribe("#")
+    publisher = peers(roost, "pub", version)
+    publisher.send_raw(b"".join(plain(t, p, version) for t, p in [
+        ("pub/a", b"1"), ("close-pub/x", b"2"), ("pub/a", b"3"), ("other/a", b"4"),
+    ]))
+    assert publisher.until_pingresp() == []
+    assert subscriber.until_pingresp() == [
+        Publish("pub/a", b"1"), Publish("close-pub/x", b"2"), Publish("other/a", b"4")
+    ]
 
 
 # -- tenants ------------------------------------------------------------------------------------------------------
