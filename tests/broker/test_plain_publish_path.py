@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import pytest
 
@@ -33,6 +34,7 @@ from tests.pubsub_helpers import RawPeer
 from tests.tenant_helpers import make_tenant
 
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
+H = TypeVar("H", bound=Hook)
 PAIRS = [
     pytest.param(4, 4, id="v311-to-v311"),
     pytest.param(5, 5, id="v5-to-v5"),
@@ -287,15 +289,22 @@ class Quota(Hook):
         return ReasonCode.QUOTA_EXCEEDED if topic.startswith("over/") else 0
 
 
-@pytest.fixture
-def quota(roost: RoostThread) -> Iterator[Quota]:
-    """Put a Quota hook in front of the running Roost's hooks (for connections opened afterwards)."""
+@contextmanager
+def hook_in_front(roost: RoostThread, hook: H) -> Iterator[H]:
+    """Put `hook` in front of the running Roost's hooks (for connections opened afterwards)."""
     broker = roost.roost.broker  # type: ignore[union-attr]
     original = broker.hooks
-    hook = Quota()
     roost.call(lambda: setattr(broker, "hooks", HookChain([hook, *original.hooks])))
-    yield hook
-    roost.call(lambda: setattr(broker, "hooks", original))
+    try:
+        yield hook
+    finally:
+        roost.call(lambda: setattr(broker, "hooks", original))
+
+
+@pytest.fixture
+def quota(roost: RoostThread) -> Iterator[Quota]:
+    with hook_in_front(roost, Quota()) as hook:
+        yield hook
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -361,12 +370,8 @@ class Moderator(Hook):
 
 @pytest.fixture
 def moderator(roost: RoostThread) -> Iterator[Moderator]:
-    broker = roost.roost.broker  # type: ignore[union-attr]
-    original = broker.hooks
-    hook = Moderator(broker)
-    roost.call(lambda: setattr(broker, "hooks", HookChain([hook, *original.hooks])))
-    yield hook
-    roost.call(lambda: setattr(broker, "hooks", original))
+    with hook_in_front(roost, Moderator(roost.roost.broker)) as hook:  # type: ignore[union-attr]
+        yield hook
 
 
 @pytest.mark.parametrize("version", VERSIONS)
