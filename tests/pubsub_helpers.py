@@ -9,7 +9,9 @@ client was queued on its connection before the PINGRESP we then ask for.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import pytest
@@ -96,20 +98,30 @@ class RawPeer(RawClient):
         return packet
 
 
-@pytest.fixture
-def raw_factory(roost: RoostThread) -> Iterator[Any]:
-    """Make `RawPeer`s against `roost`; `raw_factory(version, client_id, **connect)` connects them."""
-    peers: list[RawPeer] = []
+@contextmanager
+def raw_peers() -> Iterator[Callable[..., RawPeer]]:
+    """`open(roost, client_id, version=5, **connect)` connects a `RawPeer` to that Roost; every one is
+    closed at the end."""
+    opened: list[RawPeer] = []
 
-    def factory(client_id: str, version: int = 5, **connect: Any) -> RawPeer:
+    def open_peer(roost: RoostThread, client_id: str, version: int = 5, **connect: Any) -> RawPeer:
         peer = RawPeer(roost.mqtt_port, version)
-        peers.append(peer)
+        opened.append(peer)
         peer.open(client_id, **connect)
         return peer
 
-    yield factory
-    for peer in peers:
-        peer.close()
+    try:
+        yield open_peer
+    finally:
+        for peer in opened:
+            peer.close()
+
+
+@pytest.fixture
+def raw_factory(roost: RoostThread) -> Iterator[Any]:
+    """Make `RawPeer`s against `roost`; `raw_factory(client_id, version, **connect)` connects them."""
+    with raw_peers() as open_peer:
+        yield partial(open_peer, roost)
 
 
 def codes(reason_codes: Any) -> list[int]:

@@ -30,7 +30,7 @@ from broker.codec import (
 from broker.hooks import ClientInfo, Decision, Hook, HookChain
 from broker.service import BrokerService
 from tests.helpers import RoostThread
-from tests.pubsub_helpers import RawPeer
+from tests.pubsub_helpers import RawPeer, raw_peers
 from tests.tenant_helpers import make_tenant
 
 VERSIONS = [pytest.param(4, id="v311"), pytest.param(5, id="v5")]
@@ -72,17 +72,8 @@ def packets_until_closed(peer: RawPeer) -> list[Any]:
 @pytest.fixture
 def peers() -> Iterator[Callable[..., RawPeer]]:
     """Connect `RawPeer`s to a given Roost: `peers(roost, client_id, version, **connect)`."""
-    opened: list[RawPeer] = []
-
-    def factory(roost: RoostThread, client_id: str, version: int = 5, **connect: Any) -> RawPeer:
-        peer = RawPeer(roost.mqtt_port, version)
-        opened.append(peer)
-        peer.open(client_id, **connect)
-        return peer
-
-    yield factory
-    for peer in opened:
-        peer.close()
+    with raw_peers() as open_peer:
+        yield open_peer
 
 
 # -- runs delivered in order, to every form -----------------------------------------------------------------
