@@ -9,16 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from broker.core import Broker
+from broker.engine import Connection
 
-if TYPE_CHECKING:
-    from broker.connection import MQTTConnection
-
-__all__ = ["ServerState"]
+__all__ = ["OpenConnection", "ServerState"]
 
 log = logging.getLogger("roost.broker")
+
+
+class OpenConnection(Protocol):
+    """What the registry needs of a network connection (`broker.connection.OpenConnection` is one)."""
+
+    engine: Connection
+    closed: asyncio.Future[None]
+
+    def abort(self) -> None: ...
 
 
 class ServerState:
@@ -26,16 +33,16 @@ class ServerState:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.connections: set[MQTTConnection] = set()
+        self.connections: set[OpenConnection] = set()
         # Set by `shutdown`: connections accepted from then on are closed as soon as they are made.
         self.closing = False
         # PUBLISH packets sent to clients that have since disconnected, by tenant namespace.
         self.sent_by_closed_mount: dict[str, int] = {}
 
-    def opened(self, connection: MQTTConnection) -> None:
+    def opened(self, connection: OpenConnection) -> None:
         self.connections.add(connection)
 
-    def closed(self, connection: MQTTConnection, mount: str, messages_sent: int) -> None:
+    def closed(self, connection: OpenConnection, mount: str, messages_sent: int) -> None:
         self.connections.discard(connection)
         if messages_sent:
             self.sent_by_closed_mount[mount] = self.sent_by_closed_mount.get(mount, 0) + messages_sent

@@ -7,16 +7,20 @@ a hook or a socket: the engine asks the hooks and attaches the session afterward
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 
 from broker.codec import EMPTY_PROPERTIES, Connect, Properties, ProtocolVersion, ReasonCode
 from broker.codec.topics import validate_topic_name
 from broker.errors import ProtocolError
+from broker.hooks import AuthResult, ConnectRequest, Decision, HookChain
 from broker.session import NEVER_EXPIRES
 from broker.settings import BrokerSettings
 
-__all__ = ["Terms", "connack_properties", "negotiate"]
+__all__ = ["Terms", "authenticate", "connack_properties", "negotiate"]
+
+log = logging.getLogger("roost.connection")
 
 _V5 = ProtocolVersion.MQTT_5
 
@@ -97,3 +101,12 @@ def connack_properties(terms: Terms, settings: BrokerSettings, version: int) -> 
         topic_alias_maximum=settings.topic_alias_maximum or None,
         server_keep_alive=terms.server_keep_alive,
     )
+
+
+def authenticate(hooks: HookChain, request: ConnectRequest) -> AuthResult:
+    """The hooks' answer; a hook that fails refuses with 0x88 Server unavailable, and the broker goes on."""
+    try:
+        return hooks.authenticate(request)
+    except Exception:
+        log.exception("authentication hook failed for %s", request.client_id)
+        return AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)

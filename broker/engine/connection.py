@@ -20,43 +20,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 from broker.codec import (
-    EMPTY_PROPERTIES,
-    NEED_DATA,
-    Auth,
-    Connack,
-    Connect,
-    Disconnect,
-    PacketReader,
-    Pingreq,
-    Pingresp,
-    ProtocolVersion,
-    Puback,
-    Pubcomp,
-    Publish,
-    Pubrec,
-    Pubrel,
-    ReasonCode,
-    Suback,
-    Subscribe,
-    Unsuback,
-    Unsubscribe,
-    Will,
-    encode,
+    EMPTY_PROPERTIES, NEED_DATA, Auth, Connack, Connect, Disconnect, PacketReader, Pingreq, Pingresp,
+    ProtocolVersion, Puback, Pubcomp, Publish, Pubrec, Pubrel, ReasonCode, Subscribe, Unsubscribe, Will, encode,
     v3_connack_code,
 )
-from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.core import Broker, will_delay
-from broker.engine.connect import Terms, connack_properties, negotiate
+from broker.engine.admission import Admission, publish_message
+from broker.engine.connect import Terms, authenticate, connack_properties, negotiate
 from broker.engine.outbound import PublishEncoder
+from broker.engine.subscribe import send_retained, subscribe, unsubscribe
 from broker.errors import ProtocolError, UnsupportedProtocolVersion
-from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Grant
+from broker.hooks import ClientInfo, ConnectRequest, Decision
 from broker.receivers import PlainForm
-from broker.session import Message, Session, SubscriptionRecord
+from broker.session import Message, Session
 
 __all__ = ["CLOSE", "LINGER", "Connection"]
 
@@ -66,7 +46,6 @@ _V5 = ProtocolVersion.MQTT_5
 _NEW, _CONNECTED, _CLOSED = range(3)
 # What `close_requested` asks of the shell: close now, or close the write side and linger first.
 CLOSE, LINGER = 1, 2
-_SUBSCRIBE_REFUSED_V3 = 0x80
 
 
 def _nothing() -> None:
@@ -118,15 +97,11 @@ class Connection:
         self._last_read = now
         self._connect_deadline = now + settings.connect_timeout
         self._keep_alive = 0
-        # The publish ACL's answers by topic: the topic inside the broker, or "" (refused); see _route.
-        self._publish_acl: dict[str, str] = {}
-        self._acl_generation = -1
-        self._publish_hook = broker.hooks.publish_hook
+        self.admission: Admission  # made at CONNECT, for the client that was let in
         # With strict durability, acknowledgements wait until what they acknowledge is on disk; those
         # waiting are counted so that later ones queue behind them (see _ack).
         self._strict = broker.persistence.strict
         self._held_acks = 0
-        self._aliases_in: dict[int, str] = {}
         self._expiry_at_connect = 0
 
     # -- inputs ---------------------------------------------------------------------------------------------
@@ -261,11 +236,7 @@ class Connection:
             certificate_serial=self.certificate[1],
         )
         broker = self.broker
-        try:
-            result = broker.hooks.authenticate(request)
-        except Exception:
-            log.exception("authentication hook failed for %s", request.client_id)
-            result = AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)
+        result = authenticate(broker.hooks, request)
         if result.decision is not Decision.ALLOW:
             broker.stats.auth_failures += 1
             log.info("refused %s from %s (user %r): reason 0x%02x",
@@ -281,6 +252,7 @@ class Connection:
         self.encoder = PublishEncoder(self.version, client.mount, terms.alias_out_max, terms.max_outgoing_size,
                                       broker.clock.time)
         self.plain_form = self.encoder.plain_form
+        self.admission = Admission(broker, client)
         self.will = packet.will
         self.state = _CONNECTED
         self._expiry_at_connect = terms.requested_expiry
@@ -326,50 +298,11 @@ class Connection:
 
     # -- PUBLISH from the client: one path ------------------------------------------------------------------
 
-    def _admit(self, topic: str, payload: bytes, qos: int, retain: bool, utf8: bool) -> str | int:
-        """May this PUBLISH be routed? The topic inside the broker if so, else the reason code refusing it:
-        the publish ACL (cached per topic until access changes), the payload format [MQTT-3.3.2-4 context],
-        then the on_publish hooks (the hourly quota, 0x97). The one admission of both PUBLISH paths."""
-        routed = self._publish_acl.get(topic) if self._acl_generation == self.broker.hooks.generation else None
-        if routed is None:
-            routed = self._route(topic)
-        if not routed:
-            self.broker.stats.dropped_acl += 1
-            log.debug("publish by %s to %r not authorized", self._who(), topic)
-            return ReasonCode.NOT_AUTHORIZED
-        if utf8 and not _is_utf8(payload):
-            return ReasonCode.PAYLOAD_FORMAT_INVALID
-        hook = self._publish_hook
-        if hook is not None:
-            code = hook(self.client, topic, payload, qos, retain)  # type: ignore[arg-type]
-            if code:
-                self.broker.stats.dropped_quota += 1
-                return code
-        return routed
-
-    def _route(self, topic: str) -> str:
-        """Where this client's PUBLISH to `topic` goes inside the broker: the topic under its tenant's
-        namespace, or "" when it may not publish there. Topics starting with `$` belong to the broker ($SYS,
-        and the tenants' namespaces): no client publishes to them [MQTT-4.7.2-1 context]."""
-        generation = self.broker.hooks.generation
-        cache = self._publish_acl
-        if self._acl_generation != generation:
-            cache.clear()
-            self._acl_generation = generation
-        routed = cache.get(topic)
-        if routed is None:
-            assert self.client is not None
-            allowed = not topic.startswith("$") and self.broker.hooks.authorize_publish(self.client, topic)
-            routed = self.mount + topic if allowed else ""
-            if len(cache) < 1024:
-                cache[topic] = routed
-        return routed
-
     def _on_plain_publishes(self, batch: list[tuple[str, int, bytes]]) -> None:
         """The plain QoS 0 PUBLISH packets the reader took whole: admitted and routed as every PUBLISH is,
         with no packet object, through `publish_plain`, which can forward the client's bytes as they are."""
         publish_plain = self.broker.publish_plain
-        admit = self._admit
+        admit = self.admission.admit
         assert self.client is not None and self.session is not None
         sender = self.session.key
         username = self.client.username
@@ -393,7 +326,7 @@ class Connection:
             if props.subscription_identifiers:
                 raise ProtocolError("a client PUBLISH carries a subscription identifier [MQTT-3.3.4-6]")
             if props.topic_alias is not None:
-                topic = self._resolve_alias(props.topic_alias, topic)
+                topic = self.admission.resolve_alias(props.topic_alias, topic)
         session = self.session
         assert session is not None and self.client is not None
         packet_id: int = packet.packet_id or 0
@@ -407,8 +340,14 @@ class Connection:
             raise ProtocolError("receive maximum exceeded [MQTT-3.3.4-9]", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
         if packet.retain and not settings.retain_available:
             raise ProtocolError("retain is not available [MQTT-3.3.1-?]", ReasonCode.RETAIN_NOT_SUPPORTED)
-        routed = self._admit(topic, packet.payload, qos, packet.retain, v5 and props.payload_format_indicator == 1)
-        message = self._message(routed, packet, props) if type(routed) is str else None
+        routed = self.admission.admit(topic, packet.payload, qos, packet.retain, v5 and props.payload_format_indicator == 1)
+        message = None
+        if type(routed) is str:
+            # Subscribers of this client's form get the very bytes it sent (QoS 0, no properties, no RETAIN).
+            wire = (self.encoder.own_form, self.reader.last_packet_bytes()) if (
+                qos == 0 and props is EMPTY_PROPERTIES and not packet.retain) else None
+            message = publish_message(routed, packet, session.key, self.client.username, self.broker.clock.time(),
+                                      wire)
         if qos == 0:
             if message is not None:
                 self.broker.route(message)
@@ -437,24 +376,6 @@ class Connection:
             recorded = self.broker.route(message)[1] or recorded
         self._ack(ack, recorded, mark)
 
-    def _message(self, routed: str, packet: Publish, props: Any) -> Message:
-        expires_at = None
-        if props is not EMPTY_PROPERTIES:
-            if props.message_expiry_interval is not None:
-                expires_at = self.broker.clock.time() + props.message_expiry_interval
-            if props.topic_alias is not None:
-                props = replace(props, topic_alias=None)
-                if props == EMPTY_PROPERTIES:
-                    props = EMPTY_PROPERTIES
-        assert self.session is not None and self.client is not None
-        message = Message(routed, packet.payload, packet.qos, packet.retain, props, expires_at, self.session.key,
-                          self.client.username)
-        if packet.qos == 0 and packet.properties is EMPTY_PROPERTIES and not packet.retain:
-            # Subscribers of this client's form get the very bytes it sent: no encoding on the way out.
-            # (Not when it used a topic alias: those bytes name no topic.)
-            message.wire = (self.encoder.own_form, self.reader.last_packet_bytes())
-        return message
-
     def _ack(self, data: bytes, dirtied: bool, at: int | None = None) -> None:
         """Send an acknowledgement, at position `at` of the output when given. With strict durability it
         waits until the state it acknowledges is on disk (`dirtied`: the packet it answers changed recorded
@@ -475,18 +396,6 @@ class Connection:
     def _release_ack(self, data: bytes) -> None:
         self._held_acks -= 1
         self._write(data)  # (dropped if the connection has closed meanwhile: the client will resend)
-
-    def _resolve_alias(self, alias: int, topic: str) -> str:
-        """Map a v5 topic alias to its topic [MQTT-3.3.2-8][MQTT-3.3.2-9][MQTT-3.3.2-10]."""
-        if alias == 0 or alias > self.broker.settings.topic_alias_maximum:
-            raise ProtocolError("topic alias out of range [MQTT-3.3.2-8]", ReasonCode.TOPIC_ALIAS_INVALID)
-        if topic:
-            self._aliases_in[alias] = topic
-            return topic
-        known = self._aliases_in.get(alias)
-        if known is None:
-            raise ProtocolError("unknown topic alias [MQTT-3.3.2-?]", ReasonCode.PROTOCOL_ERROR)
-        return known
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         recorded = self.broker.flows.release_received(self.session, packet.packet_id)  # type: ignore[arg-type]
@@ -528,75 +437,14 @@ class Connection:
     # -- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------------------
 
     def _on_subscribe(self, packet: Subscribe) -> None:
-        session = self.session
-        client = self.client
-        assert session is not None and client is not None
-        broker = self.broker
-        v5 = self.version == _V5
-        sub_ids = packet.properties.subscription_identifiers
-        sub_id = sub_ids[0] if sub_ids else None
-        codes: list[int] = []
-        retained: list[tuple[SubscriptionRecord, list[Message]]] = []
-        for sub in packet.subscriptions:
-            topic_filter = sub.topic_filter
-            try:
-                validate_topic_filter(topic_filter)
-            except ProtocolError:
-                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else _SUBSCRIBE_REFUSED_V3)
-                continue
-            if sub.no_local and topic_filter.startswith("$share/"):
-                raise ProtocolError("No Local on a shared subscription [MQTT-3.8.3-4]")
-            internal = self._internal_filter(topic_filter)
-            grant = broker.hooks.authorize_subscribe(client, topic_filter) if internal is not None else Grant.NONE
-            if not grant:
-                codes.append(ReasonCode.NOT_AUTHORIZED if v5 else _SUBSCRIBE_REFUSED_V3)
-                continue
-            group, plain, full = internal  # type: ignore[misc]
-            record = SubscriptionRecord(full, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling,
-                                        sub_id, grant is Grant.PARTIAL)
-            outcome = broker.subscribe(session, record)
-            codes.append(sub.qos)  # Granted QoS: every QoS is supported [MQTT-3.9.3-1].
-            # Retained messages: not for shared subscriptions; retain handling 0 always, 1 only for a new
-            # subscription, 2 never [MQTT-3.3.1-9][MQTT-3.3.1-10][MQTT-3.3.1-11].
-            if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and not outcome.existed)):
-                messages = list(broker.retained_for(plain))
-                if record.partial:  # only what the reader's ACL lets it read
-                    messages = [m for m in messages
-                                if broker.hooks.authorize_read(client, self.encoder.client_topic(m.topic))]
-                retained.append((record, messages))
-        self._send(Suback(packet.packet_id, tuple(codes)))  # [MQTT-3.8.4-1]
-        for record, messages in retained:
-            record_ids = (record.subscription_id,) if record.subscription_id is not None else ()
-            for message in messages:
-                qos = message.qos if message.qos < record.qos else record.qos
-                # Sent because of a new subscription: the RETAIN flag is 1 [MQTT-3.3.1-8].
-                broker.deliver(session, message, qos, True, record_ids)
+        assert self.session is not None and self.client is not None
+        suback, retained = subscribe(self.broker, self.session, self.client, self.version, packet)
+        self._send(suback)
+        send_retained(self.broker, self.session, retained)
 
     def _on_unsubscribe(self, packet: Unsubscribe) -> None:
-        session = self.session
-        assert session is not None
-        codes = []
-        for topic_filter in packet.topic_filters:
-            internal = self._internal_filter(topic_filter)
-            removed = internal is not None and self.broker.unsubscribe(session, internal[2])  # [MQTT-3.10.4-1]
-            codes.append(ReasonCode.SUCCESS if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
-        self._send(Unsuback(packet.packet_id, tuple(codes) if self.version == _V5 else ()))  # [MQTT-3.10.4-4]
-
-    def _internal_filter(self, topic_filter: str) -> tuple[str | None, str, str] | None:
-        """Map a client's filter into the broker's namespace: (share group, plain internal filter, full
-        internal filter); None when a tenant client names a `$` filter it may not read."""
-        group, plain = parse_shared(topic_filter)
-        mount = self.mount
-        if plain.startswith("$"):
-            # `$` filters name the broker's own topics; tenants' namespaces also start with `$`, so only
-            # `$SYS` is ever reachable, and from inside a tenant only by admins.
-            client = self.client
-            if not plain.startswith("$SYS") or (mount and not (client is not None and client.is_admin)):
-                return None
-        elif mount:
-            plain = mount + plain
-        full = plain if group is None else f"$share/{group}/{plain}"
-        return group, plain, full
+        assert self.session is not None and self.client is not None
+        self._send(unsubscribe(self.broker, self.session, self.client, self.version, packet))
 
     # -- PINGREQ / DISCONNECT -------------------------------------------------------------------------------
 
@@ -748,23 +596,9 @@ class Connection:
 
 # Which method handles which packet once connected: one table for every connection.
 _HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
-    Publish: Connection._on_publish,
-    Puback: Connection._on_puback,
-    Pubrec: Connection._on_pubrec,
-    Pubrel: Connection._on_pubrel,
-    Pubcomp: Connection._on_pubcomp,
-    Subscribe: Connection._on_subscribe,
-    Unsubscribe: Connection._on_unsubscribe,
-    Pingreq: Connection._on_pingreq,
-    Disconnect: Connection._on_disconnect,
-    Connect: Connection._on_second_connect,
-    Auth: Connection._on_auth,
+    Publish: Connection._on_publish, Puback: Connection._on_puback, Pubrec: Connection._on_pubrec,
+    Pubrel: Connection._on_pubrel, Pubcomp: Connection._on_pubcomp, Subscribe: Connection._on_subscribe,
+    Unsubscribe: Connection._on_unsubscribe, Pingreq: Connection._on_pingreq, Disconnect: Connection._on_disconnect,
+    Connect: Connection._on_second_connect, Auth: Connection._on_auth,
 }
 
-
-def _is_utf8(payload: bytes) -> bool:
-    try:
-        payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
