@@ -631,6 +631,28 @@ def test_a_still_covering_rule_keeps_the_subscription(secure_roost: RoostThread,
 
 
 @VERSIONS
+def test_narrowing_filters_a_partly_granted_wildcard_at_once(secure_roost: RoostThread, alice: Tenant,
+                                                            clients: Clients, narrowing: dict[str, Any],
+                                                            version: int) -> None:
+    """A device's `#` is granted in part (its rules overlap it) and filtered per message; deleting the
+    `cmd` rule stops `cmd` at once while `sensors/+/temp` still flows (the per-message answers are dropped
+    with every access change)."""
+    device = clients.connect(secure_roost, alice.device(narrowing["project"], "d1"), "d1", version)
+    instance = narrowing["instance"]
+    assert device.subscribe("#", qos=1)[0].value == 1
+    instance.publish("cmd", b"before", qos=1)
+    assert device.expect().payload == b"before"
+    _narrow(secure_roost, alice, narrowing["topics"]["cmd"], "delete")
+    instance.publish("cmd", b"after", qos=1)
+    instance.publish("sensors/hall/temp", b"20", qos=1)
+    sync(instance, device)
+    received = []
+    while not device.messages.empty():
+        received.append(device.expect().payload)
+    assert received == [b"20"]
+
+
+@VERSIONS
 def test_taking_away_can_publish_refuses_the_next_publish(secure_roost: RoostThread, alice: Tenant,
                                                           clients: Clients, narrowing: dict[str, Any],
                                                           version: int) -> None:
