@@ -4,6 +4,7 @@ in memory): what independent suites saw Roost do wrong, as a client sees it now.
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -100,13 +101,32 @@ def test_a_client_still_sending_reads_the_servers_disconnect(make_roost: Callabl
     moment, so a client that keeps sending reads the reason code instead of a reset."""
     roost = make_roost(receive_maximum=1)
     raw = _raw(roost, 5, "eager")
+    chunk = encode(Publish("t", b"x" * 1000), 5) * 16
+
+    def keep_sending() -> None:
+        """The client goes on publishing, unaware that the broker has already said no (about 0.3 s:
+        less than the broker's linger, enough for a broker that closes at once to answer with a reset)."""
+        try:
+            for _ in range(30):
+                raw.send_raw(chunk)
+                threading.Event().wait(0.01)  # a paced sender, not a flood
+        except OSError:
+            pass
+
     raw.send(Publish("t", b"1", qos=2, packet_id=1))
     raw.send(Publish("t", b"2", qos=2, packet_id=2))
-    for packet_id in range(3, 200):  # keeps sending while the broker has already said no
-        raw.send_raw(encode(Publish("t", b"x" * 100, qos=2, packet_id=packet_id), 5))
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    sender.join(5)
+    # Only now does the client read: the reason code must still be there, then the end of the stream.
     assert raw.receive() == Pubrec(1)
     assert raw.receive() == Disconnect(0x93)
-    assert raw.closed_by_broker()
+    assert raw.closed_by_broker()  # the broker's write side is shut: end of stream after the reason
+    # Its read side is not, for a moment: more bytes are taken and discarded, never answered with a reset
+    # (a socket closed at once would reset the first of these and refuse the next: EPIPE/ECONNRESET).
+    for _ in range(5):
+        raw.send_raw(chunk)
+        threading.Event().wait(0.02)  # time for a reset to come back, if the broker answered with one
     raw.close()
 
 
