@@ -42,7 +42,7 @@ class DeliveryReceiver(Protocol):
         discarded [MQTT-3.1.2-25]."""
         ...
 
-    def send_plain(self, data: bytes) -> None:
+    def send_plain(self, data: bytes) -> bool:
         """Send the bytes of a plain QoS 0 PUBLISH already in this receiver's `plain_form`."""
         ...
 

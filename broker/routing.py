@@ -124,7 +124,9 @@ class Routing:
                     return
                 if record.partial and not self._readable(client_id, topic):
                     return
-                if self._may_send_now(receiver):
+                if receiver.congested:  # `_may_send_now` for a receiver known to be online
+                    self.stats.dropped_slow += 1
+                else:
                     receiver.send_plain(wire)
                 return
         self.route(Message(topic, payload, 0, False, EMPTY_PROPERTIES, None, sender, origin, (form, wire)), matched)

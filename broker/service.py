@@ -95,7 +95,7 @@ class _Watcher:
         self.callback(WatchedMessage(topic, message.payload, message.qos, retain))
         return True
 
-    def send_plain(self, data: bytes) -> None:
+    def send_plain(self, data: bytes) -> bool:
         raise AssertionError("a watcher has no plain form")  # plain_form is None: never called
 
     def taken_over(self) -> Will | None:

@@ -13,7 +13,8 @@ Routing is synchronous: the broker calls back into `send_message` / `send_plain`
 
 PUBLISH from the client takes one path: `_admit` (ACL, payload format, the on_publish hooks) then the
 broker's route, for the plain QoS 0 packets that `PacketReader.take_plain_publishes` takes in runs and for
-every other PUBLISH alike. Every PUBLISH to the client is written by `_queue_publish`.
+every other PUBLISH alike. Every PUBLISH to the client is written by `send_plain` (`send_message` encodes,
+then calls it).
 """
 
 from __future__ import annotations
@@ -483,29 +484,27 @@ class Connection:
         if data is None:
             self.broker.stats.dropped_too_large += 1
             return False
-        self._queue_publish(data, qos, len(message.payload))
-        return True
+        if qos:  # QoS 0 counts are the totals less these (see broker/stats.py)
+            stats = self.broker.stats
+            stats.sent_by_qos[qos] += 1
+            stats.sent_bytes_by_qos[qos] += len(message.payload)
+        return self.send_plain(data)
 
-    def send_plain(self, data: bytes) -> None:
-        """Queue a QoS 0 PUBLISH already in this client's `plain_form` (the bytes another client sent)."""
-        if len(data) > self.encoder.max_size:
-            self.broker.stats.dropped_too_large += 1  # [MQTT-3.1.2-25]
-            return
-        self._queue_publish(data, 0, 0)
-
-    def _queue_publish(self, data: bytes, qos: int, payload_size: int) -> None:
-        """The one write of a PUBLISH to this client, counted once."""
+    def send_plain(self, data: bytes) -> bool:
+        """Queue PUBLISH bytes already in this client's form: the one write of a PUBLISH to this client,
+        counted once (`send_message` encodes, `Routing.publish_plain` forwards the publisher's bytes)."""
         stats = self.broker.stats
+        if len(data) > self.encoder.max_size:
+            stats.dropped_too_large += 1  # [MQTT-3.1.2-25]
+            return False
         stats.messages_sent += 1
         self.messages_sent += 1
-        if qos:  # QoS 0 counts are the totals less these (see broker/stats.py)
-            stats.sent_by_qos[qos] += 1
-            stats.sent_bytes_by_qos[qos] += payload_size
         if not self.closing:
             out = self._out
             out.append(data)
             if len(out) == 1:
                 self.on_output()
+        return True
 
     def _send(self, packet: Any) -> None:
         self._write(encode(packet, self.version))
