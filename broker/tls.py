@@ -29,7 +29,7 @@ from typing import Any
 from broker.listeners import TCPListener
 from broker.tls_chain import chain_with_issuers
 from broker.connection import MQTTConnection
-from broker.core import Broker
+from broker.registry import ServerState
 
 __all__ = ["TLSListener", "server_context"]
 
@@ -148,14 +148,14 @@ class TLSListener(TCPListener):
 
     def __init__(
         self,
-        broker: Broker,
+        server: ServerState,
         host: str,
         port: int,
         context: ssl.SSLContext,
         handshake_timeout: float = 10.0,
         name: str = "tls",
     ) -> None:
-        super().__init__(broker, host, port, name)
+        super().__init__(server, host, port, name)
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.handshake_failures = 0
@@ -166,10 +166,10 @@ class TLSListener(TCPListener):
 
     def _upgrade(self, accepted: _Accepted) -> None:
         assert accepted.transport is not None
-        if self._server is None or self.broker.closing:
+        if self._server is None or self.server.closing:
             accepted.transport.abort()
             return
-        task = self.broker.loop.create_task(self._handshake(accepted))
+        task = asyncio.get_running_loop().create_task(self._handshake(accepted))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -178,7 +178,7 @@ class TLSListener(TCPListener):
         assert transport is not None
         peer = _peer(transport)
         upgrading = _Upgrading()
-        loop = self.broker.loop
+        loop = asyncio.get_running_loop()
         try:
             if transport.is_closing():
                 raise ConnectionResetError("closed by the peer before the handshake")
@@ -201,7 +201,7 @@ class TLSListener(TCPListener):
             return
         if tls_transport is None or upgrading.lost:
             return
-        connection = MQTTConnection(self.broker, self.name)
+        connection = MQTTConnection(self.server, self.name)
         tls_transport.set_protocol(connection)
         connection.connection_made(tls_transport)
         if upgrading.writing_paused:
