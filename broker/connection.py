@@ -325,6 +325,14 @@ class MQTTConnection(asyncio.Protocol):
             self._refuse(result.reason_code, logged=True)
             return
         client = result.client or ClientInfo(request.client_id, request.username, self.version)
+        if self.broker.connection_limit(client) is not None:
+            # The tenant has its plan's number of clients connected: v5 0x97 Quota exceeded, 3.1.1 3
+            # Server unavailable (v3_connack_code), as for any refusal before the session is touched.
+            log.info("refused %s from %s (user %r): tenant connection limit", request.client_id,
+                     self.remote_address, request.username)
+            self.state = _NEW
+            self._refuse(ReasonCode.QUOTA_EXCEEDED, logged=True)
+            return
         self.client = client
         self.mount = client.mount
         self._forms = ((self.version, client.mount, False), (self.version, client.mount, True))
@@ -650,6 +658,10 @@ class MQTTConnection(asyncio.Protocol):
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else _SUBSCRIBE_REFUSED_V3)
                 continue
             group, plain, full = internal
+            if self.broker.subscription_limit(session, full) is not None:
+                # Over the client's or the tenant's subscription limit (broker/tenants.py).
+                codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else _SUBSCRIBE_REFUSED_V3)
+                continue
             record = SubscriptionRecord(
                 full, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id
             )

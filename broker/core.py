@@ -26,6 +26,7 @@ from broker.retained import RetainedStore
 from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
 from broker.settings import BrokerSettings
 from broker.stats import Stats
+from broker.tenants import CLIENT_SUBSCRIPTIONS, TENANT_CONNECTIONS, TENANT_SUBSCRIPTIONS, TenantIndex
 from broker.topic_match import topic_matches
 from broker.topic_tree import SharedGroup, SubscriptionTree
 
@@ -63,6 +64,9 @@ class Broker:
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore()
         self.stats = Stats()
+        # Sessions, connections and subscriptions per tenant mount: limits and access changes cost what
+        # they touch (broker/tenants.py).
+        self.tenants = TenantIndex()
         self.started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -86,6 +90,7 @@ class Broker:
         session = self.sessions.get(key)
         if old_connection is not None:
             self.stats.clients_connected -= 1
+            self.tenants.connected(client.mount, -1)
             will = old_connection.taken_over()
             # The old connection ended without DISCONNECT: its will goes now, unless it has a delay and the
             # session continues, in which case the new connection cancels it [MQTT-3.1.3-9].
@@ -102,6 +107,7 @@ class Broker:
         if session is None:
             session = Session(key)
             self.sessions[key] = session
+            self.tenants.add_session(client.mount, key)
         session.expiry_interval = expiry
         session.client = client
         session.disconnected_at = None
@@ -110,6 +116,7 @@ class Broker:
         # Counted here and in detach, not as len(connections): the control plane's internal watchers
         # (BrokerService.watch) sit in that dict too and are not clients.
         self.stats.clients_connected += 1
+        self.tenants.connected(client.mount, 1)
         return session, present
 
     def _persist_attached(self, session: Session, will: Will | None) -> None:
@@ -143,6 +150,7 @@ class Broker:
         if self.connections.get(session.key) is connection:
             del self.connections[session.key]
             self.stats.clients_connected -= 1
+            self.tenants.connected(connection.mount, -1)
         if self.sessions.get(session.key) is not session:
             return  # Already replaced (clean-start takeover) or removed (kicked).
         session.disconnected_at = time.time()
@@ -196,9 +204,12 @@ class Broker:
         if session.durable:
             session.durable = False
             self.persistence.session_removed(session)
+        mount = _mount(session)
+        self.tenants.subscribed(mount, -len(session.subscriptions))
         session.subscriptions.clear()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+            self.tenants.remove_session(mount, session.key)
 
     def remove_session(self, key: str) -> bool:
         """End a session now, whether or not its client is connected (used by kicks and revokes)."""
@@ -231,6 +242,8 @@ class Broker:
         for session in sessions:
             restored += 1
             self.sessions[session.key] = session
+            self.tenants.add_session(_mount(session), session.key)
+            self.tenants.subscribed(_mount(session), len(session.subscriptions))
             for record in session.subscriptions.values():
                 group, plain = parse_shared(record.topic_filter)
                 self.subscriptions.subscribe(plain, session.key, record, group)
@@ -272,6 +285,8 @@ class Broker:
     def subscribe(self, session: Session, record: SubscriptionRecord) -> SubscribeOutcome:
         group, plain = parse_shared(record.topic_filter)
         existed = record.topic_filter in session.subscriptions
+        if not existed:
+            self.tenants.subscribed(_mount(session), 1)
         session.subscriptions[record.topic_filter] = record
         self.subscriptions.subscribe(plain, session.key, record, group)
         self.stats.subscriptions = len(self.subscriptions)
@@ -282,12 +297,43 @@ class Broker:
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
+        self.tenants.subscribed(_mount(session), -1)
         group, plain = parse_shared(topic_filter)
         self.subscriptions.unsubscribe(plain, session.key, group)
         self.stats.subscriptions = len(self.subscriptions)
         if session.durable:
             self.persistence.subscription_removed(session, topic_filter)
         return True
+
+    def subscription_limit(self, session: Session, internal_filter: str) -> str | None:
+        """The limit one more subscription of `session` would go over (counted in `Stats.limit_hits`), or
+        None. O(1): the session's own count and its tenant's (broker/tenants.py). A filter the session
+        already holds replaces its subscription and is never refused."""
+        if internal_filter in session.subscriptions:
+            return None
+        per_client = self.settings.max_subscriptions_per_client
+        if per_client and len(session.subscriptions) >= per_client:
+            return self._limit_hit(CLIENT_SUBSCRIPTIONS)
+        client = session.client
+        if client is not None and client.mount:
+            limit = self.hooks.tenant_limits(client).max_subscriptions
+            if limit and self.tenants.subscriptions(client.mount) >= limit:
+                return self._limit_hit(TENANT_SUBSCRIPTIONS)
+        return None
+
+    def connection_limit(self, client: ClientInfo) -> str | None:
+        """The limit a new connection of `client` would go over (its tenant's connections), or None. A
+        connection that takes over one with the same client id adds none."""
+        if not client.mount or client.session_key in self.connections:
+            return None
+        limit = self.hooks.tenant_limits(client).max_connections
+        if limit and self.tenants.connections(client.mount) >= limit:
+            return self._limit_hit(TENANT_CONNECTIONS)
+        return None
+
+    def _limit_hit(self, limit: str) -> str:
+        self.stats.limit_hits[limit] += 1
+        return limit
 
     def retained_for(self, topic_filter: str) -> Iterator[Message]:
         """Unexpired retained messages matching a plain filter; expired ones are removed on the way."""
@@ -576,24 +622,56 @@ class Broker:
 
     # -- administration -------------------------------------------------------------------------------------
 
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         """Ask the hooks again about every subscription of the matching sessions (connected or not) and
         remove those no longer allowed, with the queued deliveries that only they had asked for. Returns
-        how many subscriptions were removed. This is how a narrowed ACL stops deliveries at once."""
-        removed = 0
-        for session in list(self.sessions.values()):
+        how many subscriptions were removed. This is how a narrowed ACL stops deliveries at once.
+        `mounts` limits the work to those tenants' sessions (None: every session)."""
+        return sum(self.revalidate_steps(where, mounts, step=0))
+
+    def revalidate_steps(
+        self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None, step: int = 2_000
+    ) -> Iterator[int]:
+        """`revalidate_subscriptions` in steps: after every `step` subscriptions checked (0: never) it
+        yields how many it removed since the last yield, so that a caller may let the loop run between
+        steps (LiveAccess does: one tenant's 400,000 subscriptions must not stall the others). Sessions
+        that end or change between steps are taken as they are then."""
+        checked = removed = 0
+        for session in self.tenant_sessions(mounts):
             client = session.client
             if client is None or not where(client):
                 continue
             dropped = False
             for internal in list(session.subscriptions):
-                if not self.hooks.authorize_subscribe(client, unmount_filter(internal, client.mount)):
+                if self.sessions.get(session.key) is not session:
+                    break  # ended (kicked, expired) during an earlier step
+                if internal in session.subscriptions and not self.hooks.authorize_subscribe(
+                    client, unmount_filter(internal, client.mount)
+                ):
                     self.unsubscribe(session, internal)
                     removed += 1
                     dropped = True
+                checked += 1
+                if step and checked % step == 0:
+                    yield removed
+                    removed = 0
             if dropped and session.queue:
                 self._prune_queue(session)
-        return removed
+        yield removed
+
+    def tenant_sessions(self, mounts: Iterable[str] | None = None) -> list[Session]:
+        """The sessions (connected or not) of the tenants with these mount points; every session with None.
+        Found through the tenant index: the cost follows those tenants' sessions, not the broker's."""
+        if mounts is None:
+            return list(self.sessions.values())
+        sessions = self.sessions
+        found = []
+        for mount in mounts:
+            for key in self.tenants.session_keys(mount):
+                session = sessions.get(key)
+                if session is not None:
+                    found.append(session)
+        return found
 
     def _prune_queue(self, session: Session) -> None:
         filters = [parse_shared(f)[1] for f in session.subscriptions]
@@ -609,13 +687,26 @@ class Broker:
     def connected(self) -> Iterable[MQTTConnection]:
         return list(self.connections.values())
 
-    def find_clients(self, predicate: Callable[[ClientInfo], bool]) -> list[ClientInfo]:
-        """Clients with a session (connected or not) or a connection, for which `predicate` is true."""
-        found = {s.key: s.client for s in self.sessions.values() if s.client is not None and predicate(s.client)}
+    def find_clients(
+        self, predicate: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None
+    ) -> list[ClientInfo]:
+        """Clients with a session (connected or not) or a connection, for which `predicate` is true; with
+        `mounts`, only those tenants' (every connected tenant client has a session, so their sessions
+        are enough)."""
+        sessions = self.tenant_sessions(mounts)
+        found = {s.key: s.client for s in sessions if s.client is not None and predicate(s.client)}
+        if mounts is not None:
+            return list(found.values())  # type: ignore[arg-type]
         for key, connection in self.connections.items():
             if key not in found and connection.client is not None and predicate(connection.client):
                 found[key] = connection.client
         return list(found.values())
+
+
+def _mount(session: Session) -> str:
+    """The tenant mount a session belongs to ("" outside any tenant, and for the control plane's watchers)."""
+    client = session.client
+    return client.mount if client is not None else ""
 
 
 def _merge(targets: dict[str, list], client_id: str, record: SubscriptionRecord) -> None:

@@ -71,12 +71,17 @@ class _Watcher:
 class Watch:
     """A subscription held by the control plane (the dashboard's live view); `close()` ends it."""
 
-    def __init__(self, broker: Broker, key: str) -> None:
+    def __init__(self, broker: Broker, key: str, mount: str = "") -> None:
         self._broker = broker
         self._key = key
+        self._mount = mount
+        self._open = True
 
     def close(self) -> None:
         """End the watch (idempotent): its subscription leaves the trie at once."""
+        if self._open:
+            self._open = False
+            self._broker.tenants.subscribed(self._mount, -1)  # counted by BrokerService.watch
         self._broker.connections.pop(self._key, None)
         self._broker.remove_session(self._key)
 
@@ -158,6 +163,12 @@ class BrokerService:
             )
         return result
 
+    def tenant_usage(self, mount: str) -> tuple[int, int]:
+        """(clients connected, subscriptions held) of the tenant with this mount point, live views included
+        in the subscriptions: what its plan's max_connections and max_subscriptions bound."""
+        tenants = self.broker.tenants
+        return tenants.connections(mount), tenants.subscriptions(mount)
+
     def uptime(self) -> float:
         return time.time() - self.broker.started_at
 
@@ -181,7 +192,10 @@ class BrokerService:
         broker.connections[key] = watcher  # type: ignore[assignment]
         internal = mount + topic_filter
         broker.subscribe(session, SubscriptionRecord(internal, 0))
+        # A watch has no client, so the broker does not count it; it is the tenant's subscription all the
+        # same (the caller checks the plan's max_subscriptions with tenant_usage first).
+        broker.tenants.subscribed(mount, 1)
         if retained:
             for message in list(broker.retained_for(internal)):
                 watcher.send_message(message, 0, True, (), None)
-        return Watch(broker, key)
+        return Watch(broker, key, mount)

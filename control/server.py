@@ -27,6 +27,7 @@ from broker.listeners import TCPListener
 from broker.service import BrokerService
 from broker.settings import VERSION
 from broker.sys_topics import run_sys_topics
+from broker.tenants import TenantLimits
 from broker.tls import TLSListener
 from control.app import create_app
 from control.config import Config
@@ -86,7 +87,8 @@ class Roost:
 
     def _plan_terms(self, plan_name: str) -> PlanTerms:
         plan = self.config.plans.get(plan_name) or DEFAULT_PLANS["free"]
-        return PlanTerms(plan.messages_per_hour, plan.retention_days)
+        return PlanTerms(plan.messages_per_hour, plan.retention_days,
+                         TenantLimits(plan.max_connections, plan.max_subscriptions))
 
     @property
     def mqtt_port(self) -> int:

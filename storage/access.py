@@ -28,6 +28,7 @@ from datetime import timedelta
 from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
+from broker.tenants import UNLIMITED, TenantLimits
 from broker.topic_match import filter_covers, topic_matches
 from storage.auth_snapshot import AuthSnapshot, DeviceCredential, InstanceCredential, load_auth_snapshot
 from storage.clock import format_timestamp, utc_now
@@ -49,10 +50,12 @@ _UNKNOWN = object()
 
 @dataclass(frozen=True, slots=True)
 class PlanTerms:
-    """What the broker needs of a user's plan: the hourly quota (0 = unlimited) and history retention."""
+    """What the broker needs of a user's plan: the hourly quota (0 = unlimited), history retention, and
+    the tenant's limits on connected clients and subscriptions (0 = unlimited)."""
 
     messages_per_hour: int
     retention_days: int
+    limits: TenantLimits = UNLIMITED
 
 
 def tenant_mount(user_id: int) -> str:
@@ -201,10 +204,7 @@ class StorageAuthHook(Hook):
         user_id = attributes.get("user_id")
         if user_id is None:
             return 0
-        terms = self._terms.get(user_id)
-        if terms is None:
-            user = self.snapshot.users.get(user_id)  # type: ignore[arg-type]
-            terms = self._terms[user_id] = self.plan_terms(user.plan if user is not None else "free")  # type: ignore[index]
+        terms = self._terms_of(user_id)  # type: ignore[arg-type]
         if self.usage is not None and not self.usage.try_consume(user_id, terms.messages_per_hour):  # type: ignore[arg-type]
             now = time.time()
             if self._quota_logged.get(user_id, 0.0) <= now:  # once per user per hour, not per message
@@ -230,6 +230,22 @@ class StorageAuthHook(Hook):
                     NewMessage(project_id, topic, payload, qos, retain, rule_id, self._expiry(terms.retention_days))  # type: ignore[arg-type]
                 )
         return 0
+
+    def _terms_of(self, user_id: int) -> PlanTerms:
+        """The user's plan terms, from the per-snapshot cache."""
+        terms = self._terms.get(user_id)
+        if terms is None:
+            user = self.snapshot.users.get(user_id)
+            terms = self._terms[user_id] = self.plan_terms(user.plan if user is not None else "free")
+        return terms
+
+    def tenant_limits(self, client: ClientInfo) -> TenantLimits | None:
+        """The connection and subscription limits of the plan of the user who owns the client's credentials
+        (one dictionary lookup once cached); None for clients that are not ours (anonymous)."""
+        user_id = client.attributes.get("user_id")
+        if user_id is None:
+            return None
+        return self._terms_of(user_id).limits  # type: ignore[arg-type]
 
     def _expiry(self, retention_days: int) -> str:
         """When a message recorded now expires, formatted; recomputed at most once a second per retention."""

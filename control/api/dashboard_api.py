@@ -29,6 +29,7 @@ from broker.errors import ProtocolError
 from broker.service import BrokerService, ClientSummary, WatchedMessage
 from broker.settings import VERSION
 from control.api.common import ApiError, authenticated, ok, services
+from control.errors import LimitReached
 from storage.access import tenant_mount
 from storage.records import User
 
@@ -192,6 +193,12 @@ async def live(request: Request) -> StreamingResponse:
         raise ApiError(422, "Validation failed", "The filter is not a valid MQTT topic filter",
                        fields={"filter": "Use a topic filter such as sensors/# or home/+/temperature "
                                          "(no $ topics, no $share)."})
+    plan = services(request).context.plan_of(user)
+    if plan.max_subscriptions and broker.tenant_usage(tenant_mount(user.id))[1] >= plan.max_subscriptions:
+        # A live view holds a subscription in the tenant's namespace, counted against the plan's limit.
+        raise LimitReached(f"You have reached your plan's limit of {plan.max_subscriptions} subscriptions: "
+                           "close a live view or unsubscribe a client first", "max_subscriptions",
+                           plan.max_subscriptions)
     streams = _streams(request)
 
     async def events() -> AsyncIterator[bytes]:
