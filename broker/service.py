@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from broker.codec.topics import parse_shared, validate_topic_filter
@@ -95,25 +95,37 @@ class BrokerService:
         client_id: str | None = None,
         username: str | None = None,
         where: Callable[[ClientInfo], bool] | None = None,
+        mounts: Iterable[str] | None = None,
     ) -> int:
         """Disconnect matching clients at once (v5: DISCONNECT 0x98) and end their sessions, connected or
         not. `client_id` names a client outside any tenant; tenant clients are found by `username` or by
-        `where`, a predicate on their `ClientInfo`. Returns how many sessions or connections were ended."""
+        `where`, a predicate on their `ClientInfo`, among the tenants with these `mounts` when given (only
+        their sessions are looked at). Returns how many sessions or connections were ended."""
         broker = self.broker
         targets: set[str] = set()
         if client_id is not None:
             targets.add(client_id)
         if username is not None:
-            targets.update(c.session_key for c in broker.find_clients(lambda info: info.username == username))
+            targets.update(
+                c.session_key for c in broker.find_clients(lambda info: info.username == username, mounts)
+            )
         if where is not None:
-            targets.update(c.session_key for c in broker.find_clients(where))
+            targets.update(c.session_key for c in broker.find_clients(where, mounts))
         return sum(1 for target in targets if broker.remove_session(target))
 
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         """Re-check the subscriptions of matching clients against the hooks; remove what is now denied.
-        Cached publish decisions are dropped too, so the next publish is checked against the new rules."""
+        Cached publish decisions are dropped too, so the next publish is checked against the new rules.
+        With `mounts`, only those tenants' sessions are looked at."""
         self.broker.hooks.invalidate()
-        return self.broker.revalidate_subscriptions(where)
+        return self.broker.revalidate_subscriptions(where, mounts)
+
+    def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
+                         step: int) -> Iterator[int]:
+        """`revalidate_subscriptions` in steps of `step` subscriptions (see Broker.revalidate_steps): the
+        caller lets the loop run between them. Cached publish decisions are dropped at once."""
+        self.broker.hooks.invalidate()
+        return self.broker.revalidate_steps(where, mounts, step)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, mount: str = "") -> int:
         """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many

@@ -9,7 +9,7 @@ from broker.service import BrokerService
 from control.errors import LimitReached, NotFound
 from control.plans import DEFAULT_PLANS, Plan
 from certs.store import CertificateStore
-from storage.access import LiveAccess
+from storage.access import LiveAccess, tenant_mount
 from storage.records import Project, User
 from storage.store import Store
 from storage.usage import UsageMeter
@@ -53,7 +53,9 @@ class Context:
         if username is not None:
             broker.kick(username=username)
         if user_id is not None:
-            broker.kick(where=lambda client: client.attributes.get("user_id") == user_id)
+            # The user's clients live under their mount: only that tenant's sessions are looked at.
+            broker.kick(where=lambda client: client.attributes.get("user_id") == user_id,
+                        mounts=[tenant_mount(user_id)])
 
     def check_limit(self, user: User, kind: str, limit: int, current: int, message: str) -> None:
         if limit and current >= limit:
