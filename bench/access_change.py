@@ -59,6 +59,10 @@ class SubscriptionHolder(_Client):
             self.pending[index] = _subscribe(sock, self.pending[index], filters, 0, self.version)
         return connections * per_connection
 
+    def subscribe(self, filters: list[str]) -> None:
+        """Subscribe the first connection to `filters` (a SUBACK refusing one is an error)."""
+        self.pending[0] = _subscribe(self.socks[0], self.pending[0], filters, 1, self.version)
+
 
 def _tenant_a(broker: RoostBroker) -> tuple[str, int, Credentials]:
     """Tenant A: its API key, its topic's id, and its device's credentials (client id `alice-dev-0`)."""
@@ -88,6 +92,7 @@ def measure(plan: Plan, workdir: Path) -> dict[str, object]:
         a_device = Worker(SubscriptionHolder, HOST, broker.port, 5, device, "alice-dev")
         workers.append(a_device)
         gather([a_device], "connect", 1)
+        gather([a_device], "subscribe", ["cmd"])  # the first change removes it: enforcement has work in A
         connections = max(1, plan.subscriptions // PER_CONNECTION)
         holders = [Worker(SubscriptionHolder, HOST, broker.port, 5, broker.credentials, f"hold{i}")
                    for i in range(HOLDERS)]
