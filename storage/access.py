@@ -45,8 +45,9 @@ log = logging.getLogger("roost.access")
 # Longest user name we look up; a longer one cannot exist (generated names are short, device ids are capped).
 MAX_USERNAME = 255
 _ACL_CACHE_LIMIT = 10_000
-# Subscriptions re-checked between two turns of the loop when access changes (about 2 ms of work).
-ENFORCE_STEP = 2_000
+# Subscriptions re-checked between two turns of the loop when access changes (about 2 ms of work on the
+# 2-core benchmark machine: 3-4 µs each; see docs/benchmarks.md, "Access changes").
+ENFORCE_STEP = 500
 _UNKNOWN = object()
 
 

@@ -4,7 +4,7 @@ broker holding 100,000 of them for 0.3 s a second."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from broker.hooks import ClientInfo
@@ -17,13 +17,16 @@ class CountingBroker:
 
     def __init__(self) -> None:
         self.revalidations = 0
+        self.mounts: list[list[str]] = []  # the tenants each enforcement looked at
 
-    def kick(self, where: Callable[[ClientInfo], bool]) -> int:
+    def kick(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         return 0
 
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
+                         step: int) -> Iterator[int]:
         self.revalidations += 1
-        return 0
+        self.mounts.append(list(mounts or ()))
+        yield 0
 
 
 async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Path) -> None:
@@ -40,8 +43,9 @@ async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Pa
         assert broker.revalidations == 1
         assert access.hook.snapshot.token == await store.db.change_token()  # the watch does not ask again
 
-        await store.users.create("bob")
+        bob = await store.users.create("bob")
         await access.refresh()
         assert broker.revalidations == 2
+        assert broker.mounts == [[f"$u{user.id}/"], [f"$u{bob.id}/"]]  # only the tenant that changed
     finally:
         await store.close()
