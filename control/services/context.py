@@ -31,12 +31,19 @@ class Context:
     # Called with a user's id when their password changes or they are deactivated or deleted: the
     # dashboard ends their sign-in sessions.
     user_listeners: list[Callable[[int], None]] = field(default_factory=list)
+    # Called with a user's id when one of their API keys is deactivated or deleted: live streams opened
+    # with it close (control/api/live_guard.py).
+    api_key_listeners: list[Callable[[int], None]] = field(default_factory=list)
 
     def plan_of(self, user: User) -> Plan:
         return self.plans.get(user.plan) or DEFAULT_PLANS["free"]
 
     def user_changed(self, user_id: int) -> None:
         for listener in self.user_listeners:
+            listener(user_id)
+
+    def api_key_revoked(self, user_id: int) -> None:
+        for listener in self.api_key_listeners:
             listener(user_id)
 
     async def access_changed(self) -> None:
