@@ -33,7 +33,10 @@ from broker.topic_tree import SharedGroup, SubscriptionTree
 if TYPE_CHECKING:
     from broker.connection import MQTTConnection
 
-__all__ = ["Broker", "SubscribeOutcome"]
+__all__ = ["Broker", "Broken", "SubscribeOutcome"]
+
+# Told of a stored record (kind "session" or "retained", its key) that raised while being restored.
+Broken = Callable[[str, str, Exception], None]
 
 log = logging.getLogger("roost.broker")
 
@@ -223,7 +226,7 @@ class Broker:
         self._discard_session(session)
         return True
 
-    def restore(self, sessions: Iterable[Session], retained: Iterable[Message]) -> None:
+    def restore(self, sessions: Iterable[Session], retained: Iterable[Message], broken: Broken | None = None) -> None:
         """Take back what a store kept from the last run, before any client connects; then the caller may
         remove what is no longer allowed (revoked credentials) and calls `resume_timers()`.
 
@@ -231,54 +234,99 @@ class Broker:
         sets the restart time for a session whose client was connected when the process died, and turns
         the will of that connection into a pending will: the connection ended without DISCONNECT
         [MQTT-3.1.2-8]).
+
+        A session or retained message that raises while it is put back is left out, logged, and handed to
+        `broken(kind, key, exception)` (the store moves it aside): stored state never stops a start.
         """
         now = time.time()
         for message in retained:
-            if message.expired(now):
-                self.persistence.retained_removed(message.topic)
-            else:
-                self.retained.set(message.topic, message)
+            try:
+                if message.expired(now):
+                    self.persistence.retained_removed(message.topic)
+                else:
+                    self.retained.set(message.topic, message)
+            except Exception as exc:
+                self.retained.delete(message.topic)
+                self._broken(broken, "retained", message.topic, exc)
         restored = 0
         for session in sessions:
+            try:
+                self.sessions[session.key] = session
+                for record in session.subscriptions.values():
+                    group, plain = parse_shared(record.topic_filter)
+                    self.subscriptions.subscribe(plain, session.key, record, group)
+            except Exception as exc:
+                self._forget(session)
+                self._broken(broken, "session", session.key, exc)
+                continue
             restored += 1
-            self.sessions[session.key] = session
             self.tenants.add_session(_mount(session), session.key)
             self.tenants.subscribed(_mount(session), len(session.subscriptions))
-            for record in session.subscriptions.values():
-                group, plain = parse_shared(record.topic_filter)
-                self.subscriptions.subscribe(plain, session.key, record, group)
         self.stats.subscriptions = len(self.subscriptions)
         self.stats.retained = len(self.retained)
         if restored or len(self.retained):
             log.info("restored %d sessions and %d retained messages", restored, len(self.retained))
 
-    def resume_timers(self) -> None:
+    def resume_timers(self, broken: Broken | None = None) -> None:
         """Start the clocks of the restored sessions: session expiry and will delays count from the moment
         their connection ended, time spent down included [MQTT-3.1.2-23]. What ran out meanwhile happens
-        now, after every session is in place, so that a will published now reaches restored subscribers."""
+        now, after every session is in place, so that a will published now reaches restored subscribers.
+        A session whose will or expiry raises now is removed and handed to `broken` (see `restore`)."""
         now = time.time()
         for session in list(self.sessions.values()):
             if session.key in self.connections or session.disconnected_at is None:
                 continue
             if session.will_timer is not None or session.expiry_timer is not None:
                 continue
-            elapsed = max(0.0, now - session.disconnected_at)
-            expiry = session.expiry_interval
-            will = session.pending_will
-            if will is not None:
-                due = min(_will_delay(will), expiry) - elapsed
-                if due > 0:
-                    session.will_timer = self.loop.call_later(due, self._will_delay_elapsed, session, session.client)
-                else:
-                    self._will_delay_elapsed(session, session.client)
-            if expiry == NEVER_EXPIRES:
-                continue
-            if elapsed >= expiry:
-                self._session_expired(session, session.client)
+            try:
+                self._resume(session, now)
+            except Exception as exc:
+                self._cancel_timers(session, publish_pending_will=False)
+                self._forget(session)
+                self._broken(broken, "session", session.key, exc)
+
+    def _forget(self, session: Session) -> None:
+        """Take a restored session out again without a word to the store (it moves the rows aside)."""
+        for record in session.subscriptions.values():
+            group, plain = parse_shared(record.topic_filter)
+            try:
+                self.subscriptions.unsubscribe(plain, session.key, group)
+            except Exception:  # a filter the trie could not take in is not in it
+                log.debug("could not unsubscribe %r of %r", record.topic_filter, session.key)
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
+            mount = _mount(session)
+            if session.key in self.tenants.session_keys(mount):
+                self.tenants.remove_session(mount, session.key)
+                self.tenants.subscribed(mount, -len(session.subscriptions))
+        self.stats.subscriptions = len(self.subscriptions)
+
+    @staticmethod
+    def _broken(broken: Broken | None, kind: str, key: str, exc: Exception) -> None:
+        log.error("could not restore the stored %s %r: %s: %s; skipped", kind, key, type(exc).__name__, exc)
+        if broken is not None:
+            broken(kind, key, exc)
+
+    def _resume(self, session: Session, now: float) -> None:
+        """One restored session's clocks (see `resume_timers`)."""
+        assert session.disconnected_at is not None
+        elapsed = max(0.0, now - session.disconnected_at)
+        expiry = session.expiry_interval
+        will = session.pending_will
+        if will is not None:
+            due = min(_will_delay(will), expiry) - elapsed
+            if due > 0:
+                session.will_timer = self.loop.call_later(due, self._will_delay_elapsed, session, session.client)
             else:
-                session.expiry_timer = self.loop.call_later(
-                    expiry - elapsed, self._session_expired, session, session.client
-                )
+                self._will_delay_elapsed(session, session.client)
+        if expiry == NEVER_EXPIRES:
+            return
+        if elapsed >= expiry:
+            self._session_expired(session, session.client)
+        else:
+            session.expiry_timer = self.loop.call_later(
+                expiry - elapsed, self._session_expired, session, session.client
+            )
 
     # -- subscriptions --------------------------------------------------------------------------------------
 

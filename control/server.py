@@ -177,14 +177,16 @@ class Roost:
         # stretched a commit of a few thousand rows past the 100 ms window. 1 ms halved the longest gap
         # between commits under load in bench.durability, at no measurable cost per message.
         sys.setswitchinterval(0.001)
+        # A record that cannot be restored is moved aside and skipped, never fatal (storage/state_quarantine.py).
         sessions, retained = await state.load()
-        self.broker.restore(sessions, retained)
+        self.broker.restore(sessions, retained, state.broken)
         # Credentials revoked, ACLs narrowed and users deleted while Roost was down apply to what was restored,
         # before any will of it is published.
         assert self.access is not None
         self.access.enforce()
         self.access.prune_retained()
-        self.broker.resume_timers()
+        self.broker.resume_timers(state.broken)
+        await state.move_broken()
 
     async def _start_tls(self) -> None:
         tls = self.config.tls
