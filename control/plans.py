@@ -7,8 +7,9 @@ docs/api.md, and every number can be changed in the config file (`[plans.NAME]`)
 `max_connections` and `max_subscriptions` bound what one tenant holds in the broker at once (MQTT clients
 connected; subscriptions of all its sessions, connected or not, and its open live views), so that one
 tenant cannot take the memory of the others (issue 14). They are named like the document's other
-`max_*` limits. Defaults: a free plan's 10 devices and an instance each with a spare connection, and
-about 40 subscriptions per allowed connection; unlimited on enterprise.
+`max_*` limits. Defaults: room for every device of the plan plus a few instance clients, and about 40
+subscriptions per connection (a session holds at most `max_subscriptions_per_client` anyway); unlimited
+on enterprise.
 """
 
 from __future__ import annotations
