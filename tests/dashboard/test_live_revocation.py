@@ -40,7 +40,9 @@ class Stream:
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.ready = threading.Event()
         self.ended = threading.Event()
-        self._context = client.stream("GET", "/api/v1/live", params={"filter": "live/#"}, **kwargs)
+        # Reads may wait longer than the tests wait for the end: only the server can end the stream in time.
+        self._context = client.stream("GET", "/api/v1/live", params={"filter": "live/#"},
+                                      timeout=httpx.Timeout(TIMEOUT, read=6 * TIMEOUT), **kwargs)
         self.response = self._context.__enter__()
         assert self.response.status_code == 200, self.response.read()
         self._got: threading.Condition = threading.Condition()
