@@ -11,6 +11,7 @@ trie, merges overlapping subscriptions per client and hands each session its del
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -246,7 +247,8 @@ class Broker:
                 else:
                     self.retained.set(message.topic, message)
             except Exception as exc:
-                self.retained.delete(message.topic)
+                with contextlib.suppress(Exception):  # it may be half in
+                    self.retained.delete(message.topic)
                 self._broken(broken, "retained", message.topic, exc)
         restored = 0
         for session in sessions:
