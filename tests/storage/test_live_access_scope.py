@@ -8,9 +8,6 @@ that the other tenants' sessions are not even looked at; bench/access_change.py 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from broker.hooks import ClientInfo, Decision
@@ -18,18 +15,6 @@ from storage.access import StorageAuthHook
 from tests.helpers import RoostThread, sync
 from tests.storage.live_helpers import Clients, device_row_id
 from tests.tenant_helpers import make_tenant
-
-
-@pytest.fixture
-def secure_roost(make_roost: Any) -> RoostThread:
-    return make_roost(allow_anonymous=False)
-
-
-@pytest.fixture
-def clients() -> Iterator[Clients]:
-    pool = Clients()
-    yield pool
-    pool.close_all()
 
 
 class _Spy:
