@@ -9,6 +9,7 @@ been sent on it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from storage.store import open_store
 from tests.dashboard.conftest import PASSWORD, user_with_password
 from tests.helpers import TIMEOUT, PahoClient, RoostThread, roost_document
 from tests.tenant_helpers import Tenant, make_tenant
@@ -178,3 +180,25 @@ def test_a_stream_opened_elsewhere_keeps_going(roost: RoostThread, tenant: Tenan
         finally:
             doomed.close()
             kept.close()
+
+
+def test_a_stream_ends_when_another_process_deactivates_its_user(roost: RoostThread, tenant: Tenant,
+                                                                 publisher: PahoClient) -> None:
+    """The CLI writes the database from another process, without telling the server: the stream notices
+    the database's change token within a second and re-checks."""
+    viewer_key = roost.run(tenant.services.api_keys.create(tenant.user, "viewer")).key
+    with closing(_http(roost, viewer_key)) as client:
+        stream = Stream(client)
+        try:
+            publisher.publish("live/before", b"before", qos=1)
+            stream.wait_message("before")
+
+            async def deactivate() -> None:
+                async with await open_store(roost.config.data_dir) as store:
+                    await store.users.set_active(tenant.user.id, False)
+
+            asyncio.run(deactivate())
+            assert stream.ended.wait(TIMEOUT), "the live stream outlived its user's deactivation elsewhere"
+            assert stream.events[-1][0] == "revoked", stream.events
+        finally:
+            stream.close()
