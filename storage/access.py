@@ -315,7 +315,7 @@ class LiveAccess:
             # the users whose users, credentials or topics did change, and in steps.
             changed = snapshot.users_changed_since(previous)
             if changed:
-                await self.enforce_users(changed)
+                await self.enforce_users(changed, snapshot.projects_changed_since(previous))
             self._completed = covers
 
     def enforce(self) -> None:
@@ -329,19 +329,29 @@ class LiveAccess:
         if removed:
             log.info("narrowed: removed %d subscription(s) no longer allowed", removed)
 
-    async def enforce_users(self, user_ids: set[int]) -> None:
+    async def enforce_users(self, user_ids: set[int], projects: set[int]) -> None:
         """`enforce` for the sessions of these users only (found through the broker's tenant index, so
-        another tenant's sessions cost nothing), letting the loop run every `ENFORCE_STEP` subscriptions
-        checked, so that even a tenant with 400,000 of them stalls nobody for long. Publishes are checked
-        against the new rules at once (the hooks answer from the new snapshot); a subscription not yet
-        checked may receive for the few milliseconds until its step comes."""
+        another tenant's sessions cost nothing). Credentials are checked for all of their sessions;
+        subscriptions only for the devices of `projects` (those whose topic rules changed): nothing else
+        decides what a client of ours may subscribe to (an instance may take any filter in its namespace,
+        and `$SYS` needs the admin flag, which `still_valid` holds to what it was at CONNECT). The re-check
+        lets the loop run every `ENFORCE_STEP` subscriptions, so that even a tenant with 400,000 of them
+        stalls nobody for long. Publishes are checked against the new rules at once (the hooks answer
+        from the new snapshot); a subscription not yet re-checked may receive for the few milliseconds
+        until its step comes."""
         hook = self.hook
         mounts = [tenant_mount(user_id) for user_id in sorted(user_ids)]
         kicked = self.broker.kick(where=lambda client: not hook.still_valid(client), mounts=mounts)
         if kicked:
             log.info("revoked: disconnected %d client session(s)", kicked)
+        if not projects:
+            return
+
+        def of_projects(client: ClientInfo) -> bool:
+            return client.attributes.get("project_id") in projects
+
         removed = 0
-        for count in self.broker.revalidate_steps(_ours, mounts, ENFORCE_STEP):
+        for count in self.broker.revalidate_steps(of_projects, mounts, ENFORCE_STEP):
             removed += count
             await asyncio.sleep(0)  # one step done: let every other client's packets through
         if removed:

@@ -83,6 +83,10 @@ class AuthSnapshot:
         """Whether `other` holds the same users, credentials and topics, whatever its token."""
         return self.users == other.users and self.credentials == other.credentials and self.topics == other.topics
 
+    def projects_changed_since(self, other: AuthSnapshot) -> set[int]:
+        """The ids of the projects whose topic rules differ from `other`'s."""
+        return {p for p in self.topics.keys() | other.topics.keys() if self.topics.get(p) != other.topics.get(p)}
+
     def users_changed_since(self, other: AuthSnapshot) -> set[int]:
         """The ids of the users whose clients may be let in or out differently than under `other`: their
         user row changed (plan, admin, active, deleted), one of their credentials did, or a topic of a
@@ -94,7 +98,7 @@ class AuthSnapshot:
             mine, theirs = self.credentials.get(name), other.credentials.get(name)
             if mine != theirs:
                 changed.update(c.user_id for c in (mine, theirs) if c is not None)
-        projects = {p for p in self.topics.keys() | other.topics.keys() if self.topics.get(p) != other.topics.get(p)}
+        projects = self.projects_changed_since(other)
         if projects:
             for snapshot in (self, other):
                 changed.update(

@@ -13,19 +13,21 @@ from storage.store import open_store
 
 
 class CountingBroker:
-    """The two calls of BrokerService that enforcing makes, counted."""
+    """The calls of BrokerService that enforcing makes, counted, with the tenants each looked at."""
 
     def __init__(self) -> None:
-        self.revalidations = 0
-        self.mounts: list[list[str]] = []  # the tenants each enforcement looked at
+        self.revalidations = 0  # enforcements: each starts with a kick of what no longer holds
+        self.mounts: list[list[str]] = []
+        self.rechecked: list[list[str]] = []  # subscription re-checks (only for changed project topics)
 
     def kick(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
+        self.revalidations += 1
+        self.mounts.append(list(mounts or ()))
         return 0
 
     def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
                          step: int) -> Iterator[int]:
-        self.revalidations += 1
-        self.mounts.append(list(mounts or ()))
+        self.rechecked.append(list(mounts or ()))
         yield 0
 
 
@@ -47,5 +49,13 @@ async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Pa
         await access.refresh()
         assert broker.revalidations == 2
         assert broker.mounts == [[f"$u{user.id}/"], [f"$u{bob.id}/"]]  # only the tenant that changed
+        assert broker.rechecked == []  # no topic rule changed: no subscription to re-check
+
+        project = await store.projects.create(bob.id, "p")
+        await store.devices.create(project.id, "d1", "d1")
+        await access.refresh()
+        await store.topics.create(project.id, "t/#")
+        await access.refresh()
+        assert broker.rechecked == [[f"$u{bob.id}/"]]  # the topic of bob's device's project
     finally:
         await store.close()
