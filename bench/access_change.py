@@ -12,7 +12,7 @@ length:
 - `idle`: nothing else happens;
 - `changes`: A toggles `can_subscribe` of its topic `--changes` times with `PUT /api/v1/topics/{id}`, one
   every 150 ms (each one is an access change: Roost reloads access and enforces it on A's clients);
-- `own`: B changes the description of its topic `s/#` as often (`PUT /api/v1/topics/{id}`): a change of
+- `own`: B toggles `can_publish` of its topic `s/#` as often (`PUT /api/v1/topics/{id}`): a change of
   the rule its devices subscribe under, so every one of B's subscriptions is re-checked each time (in
   steps that let the loop run).
 
@@ -147,7 +147,7 @@ def measure(plan: Plan, workdir: Path) -> dict[str, object]:
         windows: dict[str, dict[str, float]] = {}
         for name, key, path, bodies in (
             ("changes", api_key, f"/api/v1/topics/{topic_id}", ({"can_subscribe": False}, {"can_subscribe": True})),
-            ("own", broker.tenant.api_key, f"/api/v1/topics/{b_topic}", ({"description": "one"}, {"description": "two"})),
+            ("own", broker.tenant.api_key, f"/api/v1/topics/{b_topic}", ({"can_publish": False}, {"can_publish": True})),
         ):
             put_ms: list[float] = []
             with api_client(broker.http_port, key) as client:
@@ -189,7 +189,7 @@ def report(command: str, info: dict[str, str], plan: Plan, result: dict[str, obj
         f"(set up in {_fmt(float(result['setup_s']))} s; Roost's RSS then {_fmt(float(result['rss_mb']))} MB). "
         f"Tenant A toggles `can_subscribe` of its topic {plan.changes} times (`PUT /api/v1/topics/{{id}}`, one "
         f"every {plan.spacing * 1000:.0f} ms) while a client of B sends a PINGREQ every "
-        f"{plan.ping_interval * 1000:.0f} ms. Then B changes the description of the topic rule its devices "
+        f"{plan.ping_interval * 1000:.0f} ms. Then B toggles `can_publish` of the topic rule its devices "
         "subscribe under as often (`PUT /api/v1/topics/{id}`): every one of B's subscriptions is re-checked "
         "each time. Target: no PINGREQ waits more than 20 ms.",
         "",
