@@ -9,6 +9,7 @@
     roost check-config [--config FILE]                       validate a configuration; non-zero with the reasons
     roost backup FILE [--config FILE]                        copy the database consistently, even while serving
     roost restore FILE [--config FILE]                       put a backup back (Roost stopped; old file kept)
+    roost state quarantine [--json] [--config FILE]          stored records a start could not restore
     roost --version
 
 The management commands call the same services as the REST API, on the same database as `roost serve`
@@ -30,6 +31,7 @@ from typing import Any
 from broker.errors import ConfigError, RoostError
 from broker.settings import VERSION
 from control.config import Config, load_config
+from control import state_cli
 from control.errors import ValidationFailed
 
 __all__ = ["main"]
@@ -254,6 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = with_config(commands.add_parser("restore", help="replace the database with a backup (Roost stopped)"))
     load.add_argument("file", help="a file made by roost backup")
     load.set_defaults(handler=_restore)
+    state_cli.register(commands, with_config)  # roost state quarantine
     return parser
 
 

@@ -16,6 +16,7 @@ from control.services.devices import PER_PAGE as DEVICES_PER_PAGE
 from control.services.messages import DEFAULT_LIMIT, MAX_LIMIT
 from control.services.projects import PER_PAGE as PROJECTS_PER_PAGE
 from control.services.topics import PER_PAGE as TOPICS_PER_PAGE
+from storage.access import tenant_mount
 
 __all__ = ["routes"]
 
@@ -297,6 +298,9 @@ async def me(request: Request) -> JSONResponse:
     context = services(request).context
     plan = context.plan_of(user)
     used = context.usage.used(user.id) if context.usage is not None else 0
+    connections, subscriptions = (
+        context.broker.tenant_usage(tenant_mount(user.id)) if context.broker is not None else (0, 0)
+    )
     return ok(
         {
             "data": serialize.user(user),
@@ -307,6 +311,10 @@ async def me(request: Request) -> JSONResponse:
                 "max_devices": plan.max_devices or None,
                 "max_topics": plan.max_topics or None,
                 "max_instances": plan.max_instances or None,
+                "max_connections": plan.max_connections or None,
+                "max_subscriptions": plan.max_subscriptions or None,
+                "connections": connections,
+                "subscriptions": subscriptions,
                 "retention_days": plan.retention_days,
             },
         }

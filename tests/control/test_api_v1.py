@@ -884,11 +884,13 @@ def test_me_shows_the_account_and_the_plans_limits(rest: Rest) -> None:
             me["data"]["is_active"]) == (tenant.user.id, tenant.user.name, "free", False, True)
     assert OBJECT_ID.match(me["data"]["public_id"])
     assert me["limits"] == {"messages_per_hour": 100, "messages_this_hour": 0, "max_projects": 3,
-                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "retention_days": 7}
+                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "max_connections": 25,
+                            "max_subscriptions": 1000, "connections": 0, "subscriptions": 0, "retention_days": 7}
     _, enterprise = rest.tenant(plan="enterprise")
     assert enterprise.me()["limits"] == {"messages_per_hour": None, "messages_this_hour": 0, "max_projects": None,
                                          "max_devices": None, "max_topics": None, "max_instances": None,
-                                         "retention_days": 365}
+                                         "max_connections": None, "max_subscriptions": None, "connections": 0,
+                                         "subscriptions": 0, "retention_days": 365}
 
 
 def test_users_are_admin_only_403(rest: Rest) -> None:
