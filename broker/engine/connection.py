@@ -244,11 +244,9 @@ class Connection:
                      request.client_id, self.remote_address, request.username, result.reason_code)
             return self._refuse(result.reason_code, logged=True)
         client = result.client or ClientInfo(request.client_id, request.username, self.version)
-        if broker.connection_limit(client) is not None:
-            # The tenant has its plan's number of clients connected (broker/tenants.py): v5 0x97 Quota
-            # exceeded, 3.1.1 3 Server unavailable (v3_connack_code), before the session is touched.
-            log.info("refused %s from %s (user %r): tenant connection limit",
-                     request.client_id, self.remote_address, request.username)
+        if broker.connection_limit(client) is not None:  # the tenant's plan (broker/tenants.py): v5 0x97, 3.1.1 3
+            log.info("refused %s from %s (user %r): tenant connection limit", request.client_id, self.remote_address,
+                     request.username)
             return self._refuse(ReasonCode.QUOTA_EXCEEDED, logged=True)
         self._accept(packet, terms, client)
 
