@@ -369,7 +369,8 @@ _SCHEMAS: dict[str, Schema] = {
     "UserCreate": _object(
         {
             "name": _NAME,
-            "plan": {"type": "string", "description": "A configured plan.", "examples": list(DEFAULT_PLANS)},
+            "plan": {"type": "string", "description": "A configured plan; without one, the configured default plan "
+                     "(`default_plan`, \"unlimited\" unless changed).", "examples": list(DEFAULT_PLANS)},
             "is_admin": {"type": "boolean", "default": False},
             "is_active": {"type": "boolean", "default": True},
             "password": _nullable({"type": "string", "minLength": 8, "maxLength": 1024}),

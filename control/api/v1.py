@@ -331,7 +331,7 @@ async def create_user(request: Request) -> JSONResponse:
     created = await services(request).users.create(
         actor,
         body.get("name"),
-        plan=body.get("plan", "free"),
+        plan=body.get("plan"),
         is_admin=body.get("is_admin", False),
         is_active=body.get("is_active", True),
         password=body.get("password"),

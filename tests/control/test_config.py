@@ -9,14 +9,19 @@ import pytest
 
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
-from control.config import AnonymousACL, Config, load_config, parse_config
+from control.config import AnonymousACL, Config, MQTTConfig, lan_address, load_config, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _defaults() -> Config:
+    """The built-in defaults as read from an empty file: public_host is the LAN address when there is one."""
+    return Config(mqtt=MQTTConfig(public_host=lan_address() or "localhost"))
+
+
 def test_empty_document_gives_the_defaults() -> None:
     config = parse_config({})
-    assert config == Config()
+    assert config == _defaults()
     assert config.data_dir == Path("roost-data")
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.allow_anonymous) == ("0.0.0.0", 1883, False)
     assert config.mqtt.broker == BrokerSettings()
@@ -26,7 +31,7 @@ def test_empty_document_gives_the_defaults() -> None:
 
 
 def test_no_file_means_defaults() -> None:
-    assert load_config(None) == Config()
+    assert load_config(None) == _defaults()
 
 
 def test_values_are_read() -> None:
