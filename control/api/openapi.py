@@ -357,6 +357,10 @@ _SCHEMAS: dict[str, Schema] = {
                 {
                     "messages_per_hour": _nullable({"type": "integer", "minimum": 1}),
                     "messages_this_hour": {"type": "integer", "minimum": 0},
+                    "messages_refused_this_hour": {"type": "integer", "minimum": 0,
+                                                   "description": "Refused this hour: the quota was used up."},
+                    "quota_resets_at": _nullable({"type": "string", "format": "date-time",
+                                                  "description": "When this hour's counts start again from 0."}),
                     "max_projects": _nullable({"type": "integer", "minimum": 1}),
                     "max_devices": _nullable({"type": "integer", "minimum": 1}),
                     "max_topics": _nullable({"type": "integer", "minimum": 1}),
@@ -438,6 +442,9 @@ _SCHEMAS: dict[str, Schema] = {
                                 "description": "PUBLISH packets sent to the user's clients since Roost started.",
                             },
                             "messages_per_hour": _nullable({"type": "integer", "minimum": 1}),
+                            "messages_refused_this_hour": {"type": "integer", "minimum": 0},
+                            "quota_resets_at": _nullable({"type": "integer", "minimum": 0,
+                                                          "description": "Unix time the hour's counts reset."}),
                         }
                     ),
                     "broker": {"type": "object", "description": "Broker counters (administrators only).",
