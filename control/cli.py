@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from collections.abc import Awaitable, Callable, Sequence
@@ -179,6 +180,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"roost: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if os.environ.get("ROOST_DEBUG"):
+            raise
+        print(f"roost: unexpected error ({type(exc).__name__}: {exc}); this is a bug in Roost, please report "
+              "it (ROOST_DEBUG=1 shows where it happened)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

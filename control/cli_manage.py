@@ -122,9 +122,19 @@ async def _user_delete(services: Any, args: argparse.Namespace) -> Any:
     return {"deleted": user.name, "id": user.id}
 
 
+async def _every(fetch: Callable[[int], Awaitable[Any]]) -> list[Any]:
+    """Every item of a paged listing (`fetch(offset)` returns a page of at most 1,000)."""
+    items: list[Any] = []
+    while True:
+        page = await fetch(len(items))
+        items += page.items
+        if not page.items or len(items) >= page.total:
+            return items
+
+
 async def _user_list(services: Any, args: argparse.Namespace) -> Any:
-    page = await services.users.list(None, limit=10_000)
-    rows = [_user_row(u) for u in page.items]
+    users = await _every(lambda offset: services.users.list(None, offset=offset, limit=1000))
+    rows = [_user_row(u) for u in users]
     if args.json:
         return rows
     for row in rows:
@@ -160,11 +170,14 @@ async def _mqtt_add(services: Any, args: argparse.Namespace) -> Any:
 
 
 async def _mqtt_list(services: Any, args: argparse.Namespace) -> Any:
-    users = [await _user(services, args.user)] if args.user else (await services.users.list(None, limit=10_000)).items
+    if args.user:
+        users = [await _user(services, args.user)]
+    else:
+        users = await _every(lambda offset: services.users.list(None, offset=offset, limit=1000))
     rows = []
     for user in users:
-        listing = await services.instances.list(user, limit=10_000)
-        rows += [_instance_row(user, view) for view in listing.items]
+        views = await _every(lambda offset, user=user: services.instances.list(user, offset=offset, limit=1000))
+        rows += [_instance_row(user, view) for view in views]
     if args.json:
         return rows
     for row in rows:

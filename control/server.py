@@ -48,7 +48,7 @@ from control.services import Services
 from control.tls import TLSFiles
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook
 from storage.broker_state import BrokerStateStore, open_broker_state
-from storage.database import DATABASE_FILE_NAME
+from storage.database import DATABASE_FILE_NAME, read_only_reason
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
 from storage.usage import UsageMeter
@@ -148,6 +148,9 @@ class Roost:
     async def start(self) -> None:
         """Open everything; when this returns, both ports accept connections. The data directory is locked
         (`data_dir/roost.lock`) from here to `stop()`: `roost restore` refuses while it is held."""
+        data_dir = self.config.data_dir
+        if data_dir.is_dir() and (problem := read_only_reason(data_dir / DATABASE_FILE_NAME)) is not None:
+            raise StartupError(problem)  # before the lock file, which cannot be made there either
         self._lock.acquire("serve")
         try:
             await self._start()
