@@ -2,9 +2,9 @@
 
 The page and every file it loads come from this server (no CDN: a Roost on a LAN without internet, or a
 browser that blocks third parties, gets the same page). The Swagger UI files are those of the
-`swagger-ui-bundle` package (the Swagger project's own distribution, packaged for Python by the
-maintainers of connexion); only the two files the page needs are served, by name, never the package's
-folder. The page's own script (`docs_page/init.js`) points Swagger UI at `/api/v1/openapi.json`, the same
+`swagger-ui-bundle-v2` package (Swagger UI 5, which reads OpenAPI 3.1, in the layout of spec-first's
+`swagger_ui_bundle` module; see pyproject.toml for why this package); only the two files the page needs
+are served, by name, never the package's folder, and none of its code is imported. The page's own script (`docs_page/init.js`) points Swagger UI at `/api/v1/openapi.json`, the same
 document programs read; "Authorize" takes an API key (`sk_...`) as the bearer token.
 
     GET /docs                       the page
@@ -49,9 +49,13 @@ _PAGE = """<!doctype html>
 
 
 def _files() -> dict[str, Path]:
-    from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+    import importlib.util
 
-    vendor = Path(swagger_ui_path)
+    spec = importlib.util.find_spec("swagger_ui_bundle")  # found, not imported
+    assert spec is not None and spec.submodule_search_locations, "swagger-ui-bundle-v2 is not installed"
+    vendors = sorted(Path(next(iter(spec.submodule_search_locations)), "vendor").glob("swagger-ui-5*"))
+    assert vendors, "swagger-ui-bundle-v2 holds no Swagger UI 5"
+    vendor = vendors[-1]
     return {
         "swagger-ui-bundle.js": vendor / "swagger-ui-bundle.js",
         "swagger-ui.css": vendor / "swagger-ui.css",
