@@ -76,10 +76,10 @@ def _form(token: str, name: str = "", problem: str = "") -> str:
         "and password, and manage everyone else.</p>" + note +
         "<form method=\"post\" action=\"/setup\">"
         f"<input type=\"hidden\" name=\"token\" value=\"{html.escape(token)}\">"
-        f"<label>Name <input name=\"name\" required autocomplete=\"username\" value=\"{html.escape(name)}\"></label>"
-        "<label>Password (8 characters or more) <input name=\"password\" type=\"password\" required minlength=\"8\" "
-        "autocomplete=\"new-password\"></label>"
-        "<button type=\"submit\">Create the administrator</button></form>"
+        f"<p><label>Name <input name=\"name\" required autocomplete=\"username\" value=\"{html.escape(name)}\">"
+        "</label></p><p><label>Password (8 characters or more) <input name=\"password\" type=\"password\" "
+        "required minlength=\"8\" autocomplete=\"new-password\"></label></p>"
+        "<p><button type=\"submit\">Create the administrator</button></p></form>"
     )
 
 

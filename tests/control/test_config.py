@@ -237,11 +237,12 @@ def test_config_example_loads_and_equals_the_defaults() -> None:
     """config.example.toml documents every key with its default value."""
     example = REPO_ROOT / "config.example.toml"
     config = load_config(example)
-    defaults = Config()
+    defaults = _defaults()
     assert config.data_dir == example.parent / defaults.data_dir
     assert config.mqtt == defaults.mqtt
     assert config.http == defaults.http
     assert config.log == defaults.log
+    assert config.plans == defaults.plans and config.default_plan == defaults.default_plan == "unlimited"
 
 
 def test_config_example_documents_every_broker_setting_the_parser_accepts() -> None:
@@ -261,3 +262,38 @@ def test_config_example_documents_every_broker_setting_the_parser_accepts() -> N
     assert set(document["http"]) == {"host", "port"}
     assert set(document["log"]) == {"level", "format"}
     assert set(document["metrics"]) == {"enabled", "per_tenant", "max_tenants"}
+
+
+def test_find_config_looks_at_the_flag_then_the_environment_then_here_then_etc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import control.config as config_module
+    from control.config import find_config
+
+    system = tmp_path / "etc" / "roost.toml"
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
+    monkeypatch.delenv("ROOST_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_config(None) is None  # nothing anywhere: the built-in defaults
+    system.parent.mkdir()
+    system.write_text("")
+    assert find_config(None) == system
+    (tmp_path / "roost.toml").write_text("")
+    assert find_config(None) == Path("roost.toml")
+    monkeypatch.setenv("ROOST_CONFIG", "/somewhere/else.toml")
+    assert find_config(None) == Path("/somewhere/else.toml")  # named: used even if missing (load_config says so)
+    assert find_config("given.toml") == Path("given.toml")
+
+
+def test_every_problem_is_reported_at_once_with_the_closest_key() -> None:
+    from control.config import ConfigProblems
+
+    with pytest.raises(ConfigProblems) as info:
+        parse_config({"mqtt": {"prot": 1, "port": "x"}, "metrcs": {}, "log": {"level": "loud"}})
+    assert info.value.problems == [
+        "mqtt.port: expected an integer from 0 to 65535, got 'x'",
+        "mqtt.prot: unknown configuration key (did you mean mqtt.port?)",
+        "log.level: expected one of debug, info, warning, error, critical, got 'loud'",
+        "metrcs: unknown configuration key (did you mean metrics?)",
+    ]
+    assert info.value.partial is not None and info.value.partial.mqtt.port == 1883  # the default in its place
