@@ -121,6 +121,15 @@ _SCHEMAS: dict[str, Schema] = {
             "clients_connected": {"type": "integer", "minimum": 0},
         }
     ),
+    "Unhealthy": _object(
+        {
+            "status": {"const": "unhealthy"},
+            "problem": {"type": "string", "description": "What is wrong, e.g. the data folder was deleted."},
+            "version": {"type": "string"},
+            "uptime_seconds": {"type": "integer", "minimum": 0},
+            "clients_connected": {"type": "integer", "minimum": 0},
+        }
+    ),
     # -- /v1/mqtt --------------------------------------------------------------------------------------
     "MqttInstance": _object(
         {
@@ -569,7 +578,9 @@ _DELETED = {"200": _json(_ref("Deleted"), "Deleted.")}
 _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/health"): _op(
         "health", "Liveness and basic counters (for load balancers and systemd)", "health",
-        {"200": _json(_ref("Health"), "Roost is up.")}, (), public=True,
+        {"200": _json(_ref("Health"), "Roost is up."),
+         "503": _json(_ref("Unhealthy"), "Roost runs but something is wrong (its database was deleted).")},
+        (), public=True,
     ),
     ("GET", OPENAPI_PATH): {
         "operationId": "openapi", "summary": "This document", "tags": ["meta"], "security": [],
