@@ -236,7 +236,7 @@ def test_3_check_config_reports_every_problem_in_one_run_with_did_you_mean(tmp_p
     assert served.returncode == 2 and "did you mean mqtt.port?" in served.stderr
 
 
-def test_3_backup_into_a_folder_writes_a_file_inside_it(served) -> None:
+def test_6_backup_into_a_folder_writes_a_file_inside_it(served) -> None:
     roost = served()
     roost.cli("user", "add", "alice")
     result = roost.cli("backup", "backups/")
