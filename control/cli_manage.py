@@ -20,6 +20,7 @@ from typing import Any
 
 from control.config import Config
 from control.errors import Forbidden, LimitReached, ServiceError
+from control.services.topics import PER_PAGE as TOPICS_PER_PAGE
 
 __all__ = ["CommandFailed", "add_commands"]
 
@@ -198,17 +199,19 @@ async def _device_add(services: Any, args: argparse.Namespace) -> Any:
     """A device in the user's project (made if it does not exist), allowed on the given topics."""
     store = services.context.store
     user = await _user(services, args.user)
-    row = await store.db.fetch_one("SELECT id FROM projects WHERE user_id = ? AND name = ? ORDER BY id LIMIT 1",
-                                   (user.id, args.project))
-    project_id = row[0] if row is not None else (await services.projects.create(user, args.project)).id
-    existing = {t["name"] for t in await store.db.fetch_all("SELECT name FROM topics WHERE project_id = ?",
-                                                              (project_id,))}
+    project = await store.projects.get_by_name(user.id, args.project)
+    project_id = project.id if project is not None else (await services.projects.create(user, args.project)).id
+
+    async def topic_names() -> list[str]:
+        rules = await _every(lambda offset: services.topics.list(user, project_id, page=offset // TOPICS_PER_PAGE + 1))
+        return [rule.name for rule in rules]
+
+    existing = set(await topic_names())
     for topic in args.topic:
         if topic not in existing:
             await services.topics.create(user, project_id, topic, can_publish=True, can_subscribe=True)
     view = await services.devices.create(user, project_id, args.name or args.device_id, args.device_id)
-    topics = [t["name"] for t in await store.db.fetch_all("SELECT name FROM topics WHERE project_id = ? ORDER BY id",
-                                                            (project_id,))]
+    topics = await topic_names()
     context = services.context
     return {"device_id": view.device.device_id, "password": view.secret, "project": args.project,
             "project_id": project_id, "topics": ", ".join(topics) if not args.json else topics,

@@ -52,17 +52,36 @@ class ServedRoost:
     def __init__(self, folder: Path, extra: str = "") -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
-        self.mqtt_port, self.http_port, self.tls_port = free_port(), free_port(), free_port()
+        self.extra = extra
         self.config = folder / "roost.toml"
-        self.config.write_text(
-            f"{extra}\n[mqtt]\nport = {self.mqtt_port}\n[http]\nport = {self.http_port}\n[tls]\nport = {self.tls_port}\n"
-        )
+        self._choose_ports()
         self.console: list[str] = []
         self.log: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self._readers: list[threading.Thread] = []
 
+    def _choose_ports(self) -> None:
+        self.mqtt_port, self.http_port, self.tls_port = free_port(), free_port(), free_port()
+        self.config.write_text(
+            f"{self.extra}\n[mqtt]\nport = {self.mqtt_port}\n[http]\nport = {self.http_port}\n"
+            f"[tls]\nport = {self.tls_port}\n"
+        )
+
     def start(self, command: tuple[str, ...] = (ROOST, "serve")) -> ServedRoost:
+        """Start, and return once it serves. A free port taken by another program between its choice and
+        the bind (other test runs share the machine) means new ports and another try, at most three."""
+        for attempt in range(3):
+            try:
+                return self._start(command)
+            except AssertionError:
+                if attempt == 2 or not any("already in use" in line for line in self.log):
+                    raise
+                self.log.clear()
+                self.console.clear()
+                self._choose_ports()
+        raise AssertionError("unreachable")
+
+    def _start(self, command: tuple[str, ...]) -> ServedRoost:
         ready = threading.Event()
         environment = {key: value for key, value in os.environ.items() if key != "ROOST_CONFIG"}
         process = self.process = subprocess.Popen(
@@ -132,6 +151,7 @@ class ServedRoost:
             process.wait(timeout=10)
         for reader in self._readers:
             reader.join(timeout=5)
+        self._readers = []
         self.process = None
         assert not any("Traceback" in line for line in self.log), "\n".join(self.log)
         return process.returncode

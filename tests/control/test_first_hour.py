@@ -136,10 +136,12 @@ def test_2_the_cli_finds_the_servers_configuration_or_refuses_to_make_a_new_data
     roost.cli("user", "add", "alice")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    # From another folder, with nothing to find: it says so, and makes no empty database there.
+    # From another folder whose configuration names no existing data (an empty ./roost.toml, found before
+    # any /etc/roost/roost.toml this machine may have): it says so, and makes no empty database there.
+    (elsewhere / "roost.toml").write_text("")
     lost = roost_cli("device", "revoke-cert", "X", cwd=elsewhere, ok=False)
     assert lost.returncode == 1 and "does not exist" in lost.stderr and "--create" in lost.stderr
-    assert list(elsewhere.iterdir()) == []
+    assert [path.name for path in elsewhere.iterdir()] == ["roost.toml"]
     # ROOST_CONFIG, then --config: the server's database, from anywhere.
     by_env = roost_cli("user", "list", "--json", cwd=elsewhere, env={"ROOST_CONFIG": str(roost.config)})
     assert [u["name"] for u in json.loads(by_env.stdout)] == ["alice"]
