@@ -334,11 +334,12 @@ def _replace(config: Config, **changes: Any) -> Config:
 class _Table:
     """Reads typed values out of one TOML table and remembers which keys were used, to refuse the rest.
 
-    A bad value is written to `problems` (shared by a table and its sub-tables) and its default is used
-    instead, so that reading goes on and every problem of the file is found in one pass; `parse_config`
-    raises `ConfigProblems` at the end when there was any."""
+    Given a `problems` list (shared by a table and its sub-tables), a bad value is written there and its
+    default is used instead, so that reading goes on and every problem of the file is found in one pass;
+    `parse_config` raises `ConfigProblems` at the end when there was any. Without one (a table read on
+    its own), the first problem raises `ConfigError` at once."""
 
-    def __init__(self, table: Any, prefix: str, problems: list[str]) -> None:
+    def __init__(self, table: Any, prefix: str, problems: list[str] | None = None) -> None:
         self.problems = problems
         if not isinstance(table, dict):
             self.fail(f"{prefix.rstrip('.')}: expected a table, got {_describe(table)}")
@@ -348,6 +349,8 @@ class _Table:
         self._used: set[str] = set()
 
     def fail(self, problem: str) -> None:
+        if self.problems is None:
+            raise ConfigError(problem)
         self.problems.append(problem)
 
     def _get(self, key: str) -> Any:

@@ -297,3 +297,16 @@ def test_every_problem_is_reported_at_once_with_the_closest_key() -> None:
         "metrcs: unknown configuration key (did you mean metrics?)",
     ]
     assert info.value.partial is not None and info.value.partial.mqtt.port == 1883  # the default in its place
+
+
+def test_a_table_read_on_its_own_still_raises_at_the_first_problem() -> None:
+    """Code that reads a table of its own (a section another module parses) keeps the strict behaviour."""
+    from control.config import _Table
+
+    table = _Table({"port": "x"}, "bridge.")
+    with pytest.raises(ConfigError, match="bridge.port: expected an integer"):
+        table.integer("port", 1, 0, 65_535)
+    with pytest.raises(ConfigError, match="did you mean bridge.host"):
+        strict = _Table({"hots": "a"}, "bridge.")
+        strict.string("host", "")
+        strict.done()
