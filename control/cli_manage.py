@@ -20,7 +20,6 @@ from typing import Any
 
 from control.config import Config
 from control.errors import Forbidden, LimitReached, ServiceError
-from control.services.topics import PER_PAGE as TOPICS_PER_PAGE
 
 __all__ = ["CommandFailed", "add_commands"]
 
@@ -197,6 +196,8 @@ async def _mqtt_delete(services: Any, args: argparse.Namespace) -> Any:
 
 async def _device_add(services: Any, args: argparse.Namespace) -> Any:
     """A device in the user's project (made if it does not exist), allowed on the given topics."""
+    from control.services.topics import PER_PAGE as TOPICS_PER_PAGE
+
     store = services.context.store
     user = await _user(services, args.user)
     project = await store.projects.get_by_name(user.id, args.project)
