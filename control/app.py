@@ -71,7 +71,7 @@ def create_app(
         routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS  # type: ignore[arg-type]
     )
     app.state.services = services
-    app.state.broker = service.broker
+    app.state.broker = service
     app.state.first_run = setup.FirstRun()
     dashboard.install(app.state)
     # A password change, deactivation or deletion ends that user's dashboard sessions.
