@@ -4,6 +4,10 @@ The four plans of icmqtt-rest-api-v1.md, with its hourly message quotas (100; 1,
 The document gives no numbers for the other limits; these defaults are Roost's, documented in
 docs/api.md, and every number can be changed in the config file (`[plans.NAME]`). 0 means unlimited.
 
+A fifth plan, "unlimited", is Roost's own: the default plan (`default_plan`) of users created without
+one. A self-hosted broker's owner is not a customer on a free tier: their own devices must never be
+throttled by surprise. The seed's four plans stay as the seed says for the users who are given them.
+
 `max_connections` and `max_subscriptions` bound what one tenant holds in the broker at once (MQTT clients
 connected; subscriptions of all its sessions, connected or not, and its open live views), so that one
 tenant cannot take the memory of the others (issue 14). They are named like the document's other
@@ -16,9 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PLANS", "Plan", "UNLIMITED"]
+__all__ = ["DEFAULT_PLAN", "DEFAULT_PLANS", "Plan", "UNLIMITED"]
 
 UNLIMITED = 0
+DEFAULT_PLAN = "unlimited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,5 +50,6 @@ DEFAULT_PLANS: dict[str, Plan] = {
         Plan("starter", 1_000, 10, 50, 100, 3, 30, max_connections=120, max_subscriptions=5_000),
         Plan("professional", 10_000, 20, 500, 1_000, 10, 90, max_connections=1_000, max_subscriptions=50_000),
         Plan("enterprise", UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
+        Plan(DEFAULT_PLAN, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
     )
 }

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from control.config import Config
-from storage.broker_state import STATE_FILE_NAME
-from storage.state_quarantine import list_quarantine
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parser is built on every `roost` call: storage is imported by the command only
+    from control.config import Config
 
 __all__ = ["register"]
 
@@ -28,6 +29,9 @@ def _when(at: float) -> str:
 
 
 def _quarantine(config: Config, args: argparse.Namespace) -> int:
+    from storage.broker_state import STATE_FILE_NAME
+    from storage.state_quarantine import list_quarantine
+
     path = config.data_dir / STATE_FILE_NAME
     if not path.exists():
         print(f"roost: no broker state at {path}", file=sys.stderr)
