@@ -51,6 +51,7 @@ from broker.codec import (
 from broker.codec.topics import parse_shared, validate_topic_filter, validate_topic_name
 from broker.core import Broker
 from broker.errors import ProtocolError, UnsupportedProtocolVersion
+from broker.events import CONNECTED, DISCONNECTED, REFUSED
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision
 from broker.session import NEVER_EXPIRES, Message, Session, SubscriptionRecord
 
@@ -82,9 +83,11 @@ class MQTTConnection(asyncio.Protocol):
         self.will: Will | None = None
         self.remote_address = "?"
         self.connected_at = 0.0
+        self.close_reason: int | None = None  # why it ended, for the event log (None: the network went)
         self.congested = False
         # PUBLISH packets sent to this client (a tenant's "messages out" adds these up, see BrokerService).
         self.messages_sent = 0
+        self.messages_received = 0  # PUBLISH packets from the client (the dashboard's Clients page)
         # Outbound flow: how many QoS 1/2 deliveries may be unacknowledged [MQTT-3.3.4-7].
         self.inflight_limit = broker.settings.max_inflight
         # The client's own maximum packet size; larger PUBLISH packets are not sent to it [MQTT-3.1.2-24].
@@ -186,6 +189,9 @@ class MQTTConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.connected_at and self.client is not None:
+            self.broker.events.record(DISCONNECTED, self.client.client_id, self.client.username, self.mount,
+                                      self.remote_address, self.close_reason, str(exc or ""))
         if state == _CONNECTED and self.session is not None:
             session, self.session = self.session, None
             will, self.will = self.will, None
@@ -322,7 +328,7 @@ class MQTTConnection(asyncio.Protocol):
                 request.client_id, self.remote_address, request.username, result.reason_code,
             )
             self.state = _NEW
-            self._refuse(result.reason_code, logged=True)
+            self._refuse(result.reason_code, logged=True, who=(request.client_id, request.username))
             return
         client = result.client or ClientInfo(request.client_id, request.username, self.version)
         self.client = client
@@ -334,6 +340,7 @@ class MQTTConnection(asyncio.Protocol):
         session, present = self.broker.attach(self, client, packet.clean_start, granted_expiry)
         self.session = session
         self.connected_at = time.time()
+        self.broker.events.record(CONNECTED, client.client_id, client.username, client.mount, self.remote_address)
         props = EMPTY_PROPERTIES
         if self.version == _V5:
             settings = self.broker.settings
@@ -370,8 +377,10 @@ class MQTTConnection(asyncio.Protocol):
                     self.broker.persistence.delivery_removed(session, delivery)
         self.broker.drain(self, session)
 
-    def _refuse(self, reason_code: int, logged: bool = False) -> None:
-        """Answer the CONNECT with a refusal and close [MQTT-3.2.2-6 / MQTT-3.2.2-7]."""
+    def _refuse(self, reason_code: int, logged: bool = False, who: tuple[str, str | None] = ("", None)) -> None:
+        """Answer the CONNECT with a refusal and close [MQTT-3.2.2-6 / MQTT-3.2.2-7]; `who` is the client id
+        and user name it asked for, when they are known."""
+        self.broker.events.record(REFUSED, who[0], who[1], "", self.remote_address, reason_code)
         if not logged:
             log.info("refused a client from %s: reason 0x%02x", self.remote_address, reason_code)
         self.broker.stats.connections_refused += 1
@@ -389,6 +398,7 @@ class MQTTConnection(asyncio.Protocol):
     # -- PUBLISH from the client ----------------------------------------------------------------------------
 
     def _on_publish(self, packet: Publish) -> None:
+        self.messages_received += 1
         topic = packet.topic
         props = packet.properties
         qos = packet.qos
@@ -510,6 +520,7 @@ class MQTTConnection(asyncio.Protocol):
         """Route the plain QoS 0 PUBLISH packets the reader took whole (`PacketReader.take_plain_publishes`):
         the steps of `_on_publish` for the packet a busy broker sees most, with no packet object, through
         `Broker.publish_plain`, which can forward the bytes the client sent as they are."""
+        self.messages_received += len(batch)
         broker = self.broker
         hooks = broker.hooks
         stats = broker.stats
@@ -695,6 +706,7 @@ class MQTTConnection(asyncio.Protocol):
                 self.will = None  # A normal DISCONNECT discards the will [MQTT-3.1.2-10].
         else:
             self.will = None  # [MQTT-3.1.2-10]
+        self.close_reason = packet.reason_code if self.version == _V5 else 0
         self._close()  # [MQTT-3.14.4-1]
 
     # -- sending --------------------------------------------------------------------------------------------
@@ -818,6 +830,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def _close_with(self, reason_code: int) -> None:
         """Close after a v5 DISCONNECT carrying `reason_code` (3.1.1 has no server DISCONNECT)."""
+        self.close_reason = reason_code
         if self.state == _CONNECTED and self.version == _V5 and not self._closing:
             self._send(Disconnect(reason_code))
         self._close()

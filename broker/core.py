@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
+from broker.events import EventLog
 from broker.hooks import ClientInfo, HookChain
 from broker.persistence import Persistence
 from broker.retained import RetainedStore
@@ -63,6 +64,7 @@ class Broker:
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore()
         self.stats = Stats()
+        self.events = EventLog()  # connection events for the dashboard (broker/events.py)
         self.started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -16,6 +16,7 @@ broker's decision, as is validating topics and filters. This module imports noth
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Generic, TypeVar, cast
 
@@ -43,13 +44,15 @@ _UNSET = _Unset()
 class _Node(Generic[V]):
     """One topic level. Slotted: a broker may hold a great many retained topics."""
 
-    __slots__ = ("children", "topic", "value")
+    __slots__ = ("children", "since", "topic", "value")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node[V]] = {}
         # The full topic name, kept on the node so match() yields it without re-joining levels.
         self.topic: str = ""
         self.value: V | _Unset = _UNSET
+        # When this broker stored the value (wall clock): the dashboard shows a retained message's age.
+        self.since: float = 0.0
 
 
 class RetainedStore(Generic[V]):
@@ -81,6 +84,7 @@ class RetainedStore(Generic[V]):
             self._count += 1
             node.topic = topic
         node.value = value
+        node.since = time.time()
 
     def delete(self, topic: str) -> bool:
         """Remove the retained value of a topic name; True if there was one. Trims empty branches,
@@ -106,14 +110,23 @@ class RetainedStore(Generic[V]):
 
     def get(self, topic: str) -> V | None:
         """The retained value for a topic name, or None."""
+        node = self._node(topic)
+        value = node.value if node is not None else _UNSET
+        return None if value is _UNSET else cast(V, value)
+
+    def since(self, topic: str) -> float | None:
+        """When the retained value of a topic name was stored (wall clock), or None if there is none."""
+        node = self._node(topic)
+        return None if node is None or node.value is _UNSET else node.since
+
+    def _node(self, topic: str) -> _Node[V] | None:
         node = self._root
         for level in topic.split(_SEP):
             child = node.children.get(level)
             if child is None:
                 return None
             node = child
-        value = node.value
-        return None if value is _UNSET else cast(V, value)
+        return node
 
     def items(self) -> Iterator[tuple[str, V]]:
         """Every retained (topic, value), e.g. for persistence; no order is promised."""

@@ -11,9 +11,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker import inspect
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.core import Broker
+from broker.events import KICKED, Event
+from broker.history import MetricsHistory, Point
 from broker.hooks import ClientInfo
+from broker.inspect import ClientDetail, Page, RetainedItem, SharedGroupView, SubscriptionView
 from broker.session import Message, Session, SubscriptionRecord
 
 __all__ = ["BrokerService", "ClientSummary", "Watch", "WatchedMessage"]
@@ -82,8 +86,10 @@ class Watch:
 
 
 class BrokerService:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, history: MetricsHistory | None = None) -> None:
         self.broker = broker
+        # The last hour of figures for the dashboard's charts; `broker.history.run_history` fills it.
+        self.history = history if history is not None else MetricsHistory()
 
     def kick(
         self,
@@ -185,3 +191,48 @@ class BrokerService:
             for message in list(broker.retained_for(internal)):
                 watcher.send_message(message, 0, True, (), None)
         return Watch(broker, key)
+
+    # -- the dashboard's console: read-only pages (broker/inspect.py), events and history -------------------
+    # `mount` None is the whole broker (administrators); a tenant's mount narrows every view to it.
+
+    def client_page(self, mount: str | None, text: str = "", offset: int = 0, limit: int = 50) -> Page[ClientDetail]:
+        return inspect.client_page(self.broker, mount, text, offset, limit)
+
+    def subscription_page(self, mount: str | None, text: str = "", offset: int = 0,
+                          limit: int = 50) -> Page[SubscriptionView]:
+        return inspect.subscription_page(self.broker, mount, text, offset, limit)
+
+    def shared_group_page(self, mount: str | None, offset: int = 0, limit: int = 50) -> Page[SharedGroupView]:
+        return inspect.shared_groups(self.broker, mount, offset, limit)
+
+    def retained_page(self, mount: str | None, topic_filter: str = "#", offset: int = 0,
+                      limit: int = 50) -> Page[RetainedItem]:
+        return inspect.retained_page(self.broker, mount, topic_filter, offset, limit)
+
+    def delete_retained(self, mount: str | None, topic_filter: str) -> int:
+        """Remove the retained messages matching a filter (a topic name is a filter of itself) inside
+        `mount`; returns how many went. Persisted ones are removed from the store too."""
+        doomed = set(inspect.retained_topics(self.broker, mount, topic_filter))
+        if not doomed:
+            return 0
+        return self.broker.drop_retained(lambda topic, _message: topic in doomed)
+
+    def kick_client(self, session_key: str, reason: str, by: str) -> ClientInfo | None:
+        """`kick` for one connected client, with the reason given, written to the event log; returns who
+        was kicked (None: no such client is connected)."""
+        connection = self.broker.connections.get(session_key)
+        client = connection.client if connection is not None else None
+        if connection is None or client is None:
+            return None
+        detail = f"by {by}: {reason}" if reason else f"by {by}"
+        self.broker.events.record(KICKED, client.client_id, client.username, client.mount,
+                                  connection.remote_address, 0x98, detail)
+        self.broker.remove_session(session_key)
+        return client
+
+    def events(self) -> list[Event]:
+        """The event log, newest first."""
+        return list(self.broker.events.newest_first())
+
+    def history_points(self) -> list[Point]:
+        return self.history.points()

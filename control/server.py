@@ -26,6 +26,7 @@ from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import TCPListener
 from broker.service import BrokerService
 from broker.settings import VERSION
+from broker.history import run_history
 from broker.sys_topics import run_sys_topics
 from broker.tls import TLSListener
 from control.app import create_app
@@ -152,6 +153,7 @@ class Roost:
         self._spawn(recorder.run())
         await self.mqtt_listener.start()
         await self._start_tls()
+        self._spawn(run_history(self.broker.stats, self.service.history))  # the dashboard's last hour
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
         await self._start_http()
