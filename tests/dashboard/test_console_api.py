@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.dashboard.conftest import PASSWORD, user_with_password
+from tests.dashboard.conftest import PASSWORD, Fleet, user_with_password
 from tests.helpers import TIMEOUT, PahoClient, RoostThread, roost_document
 from tests.tenant_helpers import Tenant
 
@@ -32,29 +32,6 @@ def signed_in(roost: RoostThread, name: str) -> tuple[httpx.Client, str]:
     response = client.post("/dashboard/session", json={"name": name, "password": PASSWORD})
     assert response.status_code == 200, response.text
     return client, response.json()["data"]["csrf_token"]
-
-
-class Fleet:
-    """One tenant's connected clients, each with a subscription, a shared one and a retained message,
-    every name carrying the tenant's mark."""
-
-    def __init__(self, tenant: Tenant, mark: str, count: int = 3) -> None:
-        self.tenant = tenant
-        self.mark = mark
-        credentials = tenant.instance()
-        self.clients: list[PahoClient] = []
-        for n in range(count):
-            client = tenant.client(credentials, client_id=f"{mark}-c{n}").connect()
-            self.clients.append(client)
-            client.subscribe(f"{mark}/in/{n}", qos=1)
-            client.subscribe(f"$share/{mark}-group/{mark}/work", qos=1)
-            client.publish(f"{mark}/state/{n}", f"{mark} payload {n}".encode(), qos=1, retain=True)
-        self.clients[0].publish(f"{mark}/json", json.dumps({"mark": mark, "n": [1, 2]}).encode(), qos=1, retain=True)
-        self.clients[0].publish(f"{mark}/binary", b"\xff\x00" * 7000, qos=1, retain=True)
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ function pagedList(ui, { label, placeholder, render, load, extra = [] }) {
   let text = "";
   const prev = h("button", { type: "button", class: "secondary", onclick: () => go(current - 1) }, "Previous page");
   const next = h("button", { type: "button", class: "secondary", onclick: () => go(current + 1) }, "Next page");
-  const form = h("form", { class: "inline", role: "search", "aria-label": `Filter ${label}`,
+  const form = h("form", { class: "inline", role: "search", "aria-label": `Search ${label}`,
     onsubmit: (event) => { event.preventDefault(); text = search.value.trim(); go(1); } },
     h("div", { class: "field" }, h("label", { for: search.id }, `Filter ${label}`), search),
     ...extra, h("div", { class: "actions" }, h("button", { type: "submit" }, "Filter")));
