@@ -57,7 +57,9 @@ class MetricsHistory:
         result = []
         samples = list(self._samples)
         for before, after in zip(samples, samples[1:]):
-            seconds = max(after[0] - before[0], 1e-3)
+            seconds = after[0] - before[0]
+            if seconds <= 0:  # the wall clock went back: no rate over that step
+                continue
             rates = [(a - b if a >= b else a) / seconds for a, b in zip(after[1:4], before[1:4])]
             result.append(Point(after[0], rates[0], rates[1], rates[2], after[4]))
         return result

@@ -168,8 +168,10 @@ def test_an_administrator_sees_charts_with_history_and_no_bridges(
     admin = user_with_password(roost, f"root{next(_names)}", is_admin=True)
     service = roost.roost.service  # type: ignore[union-attr]
     # Samples as the history task takes them every 10 s, dated the last 30 s so that the test need not wait.
-    start = time.time() - 30
-    for n in range(4):
+    start = time.time() - 40
+    for n in range(5):
+        for _ in range(10 * n):  # real traffic between the samples: a rising line
+            a.clients[0].publish(f"{a.mark}/burst", b"x", qos=1)
         roost.call(lambda: service.history.sample(service.broker.stats, now=start + 10 * n))
     page = new_page()
     sign_in(page, admin.user.name)
