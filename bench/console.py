@@ -5,7 +5,8 @@
 Roost only. One tenant's MQTT instance opens `--clients` idle connections (4 processes, pipelined
 CONNECTs), each holding `--subscriptions` subscriptions (10,000 x 10 = 100,000). A pinger, another client
 of the same tenant, sends PINGREQ every 20 ms and records the round trips: first for `--duration` seconds
-with nothing else going on, then for as long while an HTTP client lists the console's views as fast as
+with nothing else going on; then as long while an HTTP client sends cheap requests back to back (one event:
+the control, what the machine and HTTP cost); then as long while it lists the console's views as fast as
 Roost answers them (one request after the other, more than any browser: the pages poll every 5 s), with
 the tenant's API key, so every request walks the tenant's 10,000 clients / 100,000 subscriptions:
 
@@ -16,19 +17,22 @@ the tenant's API key, so every request walks the tenant's 10,000 clients / 100,0
     GET /api/v1/shared-subscriptions
     GET /api/v1/retained?filter=%23
 
-It reports the pinger's p50/p99 in both phases and each request kind's response time, so what a view
-costs the other clients is the difference between the two phases.
+It reports the pinger's p50/p99 in each phase and each request kind's response time: what a view costs
+the other clients is the difference between the last phase and the control.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .brokers import HOST, RoostBroker, start_broker
 from .http import api_client
@@ -86,29 +90,20 @@ def measure(broker: RoostBroker, plan: Plan) -> dict[str, float]:
         t_start = time.perf_counter() + 0.3
         pinger.send("ping", 0.02, t_start, t_start + plan.duration)
         quiet = pinger.result(plan.duration + 30)
-        # Phase two: the console's lists, one after the other, while the pinger pings.
-        timings: dict[str, list[float]] = {}
         with api_client(broker.http_port, broker.tenant.api_key) as client:
             client.get("/api/v1/clients?per_page=1").raise_for_status()  # connection made, outside the window
-            t_start = time.perf_counter() + 0.3
-            t_end = t_start + plan.duration
-            pinger.send("ping", 0.02, t_start, t_end)
-            while time.perf_counter() < t_start:
-                time.sleep(0.001)
-            while time.perf_counter() < t_end:
-                for name, path in _requests(plan.clients):
-                    began = time.perf_counter()
-                    response = client.get(path)
-                    if response.status_code != 200:
-                        raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:200]}")
-                    timings.setdefault(name, []).append((time.perf_counter() - began) * 1000)
-            busy = pinger.result(plan.duration + 30)
+            # Phase two, the control: requests as fast, that look at almost nothing (one event), so that
+            # what the machine and HTTP cost is told apart from what walking the broker costs.
+            cheap, _ = _phase(client, pinger, plan, lambda: [("one event", "/api/v1/events?per_page=1")])
+            # Phase three: the console's lists, one after the other, while the pinger pings.
+            busy, timings = _phase(client, pinger, plan, lambda: _requests(plan.clients))
             total = client.get("/api/v1/subscriptions?per_page=1").json()["pagination"]["total"]
     finally:
         for worker in workers:
             worker.close()
     result = {"clients": float(opened), "subscriptions": float(subscribed), "listed_subscriptions": float(total),
               "quiet_p50": _percentile(quiet, 0.5), "quiet_p99": _percentile(quiet, 0.99),
+              "cheap_p50": _percentile(cheap, 0.5), "cheap_p99": _percentile(cheap, 0.99),
               "busy_p50": _percentile(busy, 0.5), "busy_p99": _percentile(busy, 0.99),
               "busy_max": max(busy) if busy else float("nan"),
               "requests_per_s": sum(len(v) for v in timings.values()) / plan.duration}
@@ -116,6 +111,26 @@ def measure(broker: RoostBroker, plan: Plan) -> dict[str, float]:
         result[f"{name} p50"] = _percentile(values, 0.5)
         result[f"{name} p99"] = _percentile(values, 0.99)
     return result
+
+
+def _phase(client: Any, pinger: Worker, plan: Plan,
+           requests: Callable[[], list[tuple[str, str]]]) -> tuple[list[float], dict[str, list[float]]]:
+    """Requests back to back for `plan.duration` while the pinger pings: its round trips, and the response
+    times by request kind."""
+    timings: dict[str, list[float]] = {}
+    t_start = time.perf_counter() + 0.3
+    t_end = t_start + plan.duration
+    pinger.send("ping", 0.02, t_start, t_end)
+    while time.perf_counter() < t_start:
+        time.sleep(0.001)
+    while time.perf_counter() < t_end:
+        for name, path in requests():
+            began = time.perf_counter()
+            response = client.get(path)
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:200]}")
+            timings.setdefault(name, []).append((time.perf_counter() - began) * 1000)
+    return pinger.result(plan.duration + 30), timings
 
 
 def _send_each(holders: list[Worker], n: int) -> list[Worker]:
@@ -130,6 +145,8 @@ def render(result: dict[str, float], plan: Plan, command: str) -> str:
         ("Connected clients (one tenant)", f"{result['clients']:.0f}"),
         ("Subscriptions held (as the console counts them)", f"{result['listed_subscriptions']:.0f}"),
         ("Other client's PINGREQ round trip, quiet: p50 / p99", f"{_fmt(result['quiet_p50'])} / {_fmt(result['quiet_p99'])} ms"),
+        ("Same during cheap requests back to back (the control): p50 / p99",
+         f"{_fmt(result['cheap_p50'])} / {_fmt(result['cheap_p99'])} ms"),
         ("Same while the console lists, non-stop: p50 / p99 / max",
          f"{_fmt(result['busy_p50'])} / {_fmt(result['busy_p99'])} / {_fmt(result['busy_max'])} ms"),
         ("Console requests answered", f"{_fmt(result['requests_per_s'])} /s"),
@@ -145,8 +162,9 @@ def render(result: dict[str, float], plan: Plan, command: str) -> str:
 `{command}` — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {info['nproc']} cores ({info['cpu']}),
 Python {info['python']}, uvloop {info['uvloop']}. {plan.clients} idle clients of one tenant with
 {plan.subscriptions} subscriptions each; a pinger of the same tenant sends PINGREQ every 20 ms, {plan.duration:.0f} s
-quiet, then {plan.duration:.0f} s while one HTTP client requests the console's lists back to back with the tenant's
-API key (see bench/console.py for the request mix).
+quiet, {plan.duration:.0f} s while one HTTP client sends cheap requests back to back (the control: the machine's and
+HTTP's share), then {plan.duration:.0f} s while it requests the console's lists back to back with the tenant's API
+key (see bench/console.py for the request mix). Load average at the start: {os.getloadavg()[0]:.1f}.
 
 | | |
 |---|---|

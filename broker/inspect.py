@@ -1,9 +1,10 @@
 """Read-only snapshots of the broker for the dashboard: clients with their details, subscriptions, shared
 groups and retained messages, one page at a time.
 
-Everything here runs on the event loop between two packets, so a page must stay cheap however large the
-broker is: a page walks the broker's dicts once (no copy of them, no sort), and builds objects only for the
-rows it returns; retained messages are walked through the topic trie and stop one row past the page. The
+Everything here runs on the event loop, between two packets, so a page must not hold the broker up however
+large the broker is: a page walks the broker's dicts once (no sort), a slice of `SLICE` at a time (`Scan`),
+and builds records only for the rows it returns; retained messages are walked through the topic trie and
+the walk stops one row past the page. The
 snapshots are frozen records, never live objects, so a view cannot change the broker by accident.
 
 `mount` narrows a snapshot to one tenant's namespace (topics and filters are then given as the tenant
@@ -12,10 +13,10 @@ names them, the mount point taken out); None is the whole broker, as an administ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from broker.codec.topics import parse_shared
 
@@ -23,13 +24,16 @@ if TYPE_CHECKING:
     from broker.core import Broker
     from broker.session import Message, Session, SubscriptionRecord
 
-__all__ = ["ClientDetail", "Page", "RetainedItem", "SharedGroupView", "SubscriptionView",
+__all__ = ["ClientDetail", "Page", "RetainedItem", "Scan", "SharedGroupView", "SubscriptionView",
            "client_page", "retained_page", "shared_groups", "subscription_page"]
 
 T = TypeVar("T")
 
-# The most rows one page may ask for: a page is built between two packets.
+# The most rows one page may ask for.
 MAX_PAGE = 500
+# How much of the broker a scan looks at (connections, or sessions and their subscriptions) before it
+# hands the event loop back to the broker's clients (see `Scan`).
+SLICE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,13 @@ class Page(Generic[T]):
     items: list[T]
     total: int | None
     more: bool
+
+
+# A scan of the broker, a slice at a time: each `next()` does one slice, and the page is the generator's
+# return value. Between slices the caller lets the event loop run (control/api/paging.py `finish`), so
+# listing 100,000 subscriptions never holds the broker's other clients up for more than one slice. A scan
+# walks a list of references taken when it starts; what left meanwhile is skipped.
+Scan = Generator[None, None, "Page[T]"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,28 +120,38 @@ def _unmount(name: str, mount: str) -> str:
     return name[len(mount):] if mount and name.startswith(mount) else name
 
 
-def client_page(broker: Broker, mount: str | None, text: str = "", offset: int = 0, limit: int = 50) -> Page[ClientDetail]:
+def client_page(broker: Broker, mount: str | None, text: str = "", offset: int = 0,
+                limit: int = 50) -> Scan[ClientDetail]:
     """Connected clients in the order they arrived, those of `mount` only, those whose client id, user
     name or address contains `text` (any case)."""
     limit = _limit(limit)
-    needle = text.casefold()
-
-    def wanted() -> Iterator[tuple[str, object]]:
-        for key, connection in broker.connections.items():
-            client = connection.client
-            if client is None or connection.session is None:  # the control plane's watchers
-                continue
-            if mount is not None and client.mount != mount:
-                continue
-            if needle and not any(needle in value.casefold() for value in
-                                  (client.client_id, client.username or "", connection.remote_address)):
-                continue
-            yield key, connection
-
-    matching = list(wanted())  # references only: the rows are built for the page alone
     offset = max(0, offset)
-    items = [_detail(connection) for _key, connection in matching[offset:offset + limit]]
+    needle = text.casefold()
+    matching: list[Any] = []  # references only: the rows are built for the page alone
+    for n, connection in enumerate(list(broker.connections.values())):
+        if n % SLICE == SLICE - 1:
+            yield
+        client = connection.client
+        if client is None or connection.session is None:  # the control plane's watchers, or gone meanwhile
+            continue
+        if mount is not None and client.mount != mount:
+            continue
+        if needle and not any(needle in value.casefold() for value in
+                              (client.client_id, client.username or "", connection.remote_address)):
+            continue
+        matching.append(connection)
+    items = [_detail(connection) for connection in matching[offset:offset + limit]]
     return Page(items, len(matching), offset + limit < len(matching))
+
+
+def client_counts(broker: Broker) -> dict[str, int]:
+    """Connected clients by mount: one pass, no record made (a count the Overview asks for every 2 s)."""
+    counts: dict[str, int] = {}
+    for connection in broker.connections.values():
+        client = connection.client
+        if client is not None and connection.session is not None:
+            counts[client.mount] = counts.get(client.mount, 0) + 1
+    return counts
 
 
 def _detail(connection: object) -> ClientDetail:
@@ -148,28 +169,31 @@ def _detail(connection: object) -> ClientDetail:
     )
 
 
-def _sessions(broker: Broker, mount: str | None) -> Iterator[Session]:
-    for session in broker.sessions.values():
-        client = session.client
-        if client is None or session.key.startswith("\x00"):  # the control plane's watchers
-            continue
-        if mount is None or client.mount == mount:
-            yield session
+def _sessions(broker: Broker, mount: str | None) -> list[Session]:
+    """The sessions of `mount` (None: all), a list of references taken now: a scan goes on over it."""
+    return [session for session in broker.sessions.values()
+            if session.client is not None and not session.key.startswith("\x00")  # not the watchers
+            and (mount is None or session.client.mount == mount)]
 
 
 def subscription_page(broker: Broker, mount: str | None, text: str = "", offset: int = 0,
-                      limit: int = 50) -> Page[SubscriptionView]:
+                      limit: int = 50) -> Scan[SubscriptionView]:
     """Every subscription of every session (connected or not), session by session; `text` is looked for
     in the filter and the client id. A session wholly before or after the page is only counted."""
     limit = _limit(limit)
     offset = max(0, offset)
     needle = text.casefold()
     connections = broker.connections
-    total = 0
+    total = work = 0
     page: list[SubscriptionView] = []
     for session in _sessions(broker, mount):
+        work += 1 + (len(session.subscriptions) if needle else 0)
+        if work >= SLICE:
+            work = 0
+            yield
         client = session.client
-        assert client is not None
+        if client is None:  # ended meanwhile
+            continue
         records: Iterable[SubscriptionRecord] = session.subscriptions.values()
         if needle:
             named_client = needle in client.client_id.casefold()
@@ -180,7 +204,7 @@ def subscription_page(broker: Broker, mount: str | None, text: str = "", offset:
         if total + count <= offset or len(page) >= limit:
             total += count
             continue
-        for record in records:
+        for record in list(records):
             if offset <= total < offset + limit:
                 page.append(_subscription(session, client.client_id, client.mount, record, session.key in connections))
             total += 1
@@ -196,15 +220,21 @@ def _subscription(session: Session, client_id: str, mount: str, record: Subscrip
         record.no_local, record.retain_as_published, record.retain_handling, record.subscription_id, group, online)
 
 
-def shared_groups(broker: Broker, mount: str | None, offset: int = 0, limit: int = 50) -> Page[SharedGroupView]:
+def shared_groups(broker: Broker, mount: str | None, offset: int = 0, limit: int = 50) -> Scan[SharedGroupView]:
     """Shared subscription groups with their members, in the order they were first seen."""
     limit = _limit(limit)
     groups: dict[tuple[str, str, str], list[str]] = {}
     online: dict[tuple[str, str, str], int] = {}
+    work = 0
     for session in _sessions(broker, mount):
+        work += 1 + len(session.subscriptions)
+        if work >= SLICE:
+            work = 0
+            yield
         client = session.client
-        assert client is not None
-        for topic_filter in session.subscriptions:
+        if client is None:
+            continue
+        for topic_filter in list(session.subscriptions):
             if not topic_filter.startswith("$share/"):
                 continue
             group, plain = parse_shared(topic_filter)

@@ -17,7 +17,7 @@ from broker.core import Broker
 from broker.events import KICKED, Event
 from broker.history import MetricsHistory, Point
 from broker.hooks import ClientInfo
-from broker.inspect import ClientDetail, Page, RetainedItem, SharedGroupView, SubscriptionView
+from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
 from broker.session import Message, Session, SubscriptionRecord
 
 __all__ = ["BrokerService", "ClientSummary", "Watch", "WatchedMessage"]
@@ -193,16 +193,17 @@ class BrokerService:
         return Watch(broker, key)
 
     # -- the dashboard's console: read-only pages (broker/inspect.py), events and history -------------------
-    # `mount` None is the whole broker (administrators); a tenant's mount narrows every view to it.
+    # `mount` None is the whole broker (administrators); a tenant's mount narrows every view to it. The
+    # large views are scans, done a slice at a time (broker/inspect.py `Scan`).
 
-    def client_page(self, mount: str | None, text: str = "", offset: int = 0, limit: int = 50) -> Page[ClientDetail]:
+    def client_page(self, mount: str | None, text: str = "", offset: int = 0, limit: int = 50) -> Scan[ClientDetail]:
         return inspect.client_page(self.broker, mount, text, offset, limit)
 
     def subscription_page(self, mount: str | None, text: str = "", offset: int = 0,
-                          limit: int = 50) -> Page[SubscriptionView]:
+                          limit: int = 50) -> Scan[SubscriptionView]:
         return inspect.subscription_page(self.broker, mount, text, offset, limit)
 
-    def shared_group_page(self, mount: str | None, offset: int = 0, limit: int = 50) -> Page[SharedGroupView]:
+    def shared_group_page(self, mount: str | None, offset: int = 0, limit: int = 50) -> Scan[SharedGroupView]:
         return inspect.shared_groups(self.broker, mount, offset, limit)
 
     def retained_page(self, mount: str | None, topic_filter: str = "#", offset: int = 0,
@@ -216,6 +217,10 @@ class BrokerService:
         if not doomed:
             return 0
         return self.broker.drop_retained(lambda topic, _message: topic in doomed)
+
+    def client_counts(self) -> dict[str, int]:
+        """Connected MQTT clients by tenant namespace (the control plane's watchers are not clients)."""
+        return inspect.client_counts(self.broker)
 
     def kick_client(self, session_key: str, reason: str, by: str) -> ClientInfo | None:
         """`kick` for one connected client, with the reason given, written to the event log; returns who

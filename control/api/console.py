@@ -28,7 +28,7 @@ from broker.events import KINDS
 from broker.inspect import Page
 from control.api.common import ApiError, authenticated, ok
 from control.api.dashboard_api import _broker, _valid_filter
-from control.api.paging import mount_of, owner_of, pagination, paging, tenant_names
+from control.api.paging import finish, mount_of, owner_of, pagination, paging, tenant_names
 from control.api.payloads import preview
 from storage.records import User
 
@@ -64,7 +64,7 @@ def _filter(request: Request, user: User) -> str:
 async def list_subscriptions(request: Request) -> JSONResponse:
     user = await authenticated(request)
     page, per_page, offset = paging(request)
-    result = _broker(request).subscription_page(mount_of(user), _text(request), offset, per_page)
+    result = await finish(_broker(request).subscription_page(mount_of(user), _text(request), offset, per_page))
     names = await tenant_names(request, user, {s.mount for s in result.items})
     data = []
     for s in result.items:
@@ -82,7 +82,7 @@ async def list_subscriptions(request: Request) -> JSONResponse:
 async def list_shared(request: Request) -> JSONResponse:
     user = await authenticated(request)
     page, per_page, offset = paging(request)
-    result = _broker(request).shared_group_page(mount_of(user), offset, per_page)
+    result = await finish(_broker(request).shared_group_page(mount_of(user), offset, per_page))
     names = await tenant_names(request, user, {g.mount for g in result.items})
     data = []
     for g in result.items:

@@ -3,7 +3,9 @@ the answer, and what a user may see (administrators: the whole broker; users: th
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Generator
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 
@@ -12,7 +14,20 @@ from control.api.common import query_int, services
 from storage.access import tenant_mount
 from storage.records import User
 
-__all__ = ["mount_of", "owner_of", "pagination", "paging", "tenant_names"]
+__all__ = ["finish", "mount_of", "owner_of", "pagination", "paging", "tenant_names"]
+
+T = TypeVar("T")
+
+
+async def finish(scan: Generator[None, None, T]) -> T:
+    """Run a broker scan (broker/inspect.py) a slice at a time, giving the event loop back to the broker's
+    clients between slices; its result."""
+    while True:
+        try:
+            next(scan)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        await asyncio.sleep(0)
 
 
 def owner_of(mount: str) -> int | None:
