@@ -1,4 +1,5 @@
-// Roost dashboard: one ES module, no build step, no library. Every view calls the public REST API
+// Roost dashboard: ES modules, no build step; the one library is MQTT.js, vendored, for the MQTT client
+// page. Every view calls the public REST API
 // (/v1/mqtt, /api/v1) with the session cookie; changes carry the session's CSRF token in X-CSRF-Token.
 // Untrusted text is only ever set as textContent, never as HTML. The broker console's pages live in their
 // own modules and get this module's helpers as `ui` (defined below the views).
