@@ -45,7 +45,7 @@ export async function mqttClientView(ui, payloadView) {
   const subscriptions = h("ul", { class: "subs", "aria-label": "Subscriptions" });
   const published = h("div", { "aria-live": "polite" });
   let client = null;
-  const end = () => { if (client) { client.end(true); client = null; } };
+  const end = () => { if (client) { client.end(); client = null; } };  // with a DISCONNECT: a normal end
   onLeave(end);
 
   let instances = [];
