@@ -28,7 +28,7 @@ from broker.events import KINDS
 from broker.inspect import Page
 from control.api.common import ApiError, authenticated, ok
 from control.api.dashboard_api import _broker, _valid_filter
-from control.api.paging import finish, mount_of, owner_of, pagination, paging, tenant_names
+from control.api.paging import answer, finish, mount_of, owner_of, paging
 from control.api.payloads import preview
 from storage.records import User
 
@@ -65,33 +65,20 @@ async def list_subscriptions(request: Request) -> JSONResponse:
     user = await authenticated(request)
     page, per_page, offset = paging(request)
     result = await finish(_broker(request).subscription_page(mount_of(user), _text(request), offset, per_page))
-    names = await tenant_names(request, user, {s.mount for s in result.items})
-    data = []
-    for s in result.items:
-        item: dict[str, Any] = {
-            "client_id": s.client_id, "topic_filter": s.topic_filter, "qos": s.qos, "no_local": s.no_local,
-            "retain_as_published": s.retain_as_published, "retain_handling": s.retain_handling,
-            "subscription_id": s.subscription_id, "share_group": s.share_group, "online": s.online,
-        }
-        if user.is_admin:
-            item["tenant"] = names.get(s.mount)
-        data.append(item)
-    return ok({"data": data, "pagination": pagination(result, page, per_page)})
+    return await answer(request, user, result, page, per_page, lambda s: {
+        "client_id": s.client_id, "topic_filter": s.topic_filter, "qos": s.qos, "no_local": s.no_local,
+        "retain_as_published": s.retain_as_published, "retain_handling": s.retain_handling,
+        "subscription_id": s.subscription_id, "share_group": s.share_group, "online": s.online,
+    }, lambda s: s.mount)
 
 
 async def list_shared(request: Request) -> JSONResponse:
     user = await authenticated(request)
     page, per_page, offset = paging(request)
     result = await finish(_broker(request).shared_group_page(mount_of(user), offset, per_page))
-    names = await tenant_names(request, user, {g.mount for g in result.items})
-    data = []
-    for g in result.items:
-        item: dict[str, Any] = {"group": g.group, "topic_filter": g.topic_filter, "members": list(g.members),
-                                "online": g.online}
-        if user.is_admin:
-            item["tenant"] = names.get(g.mount)
-        data.append(item)
-    return ok({"data": data, "pagination": pagination(result, page, per_page)})
+    return await answer(request, user, result, page, per_page, lambda g: {
+        "group": g.group, "topic_filter": g.topic_filter, "members": list(g.members), "online": g.online,
+    }, lambda g: g.mount)
 
 
 async def list_retained(request: Request) -> JSONResponse:
@@ -100,16 +87,10 @@ async def list_retained(request: Request) -> JSONResponse:
     topic_filter = _filter(request, user)
     result = _broker(request).retained_page(mount_of(user), topic_filter, offset, per_page)
     now = time.time()
-    names = await tenant_names(request, user, {_topic_mount(r.topic) for r in result.items})
-    data = []
-    for r in result.items:
-        item: dict[str, Any] = {"topic": r.topic, "qos": r.qos, "payload": preview(r.payload),
-                                "stored_at": r.stored_at, "age_seconds": max(0.0, now - r.stored_at),
-                                "expires_at": r.expires_at}
-        if user.is_admin:
-            item["tenant"] = names.get(_topic_mount(r.topic))
-        data.append(item)
-    return ok({"data": data, "pagination": pagination(result, page, per_page)})
+    return await answer(request, user, result, page, per_page, lambda r: {
+        "topic": r.topic, "qos": r.qos, "payload": preview(r.payload), "stored_at": r.stored_at,
+        "age_seconds": max(0.0, now - r.stored_at), "expires_at": r.expires_at,
+    }, lambda r: _topic_mount(r.topic))
 
 
 def _topic_mount(topic: str) -> str:
@@ -139,18 +120,11 @@ async def list_events(request: Request) -> JSONResponse:
                 if (mount is None or e.mount == mount) and (kind is None or e.kind == kind)
                 and (not needle or any(needle in v.casefold() for v in
                                        (e.client_id, e.username or "", e.address, e.reason, e.detail)))]
-    chosen = matching[offset:offset + per_page]
-    names = await tenant_names(request, user, {e.mount for e in chosen})
-    data = []
-    for e in chosen:
-        item: dict[str, Any] = {"id": e.id, "time": e.time, "kind": e.kind, "client_id": e.client_id,
-                                "username": e.username, "address": e.address, "reason_code": e.reason_code,
-                                "reason": e.reason, "detail": e.detail}
-        if user.is_admin:
-            item["tenant"] = names.get(e.mount)
-        data.append(item)
-    result = Page(data, len(matching), offset + per_page < len(matching))
-    return ok({"data": data, "pagination": pagination(result, page, per_page)})
+    result = Page(matching[offset:offset + per_page], len(matching), offset + per_page < len(matching))
+    return await answer(request, user, result, page, per_page, lambda e: {
+        "id": e.id, "time": e.time, "kind": e.kind, "client_id": e.client_id, "username": e.username,
+        "address": e.address, "reason_code": e.reason_code, "reason": e.reason, "detail": e.detail,
+    }, lambda e: e.mount)
 
 
 async def stats_history(request: Request) -> JSONResponse:

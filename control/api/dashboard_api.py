@@ -29,7 +29,7 @@ from broker.errors import ProtocolError
 from broker.service import BrokerService, WatchedMessage
 from broker.settings import VERSION
 from control.api.common import ApiError, authenticated, json_body, ok, services
-from control.api.paging import finish, mount_of, owner_of, pagination, paging, tenant_names
+from control.api.paging import answer, finish, mount_of, owner_of, paging
 from control.api.payloads import preview
 from storage.access import tenant_mount
 
@@ -121,21 +121,14 @@ async def list_clients(request: Request) -> JSONResponse:
     # `own` narrows an administrator's view to their own namespace (the Instances page).
     mount = tenant_mount(user.id) if request.query_params.get("own") == "true" else mount_of(user)
     result = await finish(_broker(request).client_page(mount, text, offset, per_page))
-    names = await tenant_names(request, user, {c.mount for c in result.items})
-    data = []
-    for c in result.items:
-        item: dict[str, Any] = {
-            "id": _client_id(c.session_key), "client_id": c.client_id, "username": c.username,
-            "protocol_version": c.protocol_version, "remote_address": c.remote_address, "listener": c.listener,
-            "tls": c.tls, "keep_alive": c.keep_alive, "connected_at": c.connected_at,
-            "subscriptions": c.subscriptions, "inflight": c.inflight, "queued": c.queued,
-            "messages_in": c.messages_in, "messages_out": c.messages_out,
-        }
-        if user.is_admin:
-            item["user_id"] = owner_of(c.mount)
-            item["user_name"] = names.get(c.mount)
-        data.append(item)
-    return ok({"data": data, "pagination": pagination(result, page, per_page)})
+    return await answer(request, user, result, page, per_page, lambda c: {
+        "id": _client_id(c.session_key), "client_id": c.client_id, "username": c.username,
+        "protocol_version": c.protocol_version, "remote_address": c.remote_address, "listener": c.listener,
+        "tls": c.tls, "keep_alive": c.keep_alive, "connected_at": c.connected_at,
+        "subscriptions": c.subscriptions, "inflight": c.inflight, "queued": c.queued,
+        "messages_in": c.messages_in, "messages_out": c.messages_out,
+        **({"user_id": owner_of(c.mount)} if user.is_admin else {}),
+    }, lambda c: c.mount, tenant_key="user_name")
 
 
 async def kick_client(request: Request) -> JSONResponse:

@@ -4,17 +4,18 @@ the answer, and what a user may see (administrators: the whole broker; users: th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from broker.inspect import MAX_PAGE, Page
-from control.api.common import query_int, services
+from control.api.common import ok, query_int, services
 from storage.access import tenant_mount
 from storage.records import User
 
-__all__ = ["finish", "mount_of", "owner_of", "pagination", "paging", "tenant_names"]
+__all__ = ["answer", "finish", "mount_of", "owner_of", "pagination", "paging", "tenant_names"]
 
 T = TypeVar("T")
 
@@ -65,3 +66,18 @@ async def tenant_names(request: Request, user: User, mounts: set[str]) -> dict[s
         record = await users.get(owner) if owner is not None else None
         names[mount] = record.name if record is not None else None
     return names
+
+
+async def answer(request: Request, user: User, result: Page[T], page: int, per_page: int,
+                 row: Callable[[T], dict[str, Any]], mount: Callable[[T], str],
+                 tenant_key: str = "tenant") -> JSONResponse:
+    """`{"data": [row(item)...], "pagination": ...}`; administrators' rows also name the tenant (under
+    `tenant_key`) whose namespace `mount(item)` is."""
+    names = await tenant_names(request, user, {mount(item) for item in result.items})
+    data = []
+    for item in result.items:
+        body = row(item)
+        if user.is_admin:
+            body[tenant_key] = names.get(mount(item))
+        data.append(body)
+    return ok({"data": data, "pagination": pagination(result, page, per_page)})
