@@ -184,6 +184,9 @@ class MQTTConnection(asyncio.Protocol):
         if self.messages_sent:
             sent = self.broker.sent_by_closed_mount
             sent[self.mount] = sent.get(self.mount, 0) + self.messages_sent
+        if self.messages_received:
+            received = self.broker.received_by_closed_mount
+            received[self.mount] = received.get(self.mount, 0) + self.messages_received
         if not self.closed.done():
             self.closed.set_result(None)
         if self._timer is not None:

@@ -61,6 +61,7 @@ class Broker:
         self.closing = False
         # PUBLISH packets sent to clients that have since disconnected, by tenant namespace.
         self.sent_by_closed_mount: dict[str, int] = {}
+        self.received_by_closed_mount: dict[str, int] = {}  # PUBLISH packets from them (the console's charts)
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore()
         self.stats = Stats()

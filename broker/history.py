@@ -4,6 +4,11 @@ its history: every `interval` seconds a sample of the counters goes into a bound
 A sample is the counters as they are (messages in and out, drops: totals since start; connections: now);
 the rates are the differences between neighbouring samples, worked out when read, so a missed tick
 costs nothing but resolution. `run_history` is the task that samples; the composition root starts it.
+
+`TenantHistory` keeps the same hour per tenant namespace (messages its clients published and were sent,
+its connections; drops are not counted per tenant), for at most `max_tenants` namespaces at once: a
+namespace is taken in when it has connected clients and there is room, and let go after a whole span
+with nothing connected and nothing sent or received. A user's Charts page reads their own.
 """
 
 from __future__ import annotations
@@ -13,12 +18,19 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from broker.stats import Stats
 
-__all__ = ["DEFAULT_INTERVAL", "DEFAULT_SPAN", "MetricsHistory", "Point", "run_history"]
+if TYPE_CHECKING:
+    from broker.core import Broker
+
+__all__ = ["DEFAULT_INTERVAL", "DEFAULT_SPAN", "DEFAULT_TENANTS", "MetricsHistory", "Point", "TenantHistory",
+           "run_history"]
 
 DEFAULT_INTERVAL = 10.0  # seconds between samples
-DEFAULT_SPAN = 3600.0  # seconds kept: 360 samples of five numbers (~40 KB)
+DEFAULT_SPAN = 3600.0  # seconds kept: 361 samples of five numbers (~40 KB)
+DEFAULT_TENANTS = 100  # namespaces with a history of their own at once (~30 KB each when full)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +40,7 @@ class Point:
     time: float
     messages_in: float
     messages_out: float
-    dropped: float
+    dropped: float | None  # None: not counted (a tenant's history)
     connections: int
 
 
@@ -52,21 +64,83 @@ class MetricsHistory:
                               stats.messages_dropped, stats.clients_connected))
 
     def points(self) -> list[Point]:
-        """Rates between neighbouring samples (a counter that went down, after a restart of the broker
-        object in tests, counts from zero)."""
-        result = []
-        samples = list(self._samples)
-        for before, after in zip(samples, samples[1:]):
-            seconds = after[0] - before[0]
-            if seconds <= 0:  # the wall clock went back: no rate over that step
-                continue
-            rates = [(a - b if a >= b else a) / seconds for a, b in zip(after[1:4], before[1:4])]
-            result.append(Point(after[0], rates[0], rates[1], rates[2], after[4]))
-        return result
+        return _points(list(self._samples))
 
 
-async def run_history(stats: Stats, history: MetricsHistory) -> None:
+def _points(samples: list[tuple[float, int, int, int, int]], dropped: bool = True) -> list[Point]:
+    """Rates between neighbouring samples (a counter that went down counts from zero)."""
+    result = []
+    for before, after in zip(samples, samples[1:]):
+        seconds = after[0] - before[0]
+        if seconds <= 0:  # the wall clock went back: no rate over that step
+            continue
+        rates = [(a - b if a >= b else a) / seconds for a, b in zip(after[1:4], before[1:4])]
+        result.append(Point(after[0], rates[0], rates[1], rates[2] if dropped else None, after[4]))
+    return result
+
+
+class TenantHistory:
+    """`MetricsHistory` per tenant namespace, for at most `max_tenants` of them at once."""
+
+    __slots__ = ("interval", "span", "max_tenants", "_rings", "_idle_since")
+
+    def __init__(self, interval: float = DEFAULT_INTERVAL, span: float = DEFAULT_SPAN,
+                 max_tenants: int = DEFAULT_TENANTS) -> None:
+        self.interval = interval
+        self.span = span
+        self.max_tenants = max_tenants
+        self._rings: dict[str, deque[tuple[float, int, int, int, int]]] = {}
+        self._idle_since: dict[str, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+    def sample(self, totals: dict[str, tuple[int, int, int]], now: float | None = None) -> None:
+        """`totals`: mount -> (messages received, messages sent, connections now), since the start."""
+        now = time.time() if now is None else now
+        for mount, (received, sent, connections) in totals.items():
+            ring = self._rings.get(mount)
+            if ring is None:
+                if not connections or len(self._rings) >= self.max_tenants:
+                    continue
+                ring = self._rings[mount] = deque(maxlen=int(self.span // self.interval) + 1)
+            last = ring[-1] if ring else None
+            if connections or last is None or (last[1], last[2]) != (received, sent):
+                self._idle_since.pop(mount, None)
+            else:
+                self._idle_since.setdefault(mount, now)
+            ring.append((now, received, sent, 0, connections))
+        for mount, since in list(self._idle_since.items()):
+            if now - since >= self.span:
+                del self._idle_since[mount]
+                self._rings.pop(mount, None)
+
+    def points(self, mount: str) -> list[Point]:
+        return _points(list(self._rings.get(mount, ())), dropped=False)
+
+
+def tenant_totals(broker: Broker) -> dict[str, tuple[int, int, int]]:
+    """mount -> (PUBLISH packets received from, sent to its clients since the start, connected now): one
+    pass over the connections, plus what clients that left had counted."""
+    received: dict[str, int] = dict(broker.received_by_closed_mount)
+    sent: dict[str, int] = dict(broker.sent_by_closed_mount)
+    connected: dict[str, int] = {}
+    for connection in broker.connections.values():
+        client = connection.client
+        if client is None or connection.session is None:  # the control plane's watchers
+            continue
+        mount = client.mount
+        received[mount] = received.get(mount, 0) + connection.messages_received
+        sent[mount] = sent.get(mount, 0) + connection.messages_sent
+        connected[mount] = connected.get(mount, 0) + 1
+    return {mount: (received.get(mount, 0), sent.get(mount, 0), connected.get(mount, 0))
+            for mount in received.keys() | sent.keys() | connected.keys() if mount}
+
+
+async def run_history(broker: Broker, history: MetricsHistory, tenants: TenantHistory | None = None) -> None:
     """Sample every `history.interval` seconds until cancelled."""
     while True:
-        history.sample(stats)
+        history.sample(broker.stats)
+        if tenants is not None:
+            tenants.sample(tenant_totals(broker))
         await asyncio.sleep(history.interval)

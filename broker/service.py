@@ -15,7 +15,7 @@ from broker import inspect
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.core import Broker
 from broker.events import KICKED, Event
-from broker.history import MetricsHistory, Point
+from broker.history import MetricsHistory, Point, TenantHistory
 from broker.hooks import ClientInfo
 from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
 from broker.session import Message, Session, SubscriptionRecord
@@ -90,6 +90,7 @@ class BrokerService:
         self.broker = broker
         # The last hour of figures for the dashboard's charts; `broker.history.run_history` fills it.
         self.history = history if history is not None else MetricsHistory()
+        self.tenant_history = TenantHistory(self.history.interval, self.history.span)
 
     def kick(
         self,
@@ -239,5 +240,6 @@ class BrokerService:
         """The event log, newest first."""
         return list(self.broker.events.newest_first())
 
-    def history_points(self) -> list[Point]:
-        return self.history.points()
+    def history_points(self, mount: str | None = None) -> list[Point]:
+        """The broker's last hour (mount None), or one tenant namespace's."""
+        return self.history.points() if mount is None else self.tenant_history.points(mount)

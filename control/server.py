@@ -153,7 +153,7 @@ class Roost:
         self._spawn(recorder.run())
         await self.mqtt_listener.start()
         await self._start_tls()
-        self._spawn(run_history(self.broker.stats, self.service.history))  # the dashboard's last hour
+        self._spawn(run_history(self.broker, self.service.history, self.service.tenant_history))  # the charts' hour
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
         await self._start_http()

@@ -561,7 +561,7 @@ _SCHEMAS: dict[str, Schema] = {
             "time": {"type": "number"},
             "messages_in": {"type": "number", "description": "Per second over the interval."},
             "messages_out": {"type": "number"},
-            "dropped": {"type": "number"},
+            "dropped": _nullable({"type": "number"}),
             "connections": {"type": "integer"},
         })},
     })}),
@@ -895,8 +895,9 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                 _query("kind", {"enum": ["connected", "refused", "disconnected", "kicked"]}, "One kind only.")],
     ),
     ("GET", "/api/v1/stats/history"): _op(
-        "statsHistory", "The broker's last hour, one point per interval (administrators only)", "broker",
-        {"200": _json(_ref("StatsHistory"), "Rates per second and connections.")}, ("403", "503"),
+        "statsHistory", "The last hour, one point per interval: the broker's (administrators) or the caller's "
+        "namespace's (drops are null: not counted per tenant)", "broker",
+        {"200": _json(_ref("StatsHistory"), "Rates per second and connections.")}, ("503",),
     ),
     ("GET", "/api/v1/live"): _op(
         "liveMessages", "Server-sent events: messages on a filter inside the caller's namespace", "broker",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from broker.events import CONNECTED, DISCONNECTED, REFUSED, EventLog, reason_text
-from broker.history import MetricsHistory
+from broker.history import MetricsHistory, TenantHistory
 from broker.stats import Stats
 
 
@@ -46,3 +46,16 @@ def test_the_history_keeps_an_hour_of_rates() -> None:
     assert points[-1].connections == 19 and points[0].time == 1140.0
     with pytest.raises(ValueError):
         MetricsHistory(interval=10, span=5)
+
+
+def test_tenant_histories_are_bounded_and_let_go_when_idle() -> None:
+    history = TenantHistory(interval=10, span=30, max_tenants=2)
+    history.sample({"$u1/": (0, 0, 1), "$u2/": (0, 0, 0), "$u3/": (0, 0, 1), "$u4/": (0, 0, 1)}, now=0)
+    assert len(history) == 2  # $u2/ has nothing connected; $u4/ found no room
+    history.sample({"$u1/": (50, 20, 1), "$u3/": (0, 0, 0)}, now=10)
+    [point] = history.points("$u1/")
+    assert (point.messages_in, point.messages_out, point.connections, point.dropped) == (5.0, 2.0, 1, None)
+    assert history.points("$u4/") == []
+    for now in (20, 30, 40):
+        history.sample({"$u1/": (50, 20, 1), "$u3/": (0, 0, 0)}, now=now)
+    assert len(history) == 1 and history.points("$u3/") == []  # idle for a whole span: let go

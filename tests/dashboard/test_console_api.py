@@ -15,6 +15,7 @@ import pytest
 
 from tests.dashboard.conftest import PASSWORD, Fleet, user_with_password
 from tests.helpers import TIMEOUT, PahoClient, RoostThread, roost_document
+from broker.history import tenant_totals
 from tests.tenant_helpers import Tenant
 
 _names = itertools.count(1)
@@ -67,7 +68,6 @@ def test_each_view_shows_a_user_their_own_tenant_only(roost: RoostThread, fleets
         # A filter that names the other tenant's topics finds nothing (they are not in this namespace).
         assert _get(client, "/api/v1/retained", filter=f"{b.mark}/#")["data"] == []
         assert client.get("/api/v1/retained", params={"filter": "$u1/#"}).status_code == 422
-        assert client.get("/api/v1/stats/history").status_code == 403
     client, _ = signed_in(roost, admin.user.name)
     with closing(client):
         for path, params in VIEWS:
@@ -171,14 +171,26 @@ def test_events_name_reasons_in_words_and_kicks_carry_theirs(
 
 
 def test_the_history_is_kept_by_the_server(roost: RoostThread, fleets: tuple[Fleet, Fleet, Tenant]) -> None:
-    _a, _b, admin = fleets
+    """Administrators get the broker's hour, a user their own namespace's (no drops: not counted per tenant)."""
+    a, b, admin = fleets
     service = roost.roost.service  # type: ignore[union-attr]
-    # Two more samples now rather than waiting an interval: the ring and its reader are what is tested.
-    roost.call(lambda: service.history.sample(service.broker.stats))
-    roost.call(lambda: service.history.sample(service.broker.stats))
+
+    def sample() -> None:  # what the history task does every 10 s, done now rather than waited for
+        roost.call(lambda: service.history.sample(service.broker.stats))
+        roost.call(lambda: service.tenant_history.sample(tenant_totals(service.broker)))
+
+    sample()
+    for n in range(20):
+        a.clients[0].publish(f"{a.mark}/burst", str(n).encode(), qos=1)
+    sample()
     client, _ = signed_in(roost, admin.user.name)
     with closing(client):
         body = _get(client, "/api/v1/stats/history")["data"]
         assert body["interval"] == 10 and body["span"] == 3600
-        assert len(body["points"]) >= 2
-        assert body["points"][-1]["connections"] >= 6
+        assert body["points"][-1]["connections"] >= 6 and body["points"][-1]["dropped"] is not None
+    for fleet, published in ((a, True), (b, False)):
+        client, _ = signed_in(roost, fleet.tenant.user.name)
+        with closing(client):
+            last = _get(client, "/api/v1/stats/history")["data"]["points"][-1]
+            assert last["connections"] == 3 and last["dropped"] is None
+            assert (last["messages_in"] > 0) is published, (fleet.mark, last)

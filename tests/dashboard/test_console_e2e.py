@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from broker.history import tenant_totals
 from tests.dashboard.conftest import Fleet, screenshot, user_with_password
 from tests.dashboard.test_e2e import check_page, sign_in
 from tests.helpers import TIMEOUT, RoostThread
@@ -151,6 +152,13 @@ def test_a_user_walks_the_console_and_sees_only_their_tenant(
     check_page(page, "Events", "console-events")
     shows_nothing_of(page, b)
 
+    # Charts: the user's own namespace's hour (messages and connections; drops are not counted per tenant).
+    go(page, "Charts", "Charts")
+    expect(page.locator("figure.chart")).to_have_count(2)
+    expect(page.locator("figure.chart figcaption")).to_have_text(["Messages per second", "Connected clients"])
+    check_page(page, "Charts", "console-charts-user")
+    shows_nothing_of(page, b)
+
     # On a phone: the retained page still fits (no sideways scroll) and has no other tenant.
     phone = new_page(width=390, height=844)
     sign_in(phone, a.tenant.user.name)
@@ -173,6 +181,7 @@ def test_an_administrator_sees_charts_with_history_and_no_bridges(
         for _ in range(10 * n):  # real traffic between the samples: a rising line
             a.clients[0].publish(f"{a.mark}/burst", b"x", qos=1)
         roost.call(lambda: service.history.sample(service.broker.stats, now=start + 10 * n))
+        roost.call(lambda: service.tenant_history.sample(tenant_totals(service.broker), now=start + 10 * n))
     page = new_page()
     sign_in(page, admin.user.name)
     go(page, "Charts", "Charts")

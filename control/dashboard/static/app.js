@@ -271,8 +271,6 @@ async function overview() {
   const chart = h("div");
   const alert = viewAlert();
   page("Overview", alert, cards, chart);
-  const history = [];  // users: [time, rate] since the page opened; administrators: the server's last hour
-  let previous = null;
   const card = (label, value, extra) => h("div", { class: "card" },
     h("div", { class: "label" }, label), h("div", { class: "value", "data-card": label }, value), extra);
   every(2000, async () => {
@@ -290,26 +288,12 @@ async function overview() {
       card("Uptime", duration(body.uptime_seconds)),
       card("Version", `Roost ${body.version}`),
     );
-    if (admin) {
-      // The server keeps the last hour, so a reload shows it (the Charts page has more).
-      const points = (await api("GET", "/api/v1/stats/history")).data.points;
-      chart.replaceChildren(timeChart({ title: "Messages per second", span: 3600, now: body.time,
-        series: [{ label: "In", cls: "s1", values: points.map((p) => [p.time, p.messages_in]) },
-                 { label: "Out", cls: "s2", values: points.map((p) => [p.time, p.messages_out]) }] }));
-      return;
-    }
-    // A user's own figures: what their clients published and were sent, as rates since the page opened.
-    const counts = [mine.messages_this_hour, mine.messages_sent];
-    if (previous) {
-      const seconds = Math.max(body.time - previous.time, 0.001);
-      const rate = (now, before) => Math.max(now - before, now < before ? now : 0) / seconds;
-      history.push([body.time, rate(counts[0], previous.counts[0]), rate(counts[1], previous.counts[1])]);
-      while (history.length && history[0][0] < body.time - 120) history.shift();
-    }
-    previous = { time: body.time, counts };
-    chart.replaceChildren(timeChart({ title: "Messages per second", span: 120, now: body.time,
-      series: [{ label: "Published by your clients", cls: "s1", values: history.map((p) => [p[0], p[1]]) },
-               { label: "Sent to your clients", cls: "s2", values: history.map((p) => [p[0], p[2]]) }] }));
+    // The server keeps the last hour (the broker's for administrators, the user's own namespace's for
+    // others), so a reload shows it; the Charts page has more.
+    const points = (await api("GET", "/api/v1/stats/history")).data.points;
+    chart.replaceChildren(timeChart({ title: "Messages per second", span: 3600, now: body.time,
+      series: [{ label: admin ? "In" : "Published by your clients", cls: "s1", values: points.map((p) => [p.time, p.messages_in]) },
+               { label: admin ? "Out" : "Sent to your clients", cls: "s2", values: points.map((p) => [p.time, p.messages_out]) }] }));
   });
 }
 
@@ -735,7 +719,7 @@ const VIEWS = [
   ["#/retained", "Retained", () => retainedView(ui)],
   ["#/mqtt-client", "MQTT client", () => mqttClientView(ui, payloadView)],
   ["#/events", "Events", () => eventsView(ui)],
-  ["#/charts", "Charts", () => chartsView(ui), true],
+  ["#/charts", "Charts", () => chartsView(ui)],
   ["#/bridges", "Bridges", () => bridgesView(ui), true],
   ["#/api-keys", "API keys", apiKeys],
   ["#/admin/users", "Users", users, true],

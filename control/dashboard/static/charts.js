@@ -77,12 +77,16 @@ export function timeChart({ title, perSecond = true, series, span, now }) {
   return figure;
 }
 
-// The Charts page (administrators): the server's last hour, redrawn every interval.
+// The Charts page: the server's last hour (administrators: the broker's; users: their own namespace's,
+// without drops, which are not counted per tenant), redrawn every interval.
 export async function chartsView(ui) {
-  const { h, api, page, viewAlert, every } = ui;
+  const { h, api, page, viewAlert, every, session } = ui;
+  const admin = session.user.is_admin;
   const alert = viewAlert();
   const area = h("div", { class: "charts" });
-  const note = h("p", { class: "muted" }, "The last hour, kept by Roost (one point every 10 seconds): a reload keeps the history.");
+  const note = h("p", { class: "muted" }, admin
+    ? "The whole broker's last hour, kept by Roost (one point every 10 seconds): a reload keeps the history."
+    : "Your clients' last hour, kept by Roost (one point every 10 seconds): a reload keeps the history.");
   page("Charts", note, alert, area);
   every(10000, async () => {
     let body;
@@ -91,14 +95,14 @@ export async function chartsView(ui) {
     const points = body.points;
     const now = points.length ? Math.max(points[points.length - 1].time, Date.now() / 1000) : Date.now() / 1000;
     const pick = (key) => points.map((p) => [p.time, p[key]]);
-    area.replaceChildren(
+    area.replaceChildren(...[
       timeChart({ title: "Messages per second", span: body.span, now, series: [
         { label: "In", cls: "s1", values: pick("messages_in") },
         { label: "Out", cls: "s2", values: pick("messages_out") }] }),
       timeChart({ title: "Connected clients", perSecond: false, span: body.span, now, series: [
         { label: "Connected", cls: "s1", values: pick("connections") }] }),
-      timeChart({ title: "Dropped messages per second", span: body.span, now, series: [
+      admin && timeChart({ title: "Dropped messages per second", span: body.span, now, series: [
         { label: "Dropped", cls: "s3", values: pick("dropped") }] }),
-    );
+    ].filter(Boolean));
   });
 }
