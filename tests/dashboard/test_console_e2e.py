@@ -52,6 +52,10 @@ def test_a_user_walks_the_console_and_sees_only_their_tenant(
         dashboard_roost: RoostThread, new_page: Any, two_tenants: tuple[Fleet, Fleet]) -> None:
     a, b = two_tenants
     page = new_page()
+    # Every request the page makes, the MQTT client's WebSocket included: none may leave the machine.
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("websocket", lambda socket: requested.append(socket.url))
     sign_in(page, a.tenant.user.name)
 
     # Clients: every detail, a filter, and a kick that asks for a reason first.
@@ -159,14 +163,22 @@ def test_a_user_walks_the_console_and_sees_only_their_tenant(
     check_page(page, "Charts", "console-charts-user")
     shows_nothing_of(page, b)
 
-    # On a phone: the retained page still fits (no sideways scroll) and has no other tenant.
+    origin = f"127.0.0.1:{dashboard_roost.http_port}/"
+    assert requested and all(url.startswith((f"http://{origin}", f"ws://{origin}")) for url in requested), requested
+    assert f"ws://{origin}mqtt" in requested
+
+    # On a phone: every console page fits (no sideways scroll), passes the basics, has no other tenant.
     phone = new_page(width=390, height=844)
     sign_in(phone, a.tenant.user.name)
-    phone.goto("/#/retained")
-    expect(phone.get_by_role("heading", level=1, name="Retained messages")).to_be_visible()
+    for path, title in [("clients", "Connected clients"), ("subscriptions", "Subscriptions"),
+                        ("mqtt-client", "MQTT client"), ("events", "Events"), ("charts", "Charts"),
+                        ("retained", "Retained messages")]:
+        phone.goto(f"/#/{path}")
+        expect(phone.get_by_role("heading", level=1, name=title)).to_be_visible()
+        phone.wait_for_load_state("networkidle")  # its rows are in: a wide table would show now
+        check_page(phone, title, f"console-{path}-phone")
+        shows_nothing_of(phone, b)
     expect(phone.locator("tr[data-topic]")).to_have_count(2)
-    check_page(phone, "Retained messages", "console-retained-phone")
-    shows_nothing_of(phone, b)
 
 
 def test_an_administrator_sees_charts_with_history_and_no_bridges(

@@ -32,9 +32,13 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
+// Says what an action did, to screen readers and on the screen (a toast at the bottom, for a few seconds).
+let toastTimer = null;
 function announce(text) {
   statusRegion.textContent = "";
+  clearTimeout(toastTimer);
   setTimeout(() => { statusRegion.textContent = text; }, 50);
+  toastTimer = setTimeout(() => { statusRegion.textContent = ""; }, 8000);
 }
 
 let uid = 0;
@@ -240,6 +244,8 @@ function secrets(pairs) {
 }
 
 function table(caption, headers, rows, empty) {
+  // Each cell knows its column's name: on a phone a row is shown as a card of labelled values.
+  for (const row of rows) [...row.children].forEach((cell, i) => { if (headers[i]) cell.dataset.label = headers[i]; });
   return h("div", { class: "table-wrap" }, h("table", {},
     h("caption", { class: "visually-hidden" }, caption),
     h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, text)))),
@@ -661,6 +667,11 @@ async function users() {
         onSubmit: async (values) => { await api("PUT", `/api/v1/users/${user.id}`, { plan: values.plan }); announce("Plan saved"); } });
       const active = h("input", { type: "checkbox", checked: user.is_active, "aria-label": `${user.name} is active`,
         onchange: async () => {
+          if (!active.checked && !await confirmDialog(`Deactivate ${user.name}?`,
+            "Their API keys and MQTT credentials stop working and their clients are disconnected until they are activated again.", "Deactivate")) {
+            active.checked = true;
+            return;
+          }
           try { await api("PUT", `/api/v1/users/${user.id}`, { is_active: active.checked }); announce(active.checked ? "User activated" : "User deactivated"); }
           catch (problem) { active.checked = !active.checked; alert.show(problem); }
         } });
