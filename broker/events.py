@@ -2,9 +2,12 @@
 was kicked. A bounded ring (the oldest event goes when it is full), kept in memory for the dashboard's
 Events page; nothing is written to disk and nothing on the message path touches it.
 
-Each event is recorded where it happens by one call (`MQTTConnection` for connects, refusals and ends,
-`BrokerService.kick` for kicks), so the engine can move those calls along with the code around them.
-Reason codes are MQTT 5's (section 2.4), kept as numbers; `reason_text` gives them in words.
+The broker owns one (`Broker.events`), as it owns its persistence observer, and the protocol engine
+reports to it where each event happens, synchronously and with no I/O: `connected` after a CONNECT is let
+in, `refused` with the CONNACK that refuses one, `ended` when the network connection of a connected
+client is gone (`broker/engine/connection.py`); `BrokerService.kick_client` reports kicks. Times come from
+the broker's injected clock (`broker/clock.py`). Reason codes are MQTT 5's (section 2.4), kept as numbers
+(3.1.1 clients included: why the server closed them); `reason_text` gives them in words.
 """
 
 from __future__ import annotations
@@ -12,12 +15,17 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from broker.codec.reason_codes import ReasonCode
 
-__all__ = ["DEFAULT_EVENTS", "Event", "EventLog", "reason_text"]
+if TYPE_CHECKING:
+    from broker.hooks import ClientInfo
+
+__all__ = ["CONNECTED", "DEFAULT_EVENTS", "DISCONNECTED", "KICKED", "KINDS", "REFUSED", "Event", "EventLog",
+           "reason_text"]
 
 # How many events are kept (the Events page shows "the last few hundred"): ~200 bytes each, so ~100 KB.
 DEFAULT_EVENTS = 500
@@ -87,16 +95,18 @@ class Event:
 
 
 class EventLog:
-    """The last `limit` events, oldest first. `dropped` counts those pushed out (the metric of the ring)."""
+    """The last `limit` events, oldest first. `dropped` counts those pushed out (the metric of the ring).
+    `wall` is the clock the events are stamped with (the broker passes its `Clock.time`)."""
 
-    __slots__ = ("_events", "_ids", "dropped", "limit")
+    __slots__ = ("_events", "_ids", "_wall", "dropped", "limit")
 
-    def __init__(self, limit: int = DEFAULT_EVENTS) -> None:
+    def __init__(self, limit: int = DEFAULT_EVENTS, wall: Callable[[], float] = time.time) -> None:
         if limit < 1:
             raise ValueError("the event log keeps at least one event")
         self.limit = limit
         self._events: deque[Event] = deque(maxlen=limit)
         self._ids = itertools.count(1)
+        self._wall = wall
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -106,8 +116,31 @@ class EventLog:
                reason_code: int | None = None, detail: str = "") -> None:
         if len(self._events) == self.limit:
             self.dropped += 1
-        self._events.append(Event(next(self._ids), time.time(), kind, client_id, username, mount, address,
+        self._events.append(Event(next(self._ids), self._wall(), kind, client_id, username, mount, address,
                                   reason_code, detail[:200]))
+
+    # -- what the protocol engine reports, one call where each event happens ---------------------------------
+
+    def connected(self, client: ClientInfo, address: str) -> None:
+        self.record(CONNECTED, client.client_id, client.username, client.mount, address)
+
+    def refused(self, who: tuple[str, str | None], address: str, reason_code: int) -> None:
+        """A CONNECT refused with `reason_code`; `who` is the client id and user name it asked for, when
+        they were read ("" and None otherwise)."""
+        self.record(REFUSED, who[0], who[1], "", address, reason_code)
+
+    def ended(self, client: ClientInfo | None, address: str, reason_code: int | None, detail: str = "") -> None:
+        """A network connection is gone: an event if its client had been let in (`client`, None otherwise;
+        one taken over too). `reason_code` is why (the client's DISCONNECT, or the server's reason for
+        closing it), None when neither said (the network went away)."""
+        if client is not None:
+            self.record(DISCONNECTED, client.client_id, client.username, client.mount, address, reason_code,
+                        detail)
+
+    def kicked(self, client: ClientInfo, address: str, detail: str) -> None:
+        """Kicked by an administrator or a tenant (`detail`: by whom, and why)."""
+        code = ReasonCode.ADMINISTRATIVE_ACTION
+        self.record(KICKED, client.client_id, client.username, client.mount, address, code, detail)
 
     def newest_first(self) -> Iterator[Event]:
         return reversed(self._events)

@@ -24,6 +24,7 @@ from broker.stats import Stats
 
 if TYPE_CHECKING:
     from broker.core import Broker
+    from broker.registry import ServerState
 
 __all__ = ["DEFAULT_INTERVAL", "DEFAULT_SPAN", "DEFAULT_TENANTS", "MetricsHistory", "Point", "TenantHistory",
            "run_history"]
@@ -119,28 +120,30 @@ class TenantHistory:
         return _points(list(self._rings.get(mount, ())), dropped=False)
 
 
-def tenant_totals(broker: Broker) -> dict[str, tuple[int, int, int]]:
+def tenant_totals(server: ServerState) -> dict[str, tuple[int, int, int]]:
     """mount -> (PUBLISH packets received from, sent to its clients since the start, connected now): one
-    pass over the connections, plus what clients that left had counted."""
-    received: dict[str, int] = dict(broker.received_by_closed_mount)
-    sent: dict[str, int] = dict(broker.sent_by_closed_mount)
+    pass over the open network connections (the control plane's watchers are none), plus what clients
+    that left had counted (`ServerState.closed`)."""
+    received: dict[str, int] = dict(server.received_by_closed_mount)
+    sent: dict[str, int] = dict(server.sent_by_closed_mount)
     connected: dict[str, int] = {}
-    for connection in broker.connections.values():
-        client = connection.client
-        if client is None or connection.session is None:  # the control plane's watchers
-            continue
-        mount = client.mount
-        received[mount] = received.get(mount, 0) + connection.messages_received
-        sent[mount] = sent.get(mount, 0) + connection.messages_sent
-        connected[mount] = connected.get(mount, 0) + 1
+    for connection in list(server.connections):
+        engine = connection.engine
+        mount = engine.mount
+        received[mount] = received.get(mount, 0) + engine.messages_received
+        sent[mount] = sent.get(mount, 0) + engine.messages_sent
+        if engine.session is not None:  # let in, not yet gone (nor taken over)
+            connected[mount] = connected.get(mount, 0) + 1
     return {mount: (received.get(mount, 0), sent.get(mount, 0), connected.get(mount, 0))
             for mount in received.keys() | sent.keys() | connected.keys() if mount}
 
 
-async def run_history(broker: Broker, history: MetricsHistory, tenants: TenantHistory | None = None) -> None:
-    """Sample every `history.interval` seconds until cancelled."""
+async def run_history(broker: Broker, server: ServerState, history: MetricsHistory,
+                      tenants: TenantHistory | None = None) -> None:
+    """Sample every `history.interval` seconds until cancelled, on the broker's clock."""
     while True:
-        history.sample(broker.stats)
+        now = broker.clock.time()
+        history.sample(broker.stats, now)
         if tenants is not None:
-            tenants.sample(tenant_totals(broker))
+            tenants.sample(tenant_totals(server), now)
         await asyncio.sleep(history.interval)

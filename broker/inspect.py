@@ -16,9 +16,10 @@ from __future__ import annotations
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from broker.codec.topics import parse_shared
+from broker.engine import Connection
 
 if TYPE_CHECKING:
     from broker.core import Broker
@@ -127,20 +128,23 @@ def client_page(broker: Broker, mount: str | None, text: str = "", offset: int =
     limit = _limit(limit)
     offset = max(0, offset)
     needle = text.casefold()
-    matching: list[Any] = []  # references only: the rows are built for the page alone
+    matching: list[Connection] = []  # references only: the rows are built for the page alone
     for n, connection in enumerate(list(broker.connections.values())):
         if n % SLICE == SLICE - 1:
             yield
-        client = connection.client
-        if client is None or connection.session is None:  # the control plane's watchers, or gone meanwhile
+        # The control plane's watchers are no MQTT connection; a session None: gone meanwhile.
+        if not isinstance(connection, Connection) or connection.session is None:
             continue
+        client = connection.client
+        assert client is not None  # a connection is in `connections` only once it was let in
         if mount is not None and client.mount != mount:
             continue
         if needle and not any(needle in value.casefold() for value in
                               (client.client_id, client.username or "", connection.remote_address)):
             continue
         matching.append(connection)
-    items = [_detail(connection) for connection in matching[offset:offset + limit]]
+    # A client may have left while a later slice was scanned: its row is left out rather than made.
+    items = [_detail(connection) for connection in matching[offset:offset + limit] if connection.session is not None]
     return Page(items, len(matching), offset + limit < len(matching))
 
 
@@ -148,24 +152,22 @@ def client_counts(broker: Broker) -> dict[str, int]:
     """Connected clients by mount: one pass, no record made (a count the Overview asks for every 2 s)."""
     counts: dict[str, int] = {}
     for connection in broker.connections.values():
-        client = connection.client
-        if client is not None and connection.session is not None:
-            counts[client.mount] = counts.get(client.mount, 0) + 1
+        if isinstance(connection, Connection) and connection.session is not None:
+            counts[connection.mount] = counts.get(connection.mount, 0) + 1
     return counts
 
 
-def _detail(connection: object) -> ClientDetail:
-    c = connection  # an MQTTConnection; typed loosely so this module needs no import of it
-    client, session = c.client, c.session  # type: ignore[attr-defined]
-    transport = c.transport  # type: ignore[attr-defined]
-    tls = c.listener == "tls" or (transport is not None and transport.get_extra_info("ssl_object") is not None)  # type: ignore[attr-defined]
+def _detail(c: Connection) -> ClientDetail:
+    """One connected client, from its protocol engine's public attributes (set by the engine and its
+    shell: `tls`, `keep_alive` as agreed at CONNECT, the PUBLISH counts)."""
+    client, session = c.client, c.session
+    assert client is not None and session is not None
     return ClientDetail(
         session_key=client.session_key, client_id=client.client_id, username=client.username, mount=client.mount,
-        protocol_version=client.protocol_version, remote_address=c.remote_address,  # type: ignore[attr-defined]
-        listener=c.listener, tls=tls, keep_alive=c._keep_alive,  # type: ignore[attr-defined]
-        connected_at=c.connected_at, subscriptions=len(session.subscriptions),  # type: ignore[attr-defined]
-        inflight=len(session.inflight), queued=len(session.queue),
-        messages_in=c.messages_received, messages_out=c.messages_sent,  # type: ignore[attr-defined]
+        protocol_version=client.protocol_version, remote_address=c.remote_address, listener=c.listener,
+        tls=c.tls or c.listener == "tls", keep_alive=c.keep_alive, connected_at=c.connected_at,
+        subscriptions=len(session.subscriptions), inflight=len(session.inflight), queued=len(session.queue),
+        messages_in=c.messages_received, messages_out=c.messages_sent,
     )
 
 

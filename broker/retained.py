@@ -17,7 +17,7 @@ broker's decision, as is validating topics and filters. This module imports noth
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, cast
 
 __all__ = ["RetainedStore"]
@@ -58,11 +58,12 @@ class _Node(Generic[V]):
 class RetainedStore(Generic[V]):
     """The retained message per topic name, generic over what the broker stores (typically the PUBLISH)."""
 
-    __slots__ = ("_root", "_count")
+    __slots__ = ("_root", "_count", "_wall")
 
-    def __init__(self) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self._root: _Node[V] = _Node()
         self._count: int = 0
+        self._wall = wall  # when a value was set (the broker passes its injected clock's wall time)
 
     def __len__(self) -> int:
         """Number of topics holding a retained value."""
@@ -84,7 +85,7 @@ class RetainedStore(Generic[V]):
             self._count += 1
             node.topic = topic
         node.value = value
-        node.since = time.time()
+        node.since = self._wall()
 
     def delete(self, topic: str) -> bool:
         """Remove the retained value of a topic name; True if there was one. Trims empty branches,

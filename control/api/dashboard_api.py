@@ -105,9 +105,9 @@ async def stats(request: Request) -> JSONResponse:
         },
     }
     if user.is_admin:
-        counters = broker.broker.stats.as_dict()
+        counters = broker.counters()
         counters["clients_connected"] = sum(counts.values())  # MQTT clients only, not the live views
-        counters["events_dropped"] = broker.broker.events.dropped  # pushed out of the console's event log
+        counters["events_dropped"] = broker.events_dropped()  # pushed out of the console's event log
         body["broker"] = counters
     return ok({"data": body})
 
@@ -190,7 +190,7 @@ async def live(request: Request) -> StreamingResponse:
         try:
             yield b"retry: 3000\n" + _event("ready", {"filter": topic_filter})
             idle = 0.0
-            while not broker.broker.closing:
+            while not broker.closing:
                 try:
                     message = await asyncio.wait_for(queue.get(), _WAKE_SECONDS)
                 except TimeoutError:

@@ -177,7 +177,7 @@ def test_the_history_is_kept_by_the_server(roost: RoostThread, fleets: tuple[Fle
 
     def sample() -> None:  # what the history task does every 10 s, done now rather than waited for
         roost.call(lambda: service.history.sample(service.broker.stats))
-        roost.call(lambda: service.tenant_history.sample(tenant_totals(service.broker)))
+        roost.call(lambda: service.tenant_history.sample(tenant_totals(service.server)))
 
     sample()
     for n in range(20):

@@ -193,7 +193,7 @@ def test_an_administrator_sees_charts_with_history_and_no_bridges(
         for _ in range(10 * n):  # real traffic between the samples: a rising line
             a.clients[0].publish(f"{a.mark}/burst", b"x", qos=1)
         roost.call(lambda: service.history.sample(service.broker.stats, now=start + 10 * n))
-        roost.call(lambda: service.tenant_history.sample(tenant_totals(service.broker), now=start + 10 * n))
+        roost.call(lambda: service.tenant_history.sample(tenant_totals(service.server), now=start + 10 * n))
     page = new_page()
     sign_in(page, admin.user.name)
     go(page, "Charts", "Charts")
