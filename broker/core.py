@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from broker.clock import Clock, LoopClock
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
+from broker.events import EventLog
 from broker.hooks import ClientInfo, Grant, HookChain
 from broker.persistence import Persistence
 from broker.qos import QosFlows
@@ -71,11 +72,13 @@ class Broker(Routing):
         # Who receives a session's deliveries now: its connection, or a control-plane watcher.
         self.connections: dict[str, DeliveryReceiver] = {}
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
-        self.retained: RetainedStore[Message] = RetainedStore()
+        self.retained: RetainedStore[Message] = RetainedStore(self.clock.time)
         self.stats = Stats()
         # Sessions, connections and subscriptions per tenant mount: limits and access changes cost what
         # they touch (broker/tenants.py).
         self.tenants = TenantIndex()
+        # The connection events the engine reports, for the dashboard's Events page (broker/events.py).
+        self.events = EventLog(wall=self.clock.time)
         self.started_at = self.clock.time()
 
     @property
@@ -392,6 +395,9 @@ class Broker(Routing):
             return None
         limit = self.hooks.tenant_limits(client).max_connections
         if limit and self.tenants.connections(client.mount) >= limit:
+            # Refused with CONNACK 0x97 Quota exceeded (v5) or 3 Server unavailable (3.1.1, v3_connack_code).
+            log.info("refused %s (user %r): the tenant has %d clients connected, its limit", client.client_id,
+                     client.username, limit)
             return self._limit_hit(TENANT_CONNECTIONS)
         return None
 
