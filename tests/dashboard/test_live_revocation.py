@@ -71,11 +71,11 @@ class Stream:
 
     def wait_message(self, payload: str) -> None:
         with self._got:
-            assert self._got.wait_for(lambda: any(e == "message" and d.get("payload") == payload
-                                                  for e, d in self.events), TIMEOUT), self.events
+            assert self._got.wait_for(lambda: payload in self.payloads(), TIMEOUT), self.events
 
     def payloads(self) -> list[str]:
-        return [data.get("payload", "") for name, data in self.events if name == "message"]
+        """The text of each message's payload (`{format, size, text, truncated}`, see docs/dashboard.md)."""
+        return [data["payload"]["text"] for name, data in self.events if name == "message"]
 
     def close(self) -> None:
         self._context.__exit__(None, None, None)
