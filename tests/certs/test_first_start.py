@@ -71,19 +71,20 @@ class Server:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[[], Server]]:
-    """Start `roost serve` on free ports with its data in `tmp_path / "data"`; stopped after the test."""
+def start(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start `roost serve` on free ports with its data in `tmp_path / "data"`; stopped after the test.
+    `https=True` (the default) serves HTTPS on the HTTP port, which needs Roost's own server certificate."""
     config = tmp_path / "roost.toml"
-    config.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n'
-        '[mqtt]\nhost = "127.0.0.1"\nport = 0\n'
-        '[http]\nhost = "127.0.0.1"\nport = 0\n'
-        '[tls]\nport = 0\nhttps = true\n'  # HTTPS on the HTTP port: Roost's own server certificate is needed
-        '[log]\nformat = "json"\n'
-    )
     started: list[Server] = []
 
-    def factory() -> Server:
+    def factory(https: bool = True) -> Server:
+        config.write_text(
+            f'data_dir = "{tmp_path / "data"}"\n'
+            '[mqtt]\nhost = "127.0.0.1"\nport = 0\n'
+            '[http]\nhost = "127.0.0.1"\nport = 0\n'
+            f'[tls]\nport = 0\nhttps = {str(https).lower()}\n'
+            '[log]\nformat = "json"\n'
+        )
         started.append(Server(config))
         return started[-1]
 
@@ -125,6 +126,26 @@ def test_first_start_makes_a_ca_and_server_certificate_without_loading_cryptogra
         assert connection.getresponse().status == 200
     finally:
         connection.close()
+
+
+def test_no_certificate_is_made_while_tls_is_off_until_the_ca_is_asked_for(
+    start: Callable[..., Server], tmp_path: Path
+) -> None:
+    serve = start(https=False)
+    http_port = serve.wait_started()
+    assert not (tmp_path / "data" / "certs").exists()
+
+    connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=TIMEOUT)
+    try:
+        connection.request("GET", "/api/v1/ca.pem")
+        response = connection.getresponse()
+        pem = response.read()
+    finally:
+        connection.close()
+    assert response.status == 200
+    assert pem == (tmp_path / "data" / "certs" / "ca.pem").read_bytes()
+    assert x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not (tmp_path / "data" / "certs" / "server.pem").exists()  # no server certificate: nothing serves TLS
 
 
 def test_start_stops_with_the_reason_when_the_certificates_cannot_be_made(
