@@ -5,7 +5,8 @@ emulation (tests/test_emulated_aarch64.py) and the Debian packages (tests/test_d
 sources it was built from are unchanged (a digest of them is kept in .cache/, which git ignores), so a
 second run of the suite does not rebuild. `ServeProcess` is `roost serve` in a process of its own, however
 it was started (the file, emulated, or the package's ExecStart), its JSON log lines read by a thread, with
-readiness taken from the "started" line, which names the ports the OS chose.
+readiness taken from the "started" line, which names the ports the OS chose. `emulated_aarch64_python()`
+is Debian's arm64 Python under qemu-user (scripts/arm64-python.sh), cached in .cache/arm64.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache"
 # The first build downloads the wheels (into build/wheelhouse); later ones work offline from there.
 BUILD_SECONDS = 150
+SETUP_SECONDS = 300  # the emulated Python: about 13 MB of Debian packages, downloaded once
 # What a single file is built from: a change to any of these makes a new one.
 _SOURCES = ("broker", "control", "storage", "certs", "pyproject.toml", "scripts/dist.sh")
 _OFFLINE_SIGNS = ("No matching distribution", "Could not find a version", "NewConnectionError",
@@ -73,6 +75,26 @@ def single_file(*arches: str) -> dict[str, Path]:
     return files
 
 
+def emulated_aarch64_python() -> Path:
+    """The emulated aarch64 Python 3.11 of scripts/arm64-python.sh (made once into .cache/arm64). Skips
+    the test, saying why, where it cannot be made."""
+    folder = CACHE / "arm64"
+    if not (folder / "complete").exists() and os.geteuid() != 0:
+        pytest.skip("the emulated aarch64 Python is made with apt-get the first time, which needs root: "
+                    "run `sudo bash scripts/arm64-python.sh` once")
+    try:
+        result = subprocess.run(["bash", "scripts/arm64-python.sh", str(folder)], cwd=REPO, capture_output=True,
+                                text=True, timeout=SETUP_SECONDS)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"making the emulated aarch64 Python took longer than {SETUP_SECONDS} s")
+    if result.returncode != 0:
+        output = result.stdout + result.stderr
+        if any(sign in output for sign in ("Failed to fetch", "Temporary failure", "Unable to locate", "Could not resolve")):
+            pytest.skip(f"no Debian archive to download the arm64 packages from: {output[-300:]}")
+        pytest.fail(f"scripts/arm64-python.sh failed:\n{output[-3000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
 def config_file(folder: Path, data_dir: Path, *, tls_port: int = 0, extra: str = "") -> Path:
     """A roost.toml on 127.0.0.1, MQTT and HTTP on ports the OS chooses, JSON logs."""
     path = folder / "roost.toml"
@@ -101,11 +123,12 @@ def mosquitto(tool: str, port: int, credentials: dict[str, str], *args: str, caf
 class ServeProcess:
     """`roost serve` started by `command`; its JSON log lines (stderr) collected by a thread."""
 
-    def __init__(self, command: list[str], env: dict[str, str], *, timeout: float) -> None:
+    def __init__(self, command: list[str], env: dict[str, str], *, timeout: float, cwd: Path | None = None,
+                 umask: int = -1) -> None:
         self.timeout = timeout
         self.process = subprocess.Popen(
-            command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True,
+            command, env=env, cwd=cwd, umask=umask, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[dict[str, str]] = []

@@ -23,12 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.dist_helpers import CACHE, REPO, ServeProcess, config_file, mosquitto, single_file
+from tests.dist_helpers import ServeProcess, config_file, emulated_aarch64_python, mosquitto, single_file
 from tests.session_helpers import free_port
 
 # Under emulation a start takes ~10 s and a management command ~5 s on this 2-core machine.
 TIMEOUT = 120
-SETUP_SECONDS = 300
 
 pytestmark = [
     pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
@@ -41,21 +40,7 @@ pytestmark = [
 def emulated_python() -> Path:
     if shutil.which("mosquitto_pub") is None or shutil.which("mosquitto_sub") is None:
         pytest.skip("mosquitto-clients not installed")
-    folder = CACHE / "arm64"
-    if not (folder / "complete").exists() and os.geteuid() != 0:
-        pytest.skip("the emulated aarch64 Python is made with apt-get the first time, which needs root: "
-                    "run `sudo bash scripts/arm64-python.sh` once")
-    try:
-        result = subprocess.run(["bash", "scripts/arm64-python.sh", str(folder)], cwd=REPO, capture_output=True,
-                                text=True, timeout=SETUP_SECONDS)
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"making the emulated aarch64 Python took longer than {SETUP_SECONDS} s")
-    if result.returncode != 0:
-        output = result.stdout + result.stderr
-        if any(sign in output for sign in ("Failed to fetch", "Temporary failure", "Unable to locate", "Could not resolve")):
-            pytest.skip(f"no Debian archive to download the arm64 packages from: {output[-300:]}")
-        pytest.fail(f"scripts/arm64-python.sh failed:\n{output[-3000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return emulated_aarch64_python()
 
 
 @pytest.fixture(scope="module")
