@@ -304,3 +304,14 @@ def test_amd64_package_installs_serves_upgrades_and_purges(
     _dpkg("--install", str(newer["amd64"]))
     _dpkg("--purge", "roost", env={"ROOST_PURGE_DATA": "yes"})
     assert not DATA.exists() and _installed_version() is None
+
+
+def test_packages_are_lintian_clean(packages: dict[str, Path]) -> None:
+    """No error or warning from Debian's lintian (its one override is explained in
+    deploy/debian/lintian-overrides; the info-level tags in docs/install.md)."""
+    if shutil.which("lintian") is None:
+        pytest.skip("lintian not installed (scripts/test.sh installs it)")
+    result = subprocess.run(["lintian", "--tag-display-limit", "0", *map(str, packages.values())],
+                            capture_output=True, text=True, timeout=300)
+    tags = [line for line in result.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert tags == [] and result.returncode == 0, result.stdout + result.stderr
