@@ -122,20 +122,30 @@ def test_arm64_package_fields_contents_and_command(packages: dict[str, Path], tm
 # -- installed on this machine -------------------------------------------------------------------------------
 
 
-def _dpkg(*args: str, env: dict[str, str] | None = None) -> str:
-    """dpkg ARGS, waiting while another apt or dpkg holds the lock; its output. Fails on any other error,
-    and on any question (stdin is closed: a conffile prompt is an error)."""
+def _waiting_for_locks(command: list[str], env: dict[str, str] | None = None) -> str:
+    """Run `command` (dpkg or apt-get), again while another apt or dpkg holds one of their locks (up to
+    DPKG_LOCK_SECONDS); its output. Fails on any other error, and on any question: stdin is closed and
+    apt is non-interactive, so a conffile prompt is an error."""
     deadline = time.monotonic() + DPKG_LOCK_SECONDS
     while True:
-        result = subprocess.run(["dpkg", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                timeout=TIMEOUT * 3, env={**os.environ, **(env or {})})
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                                timeout=TIMEOUT * 3, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", **(env or {})})
         output = result.stdout + result.stderr
         if result.returncode == 0:
             return output
-        if "lock" in output and time.monotonic() < deadline:
-            time.sleep(2)  # the other dpkg says nothing when it is done: poll the lock
+        if ("lock" in output.lower()) and time.monotonic() < deadline:
+            time.sleep(2)  # the other apt or dpkg says nothing when it is done: poll
             continue
-        raise AssertionError(f"dpkg {' '.join(args)} failed ({result.returncode}):\n{output}")
+        raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{output}")
+
+
+def _dpkg(*args: str, env: dict[str, str] | None = None) -> str:
+    return _waiting_for_locks(["dpkg", *args], env)
+
+
+def _apt_get(*args: str, env: dict[str, str] | None = None) -> str:
+    """apt-get ARGS, as docs/install.md has users run apt (`apt install ./roost_VERSION_ARCH.deb`)."""
+    return _waiting_for_locks(["apt-get", "-y", "-q", *args], env)
 
 
 def _installed_version() -> str | None:
@@ -235,7 +245,7 @@ def _publish_and_read_back(credentials: dict[str, str], tls_port: int, mqtt_port
 def test_amd64_package_installs_serves_upgrades_and_purges(
     clean_machine: None, packages: dict[str, Path], tmp_path: Path
 ) -> None:
-    _dpkg("--install", str(packages["amd64"]))
+    _apt_get("install", str(packages["amd64"]))  # docs/install.md: sudo apt install ./roost_...
     assert _installed_version() == VERSION
 
     # What postinst made: a system user, its data folder, the config readable by its group only, the
@@ -300,9 +310,10 @@ def test_amd64_package_installs_serves_upgrades_and_purges(
     assert not Path("/etc/systemd/system/roost.service").is_symlink()  # the mask set at removal is gone too
     assert (DATA / "certs" / "ca.pem").exists()
 
-    # Installed again over the kept data, then purged with the data.
+    # Installed again over the kept data, then purged with the data, through apt as docs/install.md says
+    # (apt hands its environment to the maintainer scripts).
     _dpkg("--install", str(newer["amd64"]))
-    _dpkg("--purge", "roost", env={"ROOST_PURGE_DATA": "yes"})
+    _apt_get("purge", "roost", env={"ROOST_PURGE_DATA": "yes"})
     assert not DATA.exists() and _installed_version() is None
 
 

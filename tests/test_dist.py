@@ -26,9 +26,11 @@ from tests.dist_helpers import ServeProcess, config_file, mosquitto, single_file
 
 TIMEOUT = 15
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or platform.machine() != "x86_64", reason="builds and runs the linux x86-64 file"
-)
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
+                       reason="builds and runs the linux x86-64 file"),
+    pytest.mark.timeout(300),  # a first build (the module's fixture) may take up to BUILD_SECONDS
+]
 
 
 @pytest.fixture(scope="module")
