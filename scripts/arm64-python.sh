@@ -33,7 +33,8 @@ packages=(
 export DEBIAN_FRONTEND=noninteractive
 apt_install=(apt-get install -y -qq -o DPkg::Lock::Timeout=300)  # waits while another apt or dpkg runs
 if ! command -v qemu-aarch64-static >/dev/null; then
-    "${apt_install[@]}" qemu-user-static >/dev/null || { apt-get update -qq && "${apt_install[@]}" qemu-user-static >/dev/null; }
+    "${apt_install[@]}" qemu-user-static >/dev/null ||
+        { apt-get update -qq && "${apt_install[@]}" qemu-user-static >/dev/null; }
 fi
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
     dpkg --add-architecture arm64

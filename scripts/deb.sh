@@ -25,7 +25,8 @@ cd "$(dirname "$0")/.."
 
 arches=("$@")
 [ "${#arches[@]}" -gt 0 ] || arches=(x86_64 aarch64)
-version=${ROOST_DEB_VERSION:-$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')}
+version=${ROOST_DEB_VERSION:-$(python3 -c \
+    'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')}
 out=${ROOST_DEB_OUT:-dist}
 mkdir -p "$out" build/deb
 # Reproducible: file times and the changelog date are the last commit's (or now, outside git).

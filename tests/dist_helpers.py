@@ -89,7 +89,8 @@ def emulated_aarch64_python() -> Path:
         pytest.skip(f"making the emulated aarch64 Python took longer than {SETUP_SECONDS} s")
     if result.returncode != 0:
         output = result.stdout + result.stderr
-        if any(sign in output for sign in ("Failed to fetch", "Temporary failure", "Unable to locate", "Could not resolve")):
+        if any(sign in output for sign in ("Failed to fetch", "Temporary failure", "Unable to locate",
+                                           "Could not resolve")):
             pytest.skip(f"no Debian archive to download the arm64 packages from: {output[-300:]}")
         pytest.fail(f"scripts/arm64-python.sh failed:\n{output[-3000:]}")
     return Path(result.stdout.strip().splitlines()[-1])

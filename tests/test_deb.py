@@ -128,8 +128,10 @@ def _waiting_for_locks(command: list[str], env: dict[str, str] | None = None) ->
     apt is non-interactive, so a conffile prompt is an error."""
     deadline = time.monotonic() + DPKG_LOCK_SECONDS
     while True:
-        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                timeout=TIMEOUT * 3, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", **(env or {})})
+        result = subprocess.run(
+            command, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT * 3,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive", **(env or {})},
+        )
         output = result.stdout + result.stderr
         if result.returncode == 0:
             return output
@@ -221,14 +223,15 @@ def clean_machine() -> Iterator[None]:
     try:
         yield
     finally:
-        if subprocess.run(["dpkg-query", "-W", "roost"], capture_output=True).returncode == 0:
-            _dpkg("--purge", "roost", env={"ROOST_PURGE_DATA": "yes"})
-        subprocess.run(["deluser", "--system", "--quiet", "roost"], capture_output=True)
-        with_group = subprocess.run(["getent", "group", "roost"], capture_output=True)
-        if with_group.returncode == 0:
-            subprocess.run(["delgroup", "--system", "--quiet", "roost"], capture_output=True)
-        for path in (DATA, CONFIG.parent):
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            if subprocess.run(["dpkg-query", "-W", "roost"], capture_output=True).returncode == 0:
+                _dpkg("--purge", "roost", env={"ROOST_PURGE_DATA": "yes"})
+        finally:
+            subprocess.run(["deluser", "--system", "--quiet", "roost"], capture_output=True)
+            if subprocess.run(["getent", "group", "roost"], capture_output=True).returncode == 0:
+                subprocess.run(["delgroup", "--system", "--quiet", "roost"], capture_output=True)
+            for path in (DATA, CONFIG.parent):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def _publish_and_read_back(credentials: dict[str, str], tls_port: int, mqtt_port: int, http_port: int) -> None:
