@@ -79,7 +79,7 @@ def _elf_machine(path: Path) -> int:
     return int.from_bytes(path.read_bytes()[18:20], "little")
 
 
-def test_arm64_package_fields_contents_and_command(packages: dict[str, Path], tmp_path: Path) -> None:
+def test_arm64_package_fields_and_contents(packages: dict[str, Path], tmp_path: Path) -> None:
     deb = packages["arm64"]
     fields = dict(line.split(": ", 1) for line in _dpkg_deb("-f", str(deb)).splitlines() if ": " in line)
     assert (fields["Package"], fields["Version"], fields["Architecture"]) == ("roost", VERSION, "arm64")
@@ -104,9 +104,16 @@ def test_arm64_package_fields_contents_and_command(packages: dict[str, Path], tm
     assert "ExecStart=/usr/bin/roost serve --config /etc/roost/roost.toml" in unit.splitlines()
     assert 'data_dir = "/var/lib/roost"' in (root / CONFIG.relative_to("/")).read_text()
 
-    # The packaged command as a Pi runs it (the wrapper's interpreter replaced by the emulated one): the
-    # libraries come from the unpacked folder, which shiv must find as it is, so nothing is unpacked.
+
+def test_arm64_package_command_runs_under_emulation_from_its_unpacked_libraries(
+    packages: dict[str, Path], tmp_path: Path
+) -> None:
+    """The packaged command as a Pi runs it (the wrapper's interpreter replaced by the emulated one): the
+    libraries come from the folder unpacked at build time, which shiv must find as it is (same archive
+    name, same build id), so nothing is unpacked at run time."""
     python = emulated_aarch64_python()
+    root = tmp_path / "root"
+    _dpkg_deb("-x", str(packages["arm64"]), str(root))
     wrapper = (root / "usr/bin/roost").read_text()
     assert "exec /usr/bin/python3 /usr/lib/roost/roost.pyz" in wrapper
     before = sorted(p.name for p in (root / "usr/lib/roost/site").iterdir())
