@@ -253,8 +253,9 @@ def _publish_and_read_back(credentials: dict[str, str], tls_port: int, mqtt_port
 
 @pytest.mark.system
 def test_amd64_package_installs_serves_upgrades_and_purges(
-    clean_machine: None, packages: dict[str, Path], tmp_path: Path
+    clean_machine: None, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    packages: dict[str, Path] = request.getfixturevalue("packages")  # built only once the machine will do
     _apt_get("install", str(packages["amd64"]))  # docs/install.md: sudo apt install ./roost_...
     assert _installed_version() == VERSION
 
