@@ -291,7 +291,8 @@ class Roost:
     async def _start_tls(self) -> None:
         tls = self.config.tls
         if not tls.port and not tls.https:
-            self.tls.store.authority()  # the local CA still issues device certificates
+            # No certificate is made: the local CA is made when something first asks for it (a device
+            # certificate, GET /api/v1/ca.pem), by `CertificateStore.authority()`.
             return
         self.tls.prepare()
         if tls.port:
