@@ -50,8 +50,9 @@ from broker.codec import (
 )
 from broker.codec.topics import parse_shared, validate_topic_filter, validate_topic_name
 from broker.core import Broker
-from broker.errors import ProtocolError, UnsupportedProtocolVersion
+from broker.errors import PacketTooLarge, ProtocolError, UnsupportedProtocolVersion
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision
+from broker.limits import check_topic
 from broker.session import NEVER_EXPIRES, Message, Session, SubscriptionRecord
 
 __all__ = ["MQTTConnection"]
@@ -72,7 +73,8 @@ class MQTTConnection(asyncio.Protocol):
         self.broker = broker
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.reader = PacketReader(None, broker.settings.max_packet_size)
+        # Until CONNECT is handled, a client gets at most max_connect_size bytes (broker/limits.py).
+        self.reader = PacketReader(None, min(broker.settings.max_connect_size, broker.settings.max_packet_size))
         self.state = _NEW
         self.version: int = 4
         self.client: ClientInfo | None = None
@@ -136,6 +138,12 @@ class MQTTConnection(asyncio.Protocol):
             # Accepted while the broker shuts down (the listener was closing): not served.
             self._close()
             return
+        if not self.broker.preauth.admit(self):
+            # Too many connections are still in CONNECT, or they hold too much: closed at once, counted.
+            log.info("refused a connection from %s: %d connections already await their CONNECT",
+                     self.remote_address, len(self.broker.preauth))
+            self._close()
+            return
         self._last_read = self._loop.time()
         # A connection that never sends its CONNECT costs a bounded time [MQTT-3.1.4-1 context].
         self._timer = self._loop.call_later(self.broker.settings.connect_timeout, self._connect_timed_out)
@@ -145,6 +153,10 @@ class MQTTConnection(asyncio.Protocol):
         self.broker.stats.bytes_received += len(data)
         self.reader.receive_data(data)
         self._process()
+        if self.state == _NEW and not self._closing and not self.broker.preauth.hold(self, self.reader.buffered):
+            log.info("closed %s: connections awaiting CONNECT hold more than max_pending_bytes", self.remote_address)
+            self._close()
+            return
         if len(data) >= _YIELD_AFTER_BYTES and not self._yielding and not self._reading_paused and not self._closing:
             # A flooding client: stop reading it until the loop's next turn. libuv would otherwise read the
             # same socket up to 32 times per wake-up, and every other client (subscribers' writes,
@@ -178,6 +190,7 @@ class MQTTConnection(asyncio.Protocol):
         self.state = _CLOSED
         self._closing = True
         self.broker.open_connections.discard(self)
+        self.broker.preauth.release(self)
         if self.messages_sent:
             sent = self.broker.sent_by_closed_mount
             sent[self.mount] = sent.get(self.mount, 0) + self.messages_sent
@@ -272,6 +285,11 @@ class MQTTConnection(asyncio.Protocol):
                 validate_topic_name(will.topic)
             except ProtocolError:
                 return self._refuse(ReasonCode.TOPIC_NAME_INVALID)
+            # What no client may ever publish to is refused here, where the client can hear why (0x90): a
+            # `$` topic (as a PUBLISH to one is refused [MQTT-4.7.2-1 context]) or one over the topic
+            # limits. The ACL and the quota are asked when the will is published (Broker.publish_will).
+            if will.topic.startswith("$") or check_topic(will.topic, settings, self.broker.stats, "will"):
+                return self._refuse(ReasonCode.TOPIC_NAME_INVALID)
             if will.retain and not settings.retain_available:
                 return self._refuse(ReasonCode.RETAIN_NOT_SUPPORTED)  # [MQTT-3.2.2-13]
         if self.version == _V5:
@@ -331,6 +349,7 @@ class MQTTConnection(asyncio.Protocol):
         self.plain_form = None if self.version == _V5 and self._alias_out_max else self._forms[False]
         self.will = packet.will
         self.state = _CONNECTED
+        self.broker.preauth.release(self)
         session, present = self.broker.attach(self, client, packet.clean_start, granted_expiry)
         self.session = session
         self.connected_at = time.time()
@@ -492,6 +511,10 @@ class MQTTConnection(asyncio.Protocol):
         routed = cache.get(topic)
         if routed is None:
             assert self.client is not None
+            limit = check_topic(topic, self.broker.settings, self.broker.stats, "publish")
+            if limit is not None:
+                # Never cached, so every such PUBLISH ends here: DISCONNECT 0x90 (3.1.1: closed).
+                raise ProtocolError(f"topic name over {limit}", ReasonCode.TOPIC_NAME_INVALID)
             allowed = not topic.startswith("$") and self.broker.hooks.authorize_publish(self.client, topic)
             routed = self.mount + topic if allowed else ""
             if len(cache) < 1024:
@@ -645,6 +668,10 @@ class MQTTConnection(asyncio.Protocol):
                 continue
             if sub.no_local and topic_filter.startswith("$share/"):
                 raise ProtocolError("No Local on a shared subscription [MQTT-3.8.3-4]")
+            if check_topic(parse_shared(topic_filter)[1], self.broker.settings, self.broker.stats, "subscribe"):
+                # Deeper or longer than the limits (broker/limits.py): refused like an invalid filter.
+                codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else _SUBSCRIBE_REFUSED_V3)
+                continue
             internal = self._internal_filter(topic_filter)
             if internal is None or not self.broker.hooks.authorize_subscribe(client, topic_filter):
                 codes.append(ReasonCode.NOT_AUTHORIZED if v5 else _SUBSCRIBE_REFUSED_V3)
@@ -826,6 +853,8 @@ class MQTTConnection(asyncio.Protocol):
         self.broker.stats.protocol_errors += 1
         log.info("protocol error from %s: %s (0x%02x); closing", self._who(), exc, exc.reason_code)
         if self.state == _NEW:
+            if isinstance(exc, PacketTooLarge):
+                self.broker.preauth.refused["connect_size"] += 1  # over max_connect_size
             version = getattr(exc, "protocol_version", None) or self.reader.version
             if isinstance(exc, UnsupportedProtocolVersion):
                 # Answer in a dialect the client understands: 3.1.1 return code 1 or v5 0x84 [MQTT-3.1.2-2].

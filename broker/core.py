@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
 from broker.hooks import ClientInfo, HookChain
+from broker.limits import PreAuthBudget, check_topic
 from broker.persistence import Persistence
 from broker.retained import RetainedStore
 from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
@@ -57,6 +58,8 @@ class Broker:
         # Connected clients by client id; `open_connections` also holds those still in CONNECT.
         self.connections: dict[str, MQTTConnection] = {}
         self.open_connections: set[MQTTConnection] = set()
+        # Connections still in CONNECT and the bytes they hold (broker/limits.py).
+        self.preauth = PreAuthBudget(settings.max_pending_connections, settings.max_pending_bytes)
         self.closing = False
         # PUBLISH packets sent to clients that have since disconnected, by tenant namespace.
         self.sent_by_closed_mount: dict[str, int] = {}
@@ -509,10 +512,21 @@ class Broker:
                 self._send_inflight(connection, session, delivery)
 
     def publish_will(self, will: Will, client: ClientInfo | None) -> None:
-        """Publish a will message, if its client may still publish to its topic (in its tenant's space)."""
-        if client is not None and not self.hooks.authorize_publish(client, will.topic):
-            log.info("will of %s to %r not authorized; dropped", client.client_id, will.topic)
-            return
+        """Publish a will message as its client's PUBLISH would be: only to a topic it may still publish
+        to (no `$` topic, inside its tenant's space, within the topic limits), and counted against its
+        quota by the publish hook (over it, 0x97, the will is dropped). Checked now, not only at CONNECT:
+        access and quota change while a will waits (and a restored will may predate today's limits).
+        Every will dropped is counted (`stats.wills_dropped` and the drop reasons)."""
+        if client is not None:
+            reason = will_refusal(self, will, client)
+            if reason is not None:
+                self.stats.wills_dropped[reason] += 1
+                if reason == "quota":
+                    self.stats.dropped_quota += 1
+                else:
+                    self.stats.dropped_acl += 1
+                log.info("will of %s to %r dropped (%s)", client.client_id, will.topic[:200], reason)
+                return
         properties = will.properties
         expires_at = None
         if properties is not EMPTY_PROPERTIES:
@@ -640,6 +654,20 @@ def unmount_filter(internal: str, mount: str) -> str:
     if plain.startswith(mount):
         plain = plain[len(mount):]
     return plain if group is None else f"$share/{group}/{plain}"
+
+
+def will_refusal(broker: Broker, will: Will, client: ClientInfo) -> str | None:
+    """Why a will may not be published now ("limit", "acl", "quota"), or None; the publish hook counts it
+    against the quota when it passes. The same steps as a client's PUBLISH (MQTTConnection._route)."""
+    topic = will.topic
+    if check_topic(topic, broker.settings, broker.stats, "will") is not None:
+        return "limit"
+    if topic.startswith("$") or not broker.hooks.authorize_publish(client, topic):
+        return "acl"
+    hook = broker.hooks.publish_hook
+    if hook is not None and hook(client, topic, will.payload, will.qos, will.retain):
+        return "quota"
+    return None
 
 
 def _will_delay(will: Will) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.core import Broker
 from broker.hooks import ClientInfo
+from broker.limits import check_topic, describe_topic_limit
 from broker.session import Message, Session, SubscriptionRecord
 
 __all__ = ["BrokerService", "ClientSummary", "Watch", "WatchedMessage"]
@@ -114,6 +115,13 @@ class BrokerService:
         """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many
         sessions it was delivered or queued to."""
         return self.broker.publish(Message(mount + topic, payload, qos, retain))
+
+    def topic_limit_problem(self, topic: str) -> str | None:
+        """None if a topic name or filter (as a tenant names it) is within `max_topic_levels` and
+        `max_topic_length`, else a sentence naming the limit, for the REST answer (422); counted."""
+        settings = self.broker.settings
+        limit = check_topic(topic, settings, self.broker.stats, "rest")
+        return None if limit is None else describe_topic_limit(limit, topic, settings)
 
     def drop_retained(self, origin: str) -> int:
         """Remove the retained messages published by clients that authenticated as `origin`."""

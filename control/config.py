@@ -169,6 +169,14 @@ def parse_config(document: dict[str, Any]) -> Config:
         write_buffer_high=mqtt_table.integer("write_buffer_high", defaults.write_buffer_high, 4096, 1 << 30),
         connect_timeout=mqtt_table.number("connect_timeout", defaults.connect_timeout, 0.1, 3600.0),
         shutdown_grace=mqtt_table.number("shutdown_grace", defaults.shutdown_grace, 0.0, 600.0),
+        # Limits of broker/limits.py (topic shape; memory before authentication).
+        max_topic_levels=mqtt_table.integer("max_topic_levels", defaults.max_topic_levels, 1, 65_535),
+        max_topic_length=mqtt_table.integer("max_topic_length", defaults.max_topic_length, 1, 65_535),
+        max_connect_size=mqtt_table.integer("max_connect_size", defaults.max_connect_size, 64, 268_435_455),
+        max_pending_connections=mqtt_table.integer(
+            "max_pending_connections", defaults.max_pending_connections, 1, 1_000_000
+        ),
+        max_pending_bytes=mqtt_table.integer("max_pending_bytes", defaults.max_pending_bytes, 64, 1 << 40),
     )
     mqtt = MQTTConfig(
         host=mqtt_table.string("host", "0.0.0.0", non_empty=True),

@@ -146,6 +146,8 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily("roost_mqtt_protocol_errors", "Connections closed for a protocol error",
                                   stats.protocol_errors)
 
+        yield from _limit_families(broker)
+
         yield _by_qos("roost_mqtt_messages_received", "Application messages published into the broker",
                       stats.messages_in_by_qos())
         yield _by_qos("roost_mqtt_messages_sent", "Application messages sent to subscribers",
@@ -283,6 +285,32 @@ def _by_qos(name: str, documentation: str, values: list[int], first: int = 0) ->
     for qos in range(first, 3):
         family.add_metric((_QOS[qos],), values[qos])
     return family
+
+
+def _limit_families(broker: Broker) -> Iterator[Metric]:
+    """The limits of broker/limits.py: topics over max_topic_levels/max_topic_length, wills dropped, and the
+    budget of connections that have not finished CONNECT."""
+    stats = broker.stats
+    topics = CounterMetricFamily("roost_mqtt_topic_limit_refusals",
+                                 "Topics over max_topic_levels or max_topic_length, by where they came",
+                                 labels=("where",))
+    for where in ("subscribe", "publish", "will", "rest"):
+        topics.add_metric((where,), stats.topic_limit_refused[where])
+    yield topics
+    wills = CounterMetricFamily("roost_mqtt_wills_dropped", "Wills not published, by reason", labels=("reason",))
+    for reason in ("acl", "quota", "limit"):
+        wills.add_metric((reason,), stats.wills_dropped[reason])
+    yield wills
+    budget = broker.preauth
+    yield GaugeMetricFamily("roost_mqtt_pending_connections", "Connections that have not finished CONNECT",
+                            len(budget))
+    yield GaugeMetricFamily("roost_mqtt_pending_bytes", "Bytes buffered for connections that have not "
+                            "finished CONNECT", budget.bytes)
+    refused = CounterMetricFamily("roost_mqtt_pending_refusals", "Connections closed before CONNECT by the "
+                                  "pre-authentication budget, by reason", labels=("reason",))
+    for reason in ("connections", "bytes", "connect_size"):
+        refused.add_metric((reason,), budget.refused[reason])
+    yield refused
 
 
 def _reason_name(code: int) -> str:
