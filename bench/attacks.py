@@ -41,7 +41,7 @@ __all__ = ["deep_filter", "main", "preauth_flood"]
 
 DEEP_FILTER = "+/" * 1200 + "#"
 DEEP_TOPIC = "/" * 2000
-MEGABYTE = 1_048_576
+MEGABYTE = 1_000_000  # "1 MB": just under the default max_packet_size (1 MiB), so only max_connect_size refuses it
 PING_INTERVAL = 0.01
 
 

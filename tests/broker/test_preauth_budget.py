@@ -18,7 +18,7 @@ from tests.helpers import TIMEOUT, RawClient, RoostThread, varint
 from tests.session_helpers import ping, raw_connect
 from tests.storage.live_helpers import poll
 
-MEGABYTE = 1_048_576
+MEGABYTE = 1_000_000  # "1 MB": just under the default max_packet_size (1 MiB), so only max_connect_size refuses it
 
 
 def _hostile(port: int, announced: int, sent: int) -> socket.socket:
