@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from broker.codec.encode import encode_varint
+
 from . import wire
 from .brokers import HOST, Limits, RoostBroker, roost_revision, start_broker
 from .loadgen import BenchError, Pinger, Worker, _read_frames, gather, mqtt_connect
@@ -43,15 +45,6 @@ DEEP_FILTER = "+/" * 1200 + "#"
 DEEP_TOPIC = "/" * 2000
 MEGABYTE = 1_000_000  # "1 MB": just under the default max_packet_size (1 MiB), so only max_connect_size refuses it
 PING_INTERVAL = 0.01
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -93,7 +86,7 @@ def _flood(port: int, connections: int, announced: int, sent: int, deadline: flo
         sock = socket.create_connection((HOST, port), timeout=5)
         sock.setblocking(False)
         socks.append(sock)
-        todo[sock] = memoryview(b"\x10" + _varint(announced) + bytes(sent))
+        todo[sock] = memoryview(b"\x10" + encode_varint(announced) + bytes(sent))
     while todo and time.perf_counter() < deadline:
         progressed = False
         for sock, data in list(todo.items()):

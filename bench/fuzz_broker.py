@@ -60,6 +60,7 @@ from broker.codec import (
     Will,
     encode,
 )
+from broker.codec.encode import encode_varint
 from tests.broker.codec.corpus import INVALID, VALID
 
 from .brokers import Broker, start_broker
@@ -350,14 +351,7 @@ class BrokerFuzz(RuleBasedStateMachine):
         if old is not None:
             old.close()
         client = self.clients[slot] = Client(self.target.broker.port, 5, self.target.seen)
-        length = bytearray()
-        value = announced
-        while True:
-            byte, value = value & 0x7F, value >> 7
-            length.append(byte | (0x80 if value else 0))
-            if not value:
-                break
-        client.send(b"\x10" + bytes(length) + bytes(sent))
+        client.send(b"\x10" + encode_varint(announced) + bytes(sent))
 
     @rule(slot=st.integers(0, SLOTS - 1))
     def close(self, slot: int) -> None:

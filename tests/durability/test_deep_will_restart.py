@@ -63,13 +63,19 @@ def _collect_wills(roost: RoostProcess) -> list[Publish]:
     return received
 
 
-def test_deep_wills_survive_sigterm_and_restart_with_high_limits(roost_process) -> None:
+def _deep_wills_kept_through_sigterm(roost_process) -> RoostProcess:
+    """A Roost with raised limits: the deep subscriber and the three deep wills, then SIGTERM."""
     roost = roost_process("batched", HIGH_LIMITS)
     roost.start()
     assert _deep_subscriber(roost) == 1
     clients, codes = _durable_wills(roost)
     assert codes == [0] * WILLS
     _stop_with_sigterm(roost, clients)
+    return roost
+
+
+def test_deep_wills_survive_sigterm_and_restart_with_high_limits(roost_process) -> None:
+    roost = _deep_wills_kept_through_sigterm(roost_process)
 
     roost.start()  # raised AssertionError ("did not start") when start-up died with RecursionError
     wills = _collect_wills(roost)
@@ -97,12 +103,7 @@ def test_with_default_limits_the_deep_wills_are_refused_and_restart_is_clean(roo
 def test_wills_kept_under_raised_limits_are_dropped_when_the_limits_come_down(roost_process) -> None:
     """Run 1 keeps the deep wills (limits raised); run 2 starts with the default limits: it starts, the
     restored wills are over max_topic_levels, so they are dropped and counted, and nothing is delivered."""
-    roost = roost_process("batched", HIGH_LIMITS)
-    roost.start()
-    assert _deep_subscriber(roost) == 1
-    clients, codes = _durable_wills(roost)
-    assert codes == [0] * WILLS
-    _stop_with_sigterm(roost, clients)
+    roost = _deep_wills_kept_through_sigterm(roost_process)
 
     roost.config.write_text(roost.config.read_text().replace(HIGH_LIMITS, ""))
     roost.start()
