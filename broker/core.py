@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
 from broker.hooks import ClientInfo, HookChain
-from broker.limits import PreAuthBudget, check_topic
+from broker.limits import PreAuthBudget, will_refusal
 from broker.persistence import Persistence
 from broker.retained import RetainedStore
 from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
@@ -518,7 +518,7 @@ class Broker:
         access and quota change while a will waits (and a restored will may predate today's limits).
         Every will dropped is counted (`stats.wills_dropped` and the drop reasons)."""
         if client is not None:
-            reason = will_refusal(self, will, client)
+            reason = will_refusal(will, client, self.settings, self.stats, self.hooks)
             if reason is not None:
                 self.stats.wills_dropped[reason] += 1
                 if reason == "quota":
@@ -654,20 +654,6 @@ def unmount_filter(internal: str, mount: str) -> str:
     if plain.startswith(mount):
         plain = plain[len(mount):]
     return plain if group is None else f"$share/{group}/{plain}"
-
-
-def will_refusal(broker: Broker, will: Will, client: ClientInfo) -> str | None:
-    """Why a will may not be published now ("limit", "acl", "quota"), or None; the publish hook counts it
-    against the quota when it passes. The same steps as a client's PUBLISH (MQTTConnection._route)."""
-    topic = will.topic
-    if check_topic(topic, broker.settings, broker.stats, "will") is not None:
-        return "limit"
-    if topic.startswith("$") or not broker.hooks.authorize_publish(client, topic):
-        return "acl"
-    hook = broker.hooks.publish_hook
-    if hook is not None and hook(client, topic, will.payload, will.qos, will.retain):
-        return "quota"
-    return None
 
 
 def _will_delay(will: Will) -> int:

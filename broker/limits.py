@@ -13,16 +13,19 @@ that the sans-IO protocol engine can keep calling them unchanged:
   `max_pending_connections` connections and `max_pending_bytes` bytes: beyond that a new connection is
   closed as soon as it is accepted, and counted. Without it, 300 connections that each sent the start of a
   1 MB CONNECT held 300 MB until their connect timeout.
+- `will_refusal` says whether a will may be published now, by the same rules as its client's PUBLISH.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from broker.codec import Will
+from broker.hooks import ClientInfo, HookChain
 from broker.settings import BrokerSettings
 from broker.stats import Stats
 
-__all__ = ["PreAuthBudget", "check_topic", "describe_topic_limit", "topic_over_limit"]
+__all__ = ["PreAuthBudget", "check_topic", "describe_topic_limit", "topic_over_limit", "will_refusal"]
 
 
 def topic_over_limit(topic: str, settings: BrokerSettings) -> str | None:
@@ -49,6 +52,21 @@ def describe_topic_limit(limit: str, topic: str, settings: BrokerSettings) -> st
         return f"The topic has {len(topic)} characters; the broker allows at most {settings.max_topic_length} (max_topic_length)."
     return (f"The topic has {topic.count('/') + 1} levels; the broker allows at most "
             f"{settings.max_topic_levels} (max_topic_levels).")
+
+
+def will_refusal(will: Will, client: ClientInfo, settings: BrokerSettings, stats: Stats, hooks: HookChain) -> str | None:
+    """Why a will may not be published now ("limit", "acl", "quota"), or None: the steps of its client's
+    PUBLISH (MQTTConnection._route, then the publish hook), so a will is counted against the hourly quota
+    when it passes, and dropped over it."""
+    topic = will.topic
+    if check_topic(topic, settings, stats, "will") is not None:
+        return "limit"
+    if topic.startswith("$") or not hooks.authorize_publish(client, topic):
+        return "acl"
+    hook = hooks.publish_hook
+    if hook is not None and hook(client, topic, will.payload, will.qos, will.retain):
+        return "quota"
+    return None
 
 
 class PreAuthBudget:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
+import httpx
+
 from broker.codec import Connack, Connect, Will, encode
 from tests.helpers import TIMEOUT, RawClient, RoostThread, varint
 from tests.session_helpers import ping, raw_connect
@@ -64,6 +66,9 @@ def test_300_connections_starting_1mb_connects_are_closed_and_a_client_is_served
     pending, held, refused = _budget(roost)
     assert refused["connect_size"] == 300
     assert poll(lambda: _budget(roost)[:2] == (0, 0)), _budget(roost)
+    metrics = httpx.get(f"http://127.0.0.1:{roost.http_port}/metrics", timeout=TIMEOUT).text
+    assert 'roost_mqtt_pending_refusals_total{reason="connect_size"} 300.0' in metrics
+    assert "roost_mqtt_pending_connections 0.0" in metrics
     client.close()
 
 
