@@ -1,18 +1,20 @@
 """Limits a client runs into before it costs the broker much: the shape of topics, and the memory held by
 connections that have not finished their CONNECT.
 
-Both are small pure pieces that `MQTTConnection` (and the control plane, through `BrokerService`) call, so
-that the sans-IO protocol engine can keep calling them unchanged:
+Small pure pieces, with no socket and no loop: the protocol engine (`broker/engine/`) calls the topic and
+will checks, `ServerState` (`broker/registry.py`) holds the pre-authentication budget, and the control
+plane asks through `BrokerService`:
 
 - `topic_over_limit` says which of `max_topic_length` / `max_topic_levels` a topic name or filter breaks.
   Routing and retained lookups are iterative (no recursion on a client's depth, see `topic_tree.py`), but
   each level is a trie node and a step of every walk, so the depth a client may choose is bounded too.
 - `PreAuthBudget` counts the connections that are still in CONNECT and the bytes their readers hold. A
-  client that has not authenticated gets at most `max_connect_size` bytes of buffer (the reader refuses a
-  larger CONNECT from its fixed header, before the body arrives), and all of them together at most
+  client that has not authenticated gets at most `max_connect_size` bytes of buffer (the engine's reader
+  refuses a larger CONNECT from its fixed header, before the body arrives), and all of them together at most
   `max_pending_connections` connections and `max_pending_bytes` bytes: beyond that a new connection is
   closed as soon as it is accepted, and counted. Without it, 300 connections that each sent the start of a
-  1 MB CONNECT held 300 MB until their connect timeout.
+  1 MB CONNECT held 300 MB until their connect timeout. The budget spans connections, so it lives where
+  they are registered (`ServerState`), fed by the engine's `buffered` after each read.
 - `will_refusal` says whether a will may be published now, by the same rules as its client's PUBLISH.
 """
 
@@ -56,7 +58,7 @@ def describe_topic_limit(limit: str, topic: str, settings: BrokerSettings) -> st
 
 def will_refusal(will: Will, client: ClientInfo, settings: BrokerSettings, stats: Stats, hooks: HookChain) -> str | None:
     """Why a will may not be published now ("limit", "acl", "quota"), or None: the steps of its client's
-    PUBLISH (MQTTConnection._route, then the publish hook), so a will is counted against the hourly quota
+    PUBLISH (`broker.engine.admission.Admission`: the topic limits and the ACL, then the publish hook), so a will is counted against the hourly quota
     when it passes, and dropped over it."""
     topic = will.topic
     if check_topic(topic, settings, stats, "will") is not None:
@@ -75,13 +77,14 @@ class PreAuthBudget:
 
     __slots__ = ("max_connections", "max_bytes", "bytes", "refused", "_held")
 
-    def __init__(self, max_connections: int, max_bytes: int) -> None:
+    def __init__(self, max_connections: int, max_bytes: int, refused: Counter[str] | None = None) -> None:
         self.max_connections = max_connections
         self.max_bytes = max_bytes
         self.bytes = 0
         # Connections closed by the budget, by reason: "connections" (too many pending), "bytes" (the
-        # pending ones hold too much). `/metrics` reads it.
-        self.refused: Counter[str] = Counter()
+        # pending ones hold too much). The broker passes `Stats.pending_refused`, where the engine counts
+        # "connect_size" (a CONNECT over max_connect_size), so `/metrics` reads all three from one snapshot.
+        self.refused: Counter[str] = refused if refused is not None else Counter()
         self._held: dict[object, int] = {}
 
     def __len__(self) -> int:

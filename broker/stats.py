@@ -56,6 +56,9 @@ class Stats:
         # Wills not published, by reason: "acl" (not allowed, `$` topics included), "quota" (the hourly
         # quota is used up), "limit" (over a topic limit). Also counted in the drop reasons above.
         "wills_dropped",
+        # Connections closed before their CONNECT was handled, by reason: "connections" (max_pending_connections
+        # reached), "bytes" (max_pending_bytes), "connect_size" (a CONNECT over max_connect_size).
+        "pending_refused",
     )
 
     def __init__(self) -> None:
@@ -68,6 +71,7 @@ class Stats:
         self.refused_by_reason: Counter[int] = Counter()
         self.topic_limit_refused: Counter[str] = Counter()
         self.wills_dropped: Counter[str] = Counter()
+        self.pending_refused: Counter[str] = Counter()
 
     @property
     def messages_dropped(self) -> int:
@@ -86,6 +90,14 @@ class Stats:
 
     def dropped_by_reason(self) -> dict[str, int]:
         return {reason: getattr(self, name) for name, reason in DROP_REASONS.items()}
+
+    def copy(self) -> Stats:
+        """The counters at this moment, detached from the live ones (`BrokerService.snapshot`)."""
+        other = Stats()
+        for name in self.__slots__:
+            value = getattr(self, name)
+            setattr(other, name, value.copy() if isinstance(value, (list, Counter)) else value)
+        return other
 
     def as_dict(self) -> dict[str, int]:
         """The plain counters (the per-QoS and per-reason breakdowns have their own readers)."""

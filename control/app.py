@@ -57,7 +57,7 @@ def create_app(service: BrokerService, services: Services, metrics: Metrics | No
         routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS  # type: ignore[arg-type]
     )
     app.state.services = services
-    app.state.broker = service.broker
+    app.state.broker = service
     dashboard.install(app.state)
     # A password change, deactivation or deletion ends that user's dashboard sessions.
     services.context.user_listeners.append(app.state.dashboard_sessions.end_user)

@@ -23,7 +23,7 @@ import uvicorn
 
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
-from broker.listeners import TCPListener
+from broker.listeners import ServerState, TCPListener
 from broker.service import BrokerService
 from broker.settings import VERSION
 from broker.sys_topics import run_sys_topics
@@ -69,8 +69,9 @@ class Roost:
             ]
         )
         self.broker = Broker(mqtt.broker, hooks)
-        self.service = BrokerService(self.broker)
-        self.mqtt_listener = TCPListener(self.broker, mqtt.host, mqtt.port)
+        self.server_state = ServerState(self.broker)
+        self.service = BrokerService(self.broker, self.server_state)
+        self.mqtt_listener = TCPListener(self.server_state, mqtt.host, mqtt.port)
         self.tls = TLSFiles(config)
         self.tls_listener: TLSListener | None = None
         self.store: Store | None = None
@@ -131,7 +132,7 @@ class Roost:
         self.auth_hook.usage = usage
         self.auth_hook.recorder = recorder
         if self.metrics is not None:
-            self.metrics.watch(self.broker, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
+            self.metrics.watch(self.service, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
             usage.on_flush = self.metrics.write_observer("quota")
             recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
@@ -193,7 +194,7 @@ class Roost:
         if tls.port:
             assert self.tls.mqtt_context is not None
             listener = self.tls_listener = TLSListener(
-                self.broker, tls.host, tls.port, self.tls.mqtt_context, tls.handshake_timeout
+                self.server_state, tls.host, tls.port, self.tls.mqtt_context, tls.handshake_timeout
             )
             self.tls.on_reload.append(lambda: setattr(listener, "context", self.tls.mqtt_context))
             await listener.start()
@@ -232,7 +233,7 @@ class Roost:
         await self.mqtt_listener.close()
         if self.tls_listener is not None:
             await self.tls_listener.close()
-        await self.broker.shutdown()
+        await self.server_state.shutdown()
         if self._http_task is not None:
             await self._http_task
         if self._http_socket is not None:

@@ -13,7 +13,9 @@ noticed through `PRAGMA data_version` within the poll interval.
 
 Tenants: every client of a user lives under that user's mount point `$u{user_id}/`; MQTT-instance
 credentials may use any topic there, devices only their project's registered topics, as each topic's
-permission allows. `$SYS` is readable by admin users only.
+permission allows. A device's SUBSCRIBE is granted when a can_subscribe rule overlaps its filter
+(Mosquitto's model); when no rule covers all of it, each message is checked against the rules at delivery
+(`authorize_read`), so `#` brings the device exactly what its rules let it read. `$SYS` is readable by admin users only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from datetime import timedelta
 from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
-from broker.topic_match import filter_covers, topic_matches
+from broker.topic_match import filter_covers, filters_overlap, topic_matches
 from storage.auth_snapshot import AuthSnapshot, DeviceCredential, InstanceCredential, load_auth_snapshot
 from storage.clock import format_timestamp, utc_now
 from storage.recorder import MessageRecorder
@@ -190,8 +192,28 @@ class StorageAuthHook(Hook):
         project_id = attributes["project_id"]
         if project_id is None:
             return Decision.ALLOW
+        # Mosquitto's model: granted when a can_subscribe rule overlaps the filter; whole when one covers
+        # it, else in part, each message then checked by authorize_read at delivery.
+        rules = [rule.name for rule in self.snapshot.topics.get(project_id, ()) if rule.can_subscribe]
+        if any(filter_covers(rule, plain) for rule in rules):
+            return Decision.ALLOW
+        if any(filters_overlap(rule, plain) for rule in rules):
+            return Decision.PARTIAL
+        return Decision.DENY
+
+    def authorize_read(self, client: ClientInfo, topic: str) -> Decision:
+        """A message on `topic` reaches a device's partly granted subscription when a can_subscribe rule of
+        its project matches the topic (the broker caches the answer until access changes)."""
+        attributes = client.attributes
+        if "secret_hash" not in attributes:
+            return Decision.DEFER
+        if topic.startswith("$"):
+            return Decision.ALLOW if client.is_admin and topic.startswith("$SYS") else Decision.DENY
+        project_id = attributes["project_id"]
+        if project_id is None:
+            return Decision.ALLOW
         rules = self.snapshot.topics.get(project_id, ())
-        allowed = any(rule.can_subscribe and filter_covers(rule.name, plain) for rule in rules)
+        allowed = any(rule.can_subscribe and topic_matches(rule.name, topic) for rule in rules)
         return Decision.ALLOW if allowed else Decision.DENY
 
     def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:

@@ -117,7 +117,7 @@ async def stats(request: Request) -> JSONResponse:
         },
     }
     if user.is_admin:
-        counters = broker.broker.stats.as_dict()
+        counters = broker.counters()
         counters["clients_connected"] = len(clients)  # MQTT clients only, not the live views
         body["broker"] = counters
     return ok({"data": body})
@@ -202,7 +202,7 @@ async def live(request: Request) -> StreamingResponse:
         try:
             yield b"retry: 3000\n" + _event("ready", {"filter": topic_filter})
             idle = 0.0
-            while not broker.broker.closing:
+            while not broker.closing:
                 try:
                     message = await asyncio.wait_for(queue.get(), _WAKE_SECONDS)
                 except TimeoutError:

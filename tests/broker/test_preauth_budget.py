@@ -44,8 +44,8 @@ def _closed(sock: socket.socket) -> bool:
 
 
 def _budget(roost: RoostThread) -> tuple[int, int, dict[str, int]]:
-    broker = roost.roost.broker  # type: ignore[union-attr]
-    return roost.call(lambda: (len(broker.preauth), broker.preauth.bytes, dict(broker.preauth.refused)))
+    server = roost.roost.server_state  # type: ignore[union-attr]
+    return roost.call(lambda: (len(server.preauth), server.preauth.bytes, dict(server.preauth.refused)))
 
 
 def test_300_connections_starting_1mb_connects_are_closed_and_a_client_is_served(roost: RoostThread) -> None:
