@@ -24,6 +24,7 @@ from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
 from broker.events import EventLog
 from broker.hooks import ClientInfo, Grant, HookChain
+from broker.limits import will_refusal
 from broker.persistence import Persistence
 from broker.qos import QosFlows
 from broker.receivers import DeliveryReceiver
@@ -421,10 +422,21 @@ class Broker(Routing):
         self.stats.retained = len(self.retained)
 
     def publish_will(self, will: Will, client: ClientInfo | None) -> None:
-        """Publish a will message, if its client may still publish to its topic (in its tenant's space)."""
-        if client is not None and not self.hooks.authorize_publish(client, will.topic):
-            log.info("will of %s to %r not authorized; dropped", client.client_id, will.topic)
-            return
+        """Publish a will message as its client's PUBLISH would be: only to a topic it may still publish
+        to (no `$` topic, inside its tenant's space, within the topic limits), and counted against its
+        quota by the publish hook (over it, 0x97, the will is dropped). Checked now, not only at CONNECT:
+        access and quota change while a will waits (and a restored will may predate today's limits).
+        Every will dropped is counted (`stats.wills_dropped` and the drop reasons)."""
+        if client is not None:
+            reason = will_refusal(will, client, self.settings, self.stats, self.hooks)
+            if reason is not None:
+                self.stats.wills_dropped[reason] += 1
+                if reason == "quota":
+                    self.stats.dropped_quota += 1
+                else:
+                    self.stats.dropped_acl += 1
+                log.info("will of %s to %r dropped (%s)", client.client_id, will.topic[:200], reason)
+                return
         properties = will.properties
         expires_at = None
         if properties is not EMPTY_PROPERTIES:

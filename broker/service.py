@@ -22,6 +22,7 @@ from broker.events import Event
 from broker.history import MetricsHistory, Point, TenantHistory
 from broker.hooks import ClientInfo
 from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
+from broker.limits import check_topic, describe_topic_limit
 from broker.persistence import Persistence
 from broker.registry import ServerState
 from broker.session import Message, Session, SubscriptionRecord
@@ -76,6 +77,9 @@ class BrokerSnapshot:
     sessions: tuple[SessionSnapshot, ...]
     # The durable-state store's counters (commits, rows written, ...); `enabled` False without a store.
     persistence: Persistence
+    # Connections that have not finished CONNECT, and the bytes buffered for them (broker/limits.py).
+    pending_connections: int = 0
+    pending_bytes: int = 0
 
 
 class _Watcher:
@@ -161,8 +165,9 @@ class BrokerService:
             )
             for key, session in broker.sessions.items()
         )
+        preauth = self.server.preauth
         return BrokerSnapshot(broker.started_at, broker.stats.copy(), len(broker.retained), sessions,
-                              broker.persistence)
+                              broker.persistence, len(preauth), preauth.bytes)
 
     def counters(self) -> dict[str, int]:
         """The broker's plain counters now (see broker/stats.py)."""
@@ -213,6 +218,13 @@ class BrokerService:
         """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many
         sessions it was delivered or queued to."""
         return self.broker.publish(Message(mount + topic, payload, qos, retain))
+
+    def topic_limit_problem(self, topic: str) -> str | None:
+        """None if a topic name or filter (as a tenant names it) is within `max_topic_levels` and
+        `max_topic_length`, else a sentence naming the limit, for the REST answer (422); counted."""
+        settings = self.broker.settings
+        limit = check_topic(topic, settings, self.broker.stats, "rest")
+        return None if limit is None else describe_topic_limit(limit, topic, settings)
 
     def drop_retained(self, origin: str) -> int:
         """Remove the retained messages published by clients that authenticated as `origin`."""

@@ -239,6 +239,14 @@ def parse_config(document: dict[str, Any]) -> Config:
         max_subscriptions_per_client=mqtt_table.integer(
             "max_subscriptions_per_client", defaults.max_subscriptions_per_client, 0, 1 << 31
         ),
+        # Limits of broker/limits.py (topic shape; memory before authentication).
+        max_topic_levels=mqtt_table.integer("max_topic_levels", defaults.max_topic_levels, 1, 65_535),
+        max_topic_length=mqtt_table.integer("max_topic_length", defaults.max_topic_length, 1, 65_535),
+        max_connect_size=mqtt_table.integer("max_connect_size", defaults.max_connect_size, 64, 268_435_455),
+        max_pending_connections=mqtt_table.integer(
+            "max_pending_connections", defaults.max_pending_connections, 1, 1_000_000
+        ),
+        max_pending_bytes=mqtt_table.integer("max_pending_bytes", defaults.max_pending_bytes, 64, 1 << 40),
     )
     mqtt = MQTTConfig(
         host=mqtt_table.string("host", "0.0.0.0", non_empty=True),

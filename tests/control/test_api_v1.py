@@ -648,9 +648,11 @@ def test_topic_validation(rest: Rest) -> None:
     other = api.create_topic(project_id, "other")
     for body in [{"name": "taken"}, {"name": "#/x"}, {"name": ""}, {"can_publish": None, "name": "$x"}]:
         assert "name" in field_errors(api.put(f"{P}/topics/{other['id']}", json=body)), body
-    # Deep, wide and unicode topics are fine.
-    for name in ["/".join(["l"] * 200), "\u6e29\u5ea6/\U0001f321", "a//b", "/", "+", "#", "+/+/#"]:
+    # Deep (up to max_topic_levels, 128 by default), wide and unicode topics are fine; deeper is not.
+    for name in ["/".join(["l"] * 128), "\u6e29\u5ea6/\U0001f321", "a//b", "/", "+", "#", "+/+/#"]:
         api.create_topic(project_id, name)
+    assert "max_topic_levels" in field_errors(api.post(f"{P}/topics", json={"project_id": project_id,
+                                                                           "name": "/".join(["l"] * 129)}))["name"]
 
 
 def test_free_plan_topic_limit_is_422(rest: Rest) -> None:
