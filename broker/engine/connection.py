@@ -49,6 +49,10 @@ _NEW, _CONNECTED, _CLOSED = range(3)
 CLOSE, LINGER = 1, 2
 
 
+# The encoder of a client not connected yet (never used: no PUBLISH goes to it), shared.
+_UNCONNECTED = PublishEncoder()
+
+
 def _nothing() -> None:
     """The default `on_output`: a test reads `data_to_send()` when it likes."""
 
@@ -86,7 +90,7 @@ class Connection:
         # QoS 1/2 PUBLISH packets waiting for their packet identifier to be on disk (strict durability, see
         # Routing._send_inflight); later ones wait behind them.
         self.held_sends = 0
-        self.encoder = PublishEncoder(wall=broker.clock.time)
+        self.encoder = _UNCONNECTED  # replaced at CONNECT: nothing is sent to a client before it
         self.plain_form: PlainForm | None = None
         # Set by the shell: called when output starts to wait (or a close is asked for).
         self.on_output: Callable[[], None] = _nothing
