@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.listeners import TCPListener
+from broker.tls_chain import chain_with_issuers
 from broker.connection import MQTTConnection
 from broker.registry import ServerState
 
@@ -43,13 +44,12 @@ def server_context(cert_file: str | Path, key_file: str | Path, client_ca_file: 
     handshake) and TLS 1.2 tickets and session ids, so a device that reconnects skips the signature.
 
     When the certificate file holds the server certificate alone and its issuer is among the client CAs
-    (Roost's own CA signs both), the issuer is loaded as the certificate's chain. Without an explicit
-    chain, OpenSSL builds one from the verify store at every handshake (`ssl_add_cert_chain` runs
-    `X509_verify_cert`), which cost about a fifth of the server's CPU per full handshake here.
+    (Roost's own CA signs both), the issuer is loaded as the certificate's chain, so that OpenSSL does not
+    search the verify store for it at every handshake (see broker/tls_chain.py).
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    chain = _chain_with_issuers(Path(cert_file), Path(client_ca_file)) if client_ca_file is not None else None
+    chain = chain_with_issuers(Path(cert_file), Path(client_ca_file)) if client_ca_file is not None else None
     if chain is None:
         context.load_cert_chain(str(cert_file), str(key_file))
     else:
@@ -61,32 +61,6 @@ def server_context(cert_file: str | Path, key_file: str | Path, client_ca_file: 
         context.load_verify_locations(cafile=str(client_ca_file))
         context.verify_mode = ssl.CERT_OPTIONAL
     return context
-
-
-_MAX_CHAIN = 8
-
-
-def _chain_with_issuers(cert_file: Path, ca_file: Path) -> bytes | None:
-    """The certificate file's PEM followed by the issuers found in `ca_file`, or None when there is nothing
-    to add (the chain already ends in a self-signed certificate, or no issuer is in the CA file)."""
-    from cryptography import x509  # the process has it loaded already (storage's secrets); TLS only
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        own = cert_file.read_bytes()
-        chain = x509.load_pem_x509_certificates(own)
-        authorities = x509.load_pem_x509_certificates(ca_file.read_bytes())
-    except (OSError, ValueError):
-        return None  # load_cert_chain / load_verify_locations below report the file's problem in their words
-    by_subject = {authority.subject: authority for authority in authorities}
-    added: list[bytes] = []
-    last = chain[-1]
-    while last.issuer != last.subject and last.issuer in by_subject and len(chain) + len(added) < _MAX_CHAIN:
-        last = by_subject.pop(last.issuer)
-        added.append(last.public_bytes(serialization.Encoding.PEM))
-    if not added:
-        return None
-    return own.rstrip(b"\n") + b"\n" + b"".join(added)
 
 
 class _Upgrading(asyncio.Protocol):
