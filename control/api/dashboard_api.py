@@ -114,6 +114,9 @@ async def stats(request: Request) -> JSONResponse:
             # What the tenant's clients were sent (messages out); the chart takes rates of both.
             "messages_sent": broker.tenant_messages_sent(mount),
             "messages_per_hour": plan.messages_per_hour or None,
+            # Refused over the quota this hour (a 3.1.1 QoS 0 publisher is never told), and when that ends.
+            "messages_refused_this_hour": context.usage.refused(user.id) if context.usage is not None else 0,
+            "quota_resets_at": int(context.usage.resets_at()) if context.usage is not None else None,
         },
     }
     if user.is_admin:
