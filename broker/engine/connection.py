@@ -29,7 +29,7 @@ from broker.codec import (
     ProtocolVersion, Puback, Pubcomp, Publish, Pubrec, Pubrel, ReasonCode, Subscribe, Unsubscribe, Will, encode,
     v3_connack_code,
 )
-from broker.core import Broker, will_delay
+from broker.core import Broker
 from broker.engine.admission import Admission, publish_message
 from broker.engine.connect import Terms, authenticate, connack_properties, negotiate
 from broker.engine.outbound import PublishEncoder
@@ -582,14 +582,6 @@ class Connection:
         """Hand over this connection's will (the broker publishes it); it will not be published again."""
         will, self.will = self.will, None
         return will if self.state == _CONNECTED else None
-
-    def will_at_shutdown(self) -> Will | None:
-        """The will to publish as the broker stops [MQTT-3.1.2-8]: none when it has a delay and the session
-        is durable (it stays pending in the session, its delay going on after a restart)."""
-        session = self.session
-        if session is not None and session.durable and self.will is not None and will_delay(self.will) > 0:
-            return None
-        return self.take_will()
 
     def close_for_admin(self) -> None:
         """Closed by an administrator (kick, revoked credentials): v5 hears 0x98, no will is sent."""
