@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from broker import inspect
@@ -112,12 +112,17 @@ class _Watcher:
 class Watch:
     """A subscription held by the control plane (the dashboard's live view); `close()` ends it."""
 
-    def __init__(self, broker: Broker, key: str) -> None:
+    def __init__(self, broker: Broker, key: str, mount: str = "") -> None:
         self._broker = broker
         self._key = key
+        self._mount = mount
+        self._open = True
 
     def close(self) -> None:
         """End the watch (idempotent): its subscription leaves the trie at once."""
+        if self._open:
+            self._open = False
+            self._broker.tenants.subscribed(self._mount, -1)  # counted by BrokerService.watch
         self._broker.connections.pop(self._key, None)
         self._broker.remove_session(self._key)
 
@@ -172,25 +177,37 @@ class BrokerService:
         client_id: str | None = None,
         username: str | None = None,
         where: Callable[[ClientInfo], bool] | None = None,
+        mounts: Iterable[str] | None = None,
     ) -> int:
         """Disconnect matching clients at once (v5: DISCONNECT 0x98) and end their sessions, connected or
         not. `client_id` names a client outside any tenant; tenant clients are found by `username` or by
-        `where`, a predicate on their `ClientInfo`. Returns how many sessions or connections were ended."""
+        `where`, a predicate on their `ClientInfo`, among the tenants with these `mounts` when given (only
+        their sessions are looked at). Returns how many sessions or connections were ended."""
         broker = self.broker
         targets: set[str] = set()
         if client_id is not None:
             targets.add(client_id)
         if username is not None:
-            targets.update(c.session_key for c in broker.find_clients(lambda info: info.username == username))
+            targets.update(
+                c.session_key for c in broker.find_clients(lambda info: info.username == username, mounts)
+            )
         if where is not None:
-            targets.update(c.session_key for c in broker.find_clients(where))
+            targets.update(c.session_key for c in broker.find_clients(where, mounts))
         return sum(1 for target in targets if broker.remove_session(target))
 
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         """Re-check the subscriptions of matching clients against the hooks; remove what is now denied.
-        Cached publish decisions are dropped too, so the next publish is checked against the new rules."""
+        Cached publish decisions are dropped too, so the next publish is checked against the new rules.
+        With `mounts`, only those tenants' sessions are looked at."""
         self.broker.hooks.invalidate()
-        return self.broker.revalidate_subscriptions(where)
+        return self.broker.revalidate_subscriptions(where, mounts)
+
+    def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
+                         step: int) -> Iterator[int]:
+        """`revalidate_subscriptions` in steps of `step` subscriptions (see Broker.revalidate_steps): the
+        caller lets the loop run between them. Cached publish decisions are dropped at once."""
+        self.broker.hooks.invalidate()
+        return self.broker.revalidate_steps(where, mounts, step)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, mount: str = "") -> int:
         """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many
@@ -241,6 +258,12 @@ class BrokerService:
             )
         return result
 
+    def tenant_usage(self, mount: str) -> tuple[int, int]:
+        """(clients connected, subscriptions held) of the tenant with this mount point, live views included
+        in the subscriptions: what its plan's max_connections and max_subscriptions bound."""
+        tenants = self.broker.tenants
+        return tenants.connections(mount), tenants.subscriptions(mount)
+
     def uptime(self) -> float:
         return self.broker.clock.time() - self.broker.started_at
 
@@ -264,10 +287,13 @@ class BrokerService:
         broker.connections[key] = watcher
         internal = mount + topic_filter
         broker.subscribe(session, SubscriptionRecord(internal, 0))
+        # A watch has no client, so the broker does not count it; it is the tenant's subscription all the
+        # same (the caller checks the plan's max_subscriptions with tenant_usage first).
+        broker.tenants.subscribed(mount, 1)
         if retained:
             for message in list(broker.retained_for(internal)):
                 watcher.send_message(message, 0, True, (), None)
-        return Watch(broker, key)
+        return Watch(broker, key, mount)
 
     # -- the dashboard's console: read-only pages (broker/inspect.py), events and history -------------------
     # `mount` None is the whole broker (administrators); a tenant's mount narrows every view to it. The

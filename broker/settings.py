@@ -43,5 +43,8 @@ class BrokerSettings:
     connect_timeout: float = 10.0
     # Seconds given to clients to receive their last bytes at shutdown.
     shutdown_grace: float = 2.0
+    # Subscriptions one session may hold (0 = unlimited); one more is refused: SUBACK 0x97 Quota exceeded
+    # (v5) or 0x80 (3.1.1). A tenant's own limit is its plan's (broker/tenants.py).
+    max_subscriptions_per_client: int = 1_000
     # Whether retained messages are accepted (announced as Retain Available).
     retain_available: bool = True

@@ -50,6 +50,8 @@ class Stats:
         "sent_bytes_by_qos",
         # CONNACK reason code -> refused connections.
         "refused_by_reason",
+        # Limit name (broker/tenants.py) -> SUBSCRIBEs and CONNECTs refused for going over it.
+        "limit_hits",
     )
 
     def __init__(self) -> None:
@@ -60,6 +62,7 @@ class Stats:
         self.sent_by_qos = [0, 0, 0]
         self.sent_bytes_by_qos = [0, 0, 0]
         self.refused_by_reason: Counter[int] = Counter()
+        self.limit_hits: Counter[str] = Counter()
 
     @property
     def messages_dropped(self) -> int:

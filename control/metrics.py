@@ -34,6 +34,7 @@ from broker.codec import ReasonCode
 from broker.service import BrokerService, SessionSnapshot
 from broker.settings import VERSION
 from broker.stats import DROP_REASONS
+from broker.tenants import CLIENT_SUBSCRIPTIONS, TENANT_CONNECTIONS, TENANT_SUBSCRIPTIONS
 from control.config import MetricsConfig
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["BrokerCollector", "HTTPMetricsMiddleware", "Metrics"]
 
 _QOS = ("0", "1", "2")
+LIMITS = (CLIENT_SUBSCRIPTIONS, TENANT_SUBSCRIPTIONS, TENANT_CONNECTIONS)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -177,6 +179,12 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("roost_mqtt_inflight_messages", "QoS 1 and 2 deliveries awaiting acknowledgement",
                                 sum(s.inflight for s in sessions))
 
+        hits = CounterMetricFamily("roost_limit_hits", "SUBSCRIBEs and CONNECTs refused for going over a limit "
+                                   "(client_subscriptions, tenant_subscriptions, tenant_connections)",
+                                   labels=("limit",))
+        for limit in LIMITS:
+            hits.add_metric((limit,), stats.limit_hits[limit])
+        yield hits
         if self.auth_hook is not None and self.auth_hook.usage is not None:
             yield CounterMetricFamily("roost_quota_rejections",
                                       "Messages refused by the hourly quota: MQTT (0x97) and REST (429)",

@@ -251,7 +251,10 @@ class Connection:
             log.info("refused %s from %s (user %r): reason 0x%02x",
                      request.client_id, self.remote_address, request.username, result.reason_code)
             return self._refuse(result.reason_code, logged=True, who=(request.client_id, request.username))
-        self._accept(packet, terms, result.client or ClientInfo(request.client_id, request.username, self.version))
+        client = result.client or ClientInfo(request.client_id, request.username, self.version)
+        if broker.connection_limit(client) is not None:  # the tenant's plan (broker/tenants.py), logged there
+            return self._refuse(ReasonCode.QUOTA_EXCEEDED, logged=True, who=(request.client_id, request.username))
+        self._accept(packet, terms, client)
 
     def _accept(self, packet: Connect, terms: Terms, client: ClientInfo) -> None:
         broker = self.broker

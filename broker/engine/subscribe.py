@@ -47,6 +47,10 @@ def subscribe(broker: Broker, session: Session, client: ClientInfo, version: int
             codes.append(ReasonCode.NOT_AUTHORIZED if v5 else _SUBSCRIBE_REFUSED_V3)
             continue
         group, plain, full = internal
+        if broker.subscription_limit(session, full) is not None:
+            # Over the client's or the tenant's subscription limit (broker/tenants.py); O(1).
+            codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else _SUBSCRIBE_REFUSED_V3)
+            continue
         record = SubscriptionRecord(full, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling,
                                     sub_id, grant is Grant.PARTIAL)
         outcome = broker.subscribe(session, record)

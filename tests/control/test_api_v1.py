@@ -886,14 +886,16 @@ def test_me_shows_the_account_and_the_plans_limits(rest: Rest) -> None:
     resets = me["limits"].pop("quota_resets_at")
     assert TIMESTAMP.match(resets) and resets.endswith(":00:00.000Z")  # the start of the next hour
     assert me["limits"] == {"messages_per_hour": 100, "messages_this_hour": 0, "max_projects": 3,
-                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "retention_days": 7,
+                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "max_connections": 25,
+                            "max_subscriptions": 1000, "connections": 0, "subscriptions": 0, "retention_days": 7,
                             "messages_refused_this_hour": 0}
     _, enterprise = rest.tenant(plan="enterprise")
     limits = enterprise.me()["limits"]
     assert limits.pop("quota_resets_at") == resets and limits.pop("messages_refused_this_hour") == 0
     assert limits == {"messages_per_hour": None, "messages_this_hour": 0, "max_projects": None,
                                          "max_devices": None, "max_topics": None, "max_instances": None,
-                                         "retention_days": 365}
+                                         "max_connections": None, "max_subscriptions": None, "connections": 0,
+                                         "subscriptions": 0, "retention_days": 365}
 
 
 def test_users_are_admin_only_403(rest: Rest) -> None:

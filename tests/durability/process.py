@@ -29,7 +29,7 @@ READY_LINE = b" started: MQTT on "  # control/server.py logs it once both ports 
 class RoostProcess:
     """One Roost configuration (ports, data_dir, durability) run as a process any number of times."""
 
-    def __init__(self, folder: Path, durability: str) -> None:
+    def __init__(self, folder: Path, durability: str, extra_config: str = "") -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.durability = durability
@@ -45,6 +45,7 @@ class RoostProcess:
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n'
             "[tls]\nport = 0\n"
             f'[storage]\ndurability = "{durability}"\n'
+            + extra_config  # more tables (`[log]`, `[plans.x]`), appended as they are
         )
         self.log_path = folder / "roost.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -89,6 +90,15 @@ class RoostProcess:
         """SIGKILL: no shutdown, no last commit, like a power cut for the process (not for the disk)."""
         self.signal_kill()
         self.reap()
+
+    def terminate(self) -> int:
+        """SIGTERM, as systemd stops Roost: a graceful shutdown; returns the exit code."""
+        assert self.process is not None
+        process = self.process
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        self.reap()
+        return code
 
     def signal_kill(self) -> None:
         """Send SIGKILL and return at once (`reap()` waits for the process to be gone)."""
