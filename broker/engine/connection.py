@@ -29,7 +29,7 @@ from broker.codec import (
     ProtocolVersion, Puback, Pubcomp, Publish, Pubrec, Pubrel, ReasonCode, Subscribe, Unsubscribe, Will, encode,
     v3_connack_code,
 )
-from broker.core import Broker, will_delay
+from broker.core import Broker
 from broker.engine.admission import Admission, publish_message
 from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
@@ -47,6 +47,10 @@ _V5 = ProtocolVersion.MQTT_5
 _NEW, _CONNECTED, _CLOSED = range(3)
 # What `close_requested` asks of the shell: close now, or close the write side and linger first.
 CLOSE, LINGER = 1, 2
+
+
+# The encoder of a client not connected yet (never used: no PUBLISH goes to it), shared.
+_UNCONNECTED = PublishEncoder()
 
 
 def _nothing() -> None:
@@ -88,7 +92,7 @@ class Connection:
         # QoS 1/2 PUBLISH packets waiting for their packet identifier to be on disk (strict durability, see
         # Routing._send_inflight); later ones wait behind them.
         self.held_sends = 0
-        self.encoder = PublishEncoder(wall=broker.clock.time)
+        self.encoder = _UNCONNECTED  # replaced at CONNECT: nothing is sent to a client before it
         self.plain_form: PlainForm | None = None
         # Set by the shell: called when output starts to wait (or a close is asked for).
         self.on_output: Callable[[], None] = _nothing
@@ -581,14 +585,6 @@ class Connection:
         """Hand over this connection's will (the broker publishes it); it will not be published again."""
         will, self.will = self.will, None
         return will if self.state == _CONNECTED else None
-
-    def will_at_shutdown(self) -> Will | None:
-        """The will to publish as the broker stops [MQTT-3.1.2-8]: none when it has a delay and the session
-        is durable (it stays pending in the session, its delay going on after a restart)."""
-        session = self.session
-        if session is not None and session.durable and self.will is not None and will_delay(self.will) > 0:
-            return None
-        return self.take_will()
 
     def close_for_admin(self) -> None:
         """Closed by an administrator (kick, revoked credentials): v5 hears 0x98, no will is sent."""
