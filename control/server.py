@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from bridge.manager import Bridges
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import TCPListener
@@ -35,7 +36,7 @@ from control.ops import DataDirLock
 from control.plans import DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
-from storage.access import LiveAccess, PlanTerms, StorageAuthHook
+from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
@@ -62,10 +63,12 @@ class Roost:
         mqtt = config.mqtt
         # Credentials from the database first; anonymous access (when allowed) for clients with no user name.
         self.auth_hook = StorageAuthHook(plan_terms=self._plan_terms)
+        self.bridges = Bridges(config.bridges)
         hooks = HookChain(
             [
                 self.auth_hook,
                 AnonymousHook(mqtt.allow_anonymous, mqtt.anonymous.publish, mqtt.anonymous.subscribe, mqtt.anonymous.deny),
+                *self.bridges.hooks(),
             ]
         )
         self.broker = Broker(mqtt.broker, hooks)
@@ -137,6 +140,7 @@ class Roost:
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
         await self._restore_broker_state()
+        await self.bridges.start(self.broker, config.data_dir, self._bridge_user)  # before any client comes
         self.services = Services.build(
             store,
             config.plans,
@@ -163,6 +167,12 @@ class Roost:
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
         )
+
+    async def _bridge_user(self, name: str) -> tuple[str, str] | None:
+        """A bridge's `user`: the mount point of that user's namespace, and the name."""
+        assert self.store is not None
+        user = await self.store.users.get_by_name(name)
+        return None if user is None else (tenant_mount(user.id), user.name)
 
     async def _restore_broker_state(self) -> None:
         """Durable sessions and retained messages from the last run are back before the listeners open."""
@@ -233,6 +243,7 @@ class Roost:
         if self.tls_listener is not None:
             await self.tls_listener.close()
         await self.broker.shutdown()
+        await self.bridges.stop()  # after the wills of the shutdown, which it may forward
         if self._http_task is not None:
             await self._http_task
         if self._http_socket is not None:
