@@ -260,6 +260,7 @@ class MQTTLink:
             assert self._ready is not None
             if not self._ready.done():
                 self._ready.set_exception(error)
+                self._ready.exception()  # connect() may not be awaiting it any more: no "never retrieved"
             self._lost(str(error))
         elif kind is ServerDisconnect:
             reason = event.reason  # type: ignore[attr-defined]
@@ -326,11 +327,16 @@ class MQTTLink:
     def _lost(self, reason: str, polite: bool = False) -> None:
         if self._wire is None:
             return
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(LinkError(reason))
+        self._fail_ready(reason)
         if self._gone is not None and not self._gone.done():
             self._gone.set_result(reason)
         self._drop(polite)
+
+    def _fail_ready(self, reason: str) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.set_exception(LinkError(reason))
+            ready.exception()  # marked retrieved: connect() may have stopped waiting (its timeout)
 
     def _drop(self, polite: bool = False) -> None:
         wire, self._wire = self._wire, None
@@ -343,7 +349,6 @@ class MQTTLink:
                 wire.transport.close()
             else:
                 wire.transport.abort()
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(LinkError("closed"))
+        self._fail_ready("closed")
         if self._gone is not None and not self._gone.done():
             self._gone.set_result("closed")

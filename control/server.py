@@ -22,6 +22,7 @@ from typing import Any
 import uvicorn
 
 from bridge.manager import Bridges
+from bridge.metrics import BridgeCollector
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import TCPListener
@@ -135,6 +136,7 @@ class Roost:
         self.auth_hook.recorder = recorder
         if self.metrics is not None:
             self.metrics.watch(self.broker, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
+            self.metrics.registry.register(BridgeCollector(self.bridges))
             usage.on_flush = self.metrics.write_observer("quota")
             recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
