@@ -177,7 +177,7 @@ class Bridge:
             up_at = time.monotonic()
             self.connects += 1
             self.connected, self.state, self.connected_since = True, "connected", time.time()
-            log.info("bridge %s: connected to %s (session %s)", self.config.name, self.config.url,
+            log.info("bridge %s: connected to %s (session %s)", self.config.name, self.config.safe_url,
                      "resumed" if self.session_present else "new")
             self._pump()
             reason = await self.link.closed()
@@ -340,7 +340,7 @@ class Bridge:
         oldest = outbox.oldest_enqueued() if outbox is not None else None
         return {
             "name": self.config.name,
-            "url": self.config.url,
+            "url": self.config.safe_url,
             "protocol": "5" if self.config.protocol == 5 else "3.1.1",
             "user": self.config.user,
             "forward": list(self.config.forward),

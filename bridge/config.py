@@ -74,6 +74,12 @@ class BridgeConfig:
     commit_interval: float = 0.005  # how long a commit waits for more messages to ride along
 
     @property
+    def safe_url(self) -> str:
+        """The url without credentials, for logs and the API."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
     def tls(self) -> bool:
         return self.scheme == "mqtts"
 

@@ -212,6 +212,11 @@ class Roost:
         if tls.watch_interval:
             self._spawn(self.tls.watch(tls.watch_interval))
 
+    def _app(self) -> Any:
+        app = create_app(self.service, self.services, self.metrics)  # type: ignore[arg-type]
+        app.state.bridges = self.bridges  # GET /api/v1/bridges
+        return app
+
     async def _start_http(self) -> None:
         # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
         http = self.config.http
@@ -225,7 +230,7 @@ class Roost:
         self._http_socket = sock
         assert self.services is not None
         uv_config = uvicorn.Config(
-            create_app(self.service, self.services, self.metrics),
+            self._app(),
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -157,6 +157,7 @@ def test_kill_9_of_the_gateway_mid_drain(tmp_path: Path, mosquitto: Mosquitto) -
         gw.wait_metric('roost_bridge_backlog_messages{bridge="cloud"}', lambda v: v == 0)
         resent = gw.metrics()['roost_bridge_messages_total{bridge="cloud",event="resent"}']
         _check(acknowledged, received, int(resent))
+        print('kill-9:', len(received), 'received,', int(resent), 'resent')  # shown with -s
         assert len(received) < 1500 + 600  # bounded: at most the sent mark's reach is resent
         cloud.disconnect()
     finally:
