@@ -49,7 +49,7 @@ from broker.session import Message, Session, SubscriptionRecord
 from broker.topic_match import topic_matches
 from storage.outbox import Outbox, OutboxEntry, open_outbox
 
-__all__ = ["Bridge", "BridgeCounters", "RefuseWhenFull"]
+__all__ = ["Bridge", "BridgeCounters", "RefuseWhenFull", "link_for"]
 
 log = logging.getLogger("roost.bridge")
 
@@ -99,7 +99,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig, link: UpstreamLink | None = None) -> None:
         self.config = config
         self.broker: Broker = None  # type: ignore[assignment]  # given to start()
-        self.link: UpstreamLink = link if link is not None else MQTTLink(config)
+        self.link: UpstreamLink = link if link is not None else link_for(config)
         self.key = f"\x00bridge\x00{config.name}"  # no client's session key contains U+0000 [MQTT-1.5.4-2]
         self.mount = ""
         self.origin: str | None = None
@@ -119,6 +119,7 @@ class Bridge:
         self._tokens_at = 0.0
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._pumping = False
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -132,7 +133,7 @@ class Bridge:
             max_age=config.max_age, commit_interval=config.commit_interval,
         )
         outbox.on_ready = self._pump
-        self.link.on_writable = self._pump  # type: ignore[attr-defined]
+        self.link.on_writable = self._pump
         session = Session(self.key)
         broker.sessions[self.key] = session
         broker.connections[self.key] = _Receiver(self)  # type: ignore[assignment]
@@ -239,8 +240,15 @@ class Bridge:
     def _pump(self) -> None:
         """Send what the link has room for: the QoS 0 queue, then outbox messages in order, the backlog
         paced by `drain_rate`."""
-        if not self.connected or self._stopping:
-            return
+        if not self.connected or self._stopping or self._pumping:
+            return  # (an acknowledgement during a send: the running loop goes on, no recursion)
+        self._pumping = True
+        try:
+            self._pump_now()
+        finally:
+            self._pumping = False
+
+    def _pump_now(self) -> None:
         link, outbox = self.link, self.outbox
         assert outbox is not None
         queue = self._qos0
@@ -251,7 +259,7 @@ class Bridge:
             queue.popleft()
             self.counters.qos0_sent += 1
         rate = self.config.drain_rate
-        while outbox.in_flight < link.window and not getattr(link, "congested", False):
+        while link.up and outbox.in_flight < link.window and not link.congested:
             paced = rate and outbox.backlog_on_disk
             if paced and not self._take_token(rate):
                 break
@@ -262,8 +270,6 @@ class Bridge:
             if entry.dup:
                 self.counters.resent += 1
             link.send(entry)
-            if not self.connected:
-                return  # the send found the link broken
 
     def _take_token(self, rate: float) -> bool:
         now = time.monotonic()
@@ -350,8 +356,8 @@ class Bridge:
             "connected": self.connected,
             "connected_since": self.connected_since,
             "session_present": self.session_present,
-            "subscribed": bool(getattr(self.link, "subscribed", False)),
-            "subscribe_failures": list(getattr(self.link, "subscribe_failures", ())),
+            "subscribed": self.link.subscribed,
+            "subscribe_failures": list(self.link.subscribe_failures),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "connects": self.connects,
@@ -395,6 +401,12 @@ class RefuseWhenFull(Hook):
                 bridge.counters.refused += 1
                 return 0x97
         return 0
+
+
+def link_for(config: BridgeConfig) -> UpstreamLink:
+    """The link for the url's scheme (as uvicorn's `auto.py` picks a protocol): mqtt:// and mqtts:// today;
+    nats:// (issue 17) adds its branch here."""
+    return MQTTLink(config)
 
 
 def _hop_properties(properties: Properties) -> Properties:
