@@ -19,8 +19,9 @@ publishers back off; with "drop_oldest" the oldest messages not in flight make r
 
 The link is retried with exponential backoff and full jitter (`reconnect_min` doubling up to
 `reconnect_max`, a random delay in the upper half), reset once a link has stayed up for 10 s. A backlog
-read back from disk drains at `drain_rate` messages per second (a token bucket), so a long outage does not
-take the gateway's loop and uplink from its live traffic; messages keep their order either way.
+that waited when the link came up drains at `drain_rate` messages per second (a token bucket), so a long
+outage does not take the gateway's loop and uplink from its live traffic (QoS 0 goes at once, and the
+local broker keeps its loop); QoS 1/2 messages keep their order, new ones after the backlog.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Bridge:
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stopping = False
         self._pumping = False
+        self._backlog_upto = 0  # outbox messages up to here were waiting when the link came up (paced)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -180,6 +182,10 @@ class Bridge:
             self.connected, self.state, self.connected_since = True, "connected", time.time()
             log.info("bridge %s: connected to %s (session %s)", self.config.name, self.config.safe_url,
                      "resumed" if self.session_present else "new")
+            assert self.outbox is not None
+            # What waited when the link came up is the backlog, drained at drain_rate; what comes after is
+            # live traffic, sent as fast as the link takes it.
+            self._backlog_upto = self.outbox.last_seq
             self._pump()
             reason = await self.link.closed()
             self.connected, self.connected_since = False, None
@@ -260,8 +266,8 @@ class Bridge:
             self.counters.qos0_sent += 1
         rate = self.config.drain_rate
         while link.up and outbox.in_flight < link.window and not link.congested:
-            paced = rate and outbox.backlog_on_disk
-            if paced and not self._take_token(rate):
+            next_seq = outbox.next_seq()
+            if rate and next_seq is not None and next_seq <= self._backlog_upto and not self._take_token(rate):
                 break
             entry = outbox.take()
             if entry is None:
