@@ -38,8 +38,11 @@ class AckHolds:
             self._waits.append(wait)
 
     def begin(self) -> None:
-        """An engine is about to route a QoS 1/2 PUBLISH that it will acknowledge."""
+        """An engine is about to route a QoS 1/2 PUBLISH that it will acknowledge. Holds left by a route
+        that raised (its connection is closed: nobody to acknowledge) are dropped here."""
         self._open = True
+        if self._waits:
+            self._waits = []
 
     def end(self) -> list[Wait]:
         """Routing is done: the holds it collected (usually none)."""

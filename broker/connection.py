@@ -58,6 +58,7 @@ class MQTTConnection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             engine.remote_address = f"{peer[0]}:{peer[1]}"
         engine.certificate = _peer_certificate(self.transport)
+        engine.tls = self.transport.get_extra_info("ssl_object") is not None
         engine.on_output = self._schedule_flush
         broker = self.server.broker
         high = broker.settings.write_buffer_high
@@ -111,11 +112,10 @@ class MQTTConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        engine = self.engine
-        self.server.closed(self, engine.mount, engine.messages_sent)
+        self.server.closed(self)
         if not self.closed.done():
             self.closed.set_result(None)
-        engine.connection_lost()
+        self.engine.connection_lost(str(exc) if exc is not None else "")
 
     # -- what the engine asks for ---------------------------------------------------------------------------
 

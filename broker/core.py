@@ -22,6 +22,7 @@ from broker.ack_holds import AckHolds
 from broker.clock import Clock, LoopClock
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
+from broker.events import EventLog
 from broker.hooks import ClientInfo, Grant, HookChain
 from broker.persistence import Persistence
 from broker.qos import QosFlows
@@ -67,10 +68,12 @@ class Broker(Routing):
         # Who receives a session's deliveries now: its connection, or a control-plane watcher.
         self.connections: dict[str, DeliveryReceiver] = {}
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
-        self.retained: RetainedStore[Message] = RetainedStore()
+        self.retained: RetainedStore[Message] = RetainedStore(self.clock.time)
         self.stats = Stats()
         # Receivers that hold a publisher's acknowledgement until they have the message on disk (bridges).
         self.ack_holds = AckHolds()
+        # The connection events the engine reports, for the dashboard's Events page (broker/events.py).
+        self.events = EventLog(wall=self.clock.time)
         self.started_at = self.clock.time()
 
     @property

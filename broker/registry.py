@@ -36,16 +36,24 @@ class ServerState:
         self.connections: set[OpenConnection] = set()
         # Set by `shutdown`: connections accepted from then on are closed as soon as they are made.
         self.closing = False
-        # PUBLISH packets sent to clients that have since disconnected, by tenant namespace.
+        # PUBLISH packets sent to and received from clients that have since disconnected, by tenant
+        # namespace (a tenant's messages out and in: `messages_sent`, the console's charts).
         self.sent_by_closed_mount: dict[str, int] = {}
+        self.received_by_closed_mount: dict[str, int] = {}
 
     def opened(self, connection: OpenConnection) -> None:
         self.connections.add(connection)
 
-    def closed(self, connection: OpenConnection, mount: str, messages_sent: int) -> None:
+    def closed(self, connection: OpenConnection) -> None:
+        """The network connection is gone: what its client sent and was sent is kept, by namespace."""
         self.connections.discard(connection)
-        if messages_sent:
-            self.sent_by_closed_mount[mount] = self.sent_by_closed_mount.get(mount, 0) + messages_sent
+        engine = connection.engine
+        mount = engine.mount
+        if engine.messages_sent:
+            self.sent_by_closed_mount[mount] = self.sent_by_closed_mount.get(mount, 0) + engine.messages_sent
+        if engine.messages_received:
+            received = self.received_by_closed_mount
+            received[mount] = received.get(mount, 0) + engine.messages_received
 
     def messages_sent(self, mount: str) -> int:
         """PUBLISH packets sent so far to the clients of one tenant namespace, connected or gone."""

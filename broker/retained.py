@@ -16,7 +16,8 @@ broker's decision, as is validating topics and filters. This module imports noth
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar, cast
 
 __all__ = ["RetainedStore"]
@@ -43,23 +44,26 @@ _UNSET = _Unset()
 class _Node(Generic[V]):
     """One topic level. Slotted: a broker may hold a great many retained topics."""
 
-    __slots__ = ("children", "topic", "value")
+    __slots__ = ("children", "since", "topic", "value")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node[V]] = {}
         # The full topic name, kept on the node so match() yields it without re-joining levels.
         self.topic: str = ""
         self.value: V | _Unset = _UNSET
+        # When this broker stored the value (wall clock): the dashboard shows a retained message's age.
+        self.since: float = 0.0
 
 
 class RetainedStore(Generic[V]):
     """The retained message per topic name, generic over what the broker stores (typically the PUBLISH)."""
 
-    __slots__ = ("_root", "_count")
+    __slots__ = ("_root", "_count", "_wall")
 
-    def __init__(self) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time) -> None:
         self._root: _Node[V] = _Node()
         self._count: int = 0
+        self._wall = wall  # when a value was set (the broker passes its injected clock's wall time)
 
     def __len__(self) -> int:
         """Number of topics holding a retained value."""
@@ -81,6 +85,7 @@ class RetainedStore(Generic[V]):
             self._count += 1
             node.topic = topic
         node.value = value
+        node.since = self._wall()
 
     def delete(self, topic: str) -> bool:
         """Remove the retained value of a topic name; True if there was one. Trims empty branches,
@@ -106,14 +111,23 @@ class RetainedStore(Generic[V]):
 
     def get(self, topic: str) -> V | None:
         """The retained value for a topic name, or None."""
+        node = self._node(topic)
+        value = node.value if node is not None else _UNSET
+        return None if value is _UNSET else cast(V, value)
+
+    def since(self, topic: str) -> float | None:
+        """When the retained value of a topic name was stored (wall clock), or None if there is none."""
+        node = self._node(topic)
+        return None if node is None or node.value is _UNSET else node.since
+
+    def _node(self, topic: str) -> _Node[V] | None:
         node = self._root
         for level in topic.split(_SEP):
             child = node.children.get(level)
             if child is None:
                 return None
             node = child
-        value = node.value
-        return None if value is _UNSET else cast(V, value)
+        return node
 
     def items(self) -> Iterator[tuple[str, V]]:
         """Every retained (topic, value), e.g. for persistence; no order is promised."""

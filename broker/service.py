@@ -12,12 +12,16 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker import inspect
 from broker.codec import Will
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.connection import MQTTConnection
 from broker.core import Broker
 from broker.engine import Connection
+from broker.events import Event
+from broker.history import MetricsHistory, Point, TenantHistory
 from broker.hooks import ClientInfo
+from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
 from broker.persistence import Persistence
 from broker.registry import ServerState
 from broker.session import Message, Session, SubscriptionRecord
@@ -119,10 +123,14 @@ class Watch:
 
 
 class BrokerService:
-    def __init__(self, broker: Broker, server: ServerState | None = None) -> None:
+    def __init__(self, broker: Broker, server: ServerState | None = None,
+                 history: MetricsHistory | None = None) -> None:
         self.broker = broker
         # The open connections of the listeners (one is made when none is given: a broker without them).
         self.server = server if server is not None else ServerState(broker)
+        # The last hour of figures for the dashboard's charts; `broker.history.run_history` fills it.
+        self.history = history if history is not None else MetricsHistory()
+        self.tenant_history = TenantHistory(self.history.interval, self.history.span)
 
     @property
     def closing(self) -> bool:
@@ -260,3 +268,56 @@ class BrokerService:
             for message in list(broker.retained_for(internal)):
                 watcher.send_message(message, 0, True, (), None)
         return Watch(broker, key)
+
+    # -- the dashboard's console: read-only pages (broker/inspect.py), events and history -------------------
+    # `mount` None is the whole broker (administrators); a tenant's mount narrows every view to it. The
+    # large views are scans, done a slice at a time (broker/inspect.py `Scan`).
+
+    def client_page(self, mount: str | None, text: str = "", offset: int = 0, limit: int = 50) -> Scan[ClientDetail]:
+        return inspect.client_page(self.broker, mount, text, offset, limit)
+
+    def subscription_page(self, mount: str | None, text: str = "", offset: int = 0,
+                          limit: int = 50) -> Scan[SubscriptionView]:
+        return inspect.subscription_page(self.broker, mount, text, offset, limit)
+
+    def shared_group_page(self, mount: str | None, offset: int = 0, limit: int = 50) -> Scan[SharedGroupView]:
+        return inspect.shared_groups(self.broker, mount, offset, limit)
+
+    def retained_page(self, mount: str | None, topic_filter: str = "#", offset: int = 0,
+                      limit: int = 50) -> Page[RetainedItem]:
+        return inspect.retained_page(self.broker, mount, topic_filter, offset, limit)
+
+    def delete_retained(self, mount: str | None, topic_filter: str) -> int:
+        """Remove the retained messages matching a filter (a topic name is a filter of itself) inside
+        `mount`; returns how many went. Persisted ones are removed from the store too."""
+        doomed = set(inspect.retained_topics(self.broker, mount, topic_filter))
+        if not doomed:
+            return 0
+        return self.broker.drop_retained(lambda topic, _message: topic in doomed)
+
+    def client_counts(self) -> dict[str, int]:
+        """Connected MQTT clients by tenant namespace (the control plane's watchers are not clients)."""
+        return inspect.client_counts(self.broker)
+
+    def kick_client(self, session_key: str, reason: str, by: str) -> ClientInfo | None:
+        """`kick` for one connected client, with the reason given, written to the event log; returns who
+        was kicked (None: no such client is connected)."""
+        connection = self.broker.connections.get(session_key)
+        if not isinstance(connection, Connection) or connection.client is None:
+            return None  # not connected, or a watcher
+        client = connection.client
+        self.broker.events.kicked(client, connection.remote_address, f"by {by}: {reason}" if reason else f"by {by}")
+        self.broker.remove_session(session_key)
+        return client
+
+    def events(self) -> list[Event]:
+        """The event log, newest first."""
+        return list(self.broker.events.newest_first())
+
+    def events_dropped(self) -> int:
+        """Events pushed out of the event log since the start (it keeps the last `DEFAULT_EVENTS`)."""
+        return self.broker.events.dropped
+
+    def history_points(self, mount: str | None = None) -> list[Point]:
+        """The broker's last hour (mount None), or one tenant namespace's."""
+        return self.history.points() if mount is None else self.tenant_history.points(mount)

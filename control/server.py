@@ -37,6 +37,7 @@ from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import ServerState, TCPListener
 from broker.service import BrokerService
 from broker.settings import VERSION
+from broker.history import run_history
 from broker.sys_topics import run_sys_topics
 from broker.tls import TLSListener
 from control.app import create_app
@@ -204,6 +205,7 @@ class Roost:
         await self.local_control.start()
         await _bind("mqtt.port", config.mqtt.host, config.mqtt.port, self.mqtt_listener.start)
         await self._start_tls()
+        self._spawn(run_history(self.broker, self.server_state, self.service.history, self.service.tenant_history))
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
         await self._start_http()
@@ -297,7 +299,8 @@ class Roost:
     async def _start_tls(self) -> None:
         tls = self.config.tls
         if not tls.port and not tls.https:
-            self.tls.store.authority()  # the local CA still issues device certificates
+            # No certificate is made: the local CA is made when something first asks for it (a device
+            # certificate, GET /api/v1/ca.pem), by `CertificateStore.authority()`.
             return
         self.tls.prepare()
         if tls.port:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it.
 # Installs Debian's mosquitto-clients (real MQTT clients for the tests) and chromium (the dashboard's
-# end-to-end tests drive it with Playwright; no browser is downloaded), makes .venv, installs Roost with its
-# test extras, and runs pytest. Extra arguments go to pytest.
+# end-to-end tests drive it with Playwright; no browser is downloaded); for the packaging tests
+# qemu-user-static (tests/test_emulated_aarch64.py runs the aarch64 file under emulation), binutils for
+# both architectures (scripts/deb.sh strips the libraries) and lintian; makes .venv, installs Roost with
+# its test and dist extras, and runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,10 @@ fi
 if [ ! -x /usr/bin/chromium ]; then
     missing+=(chromium)
 fi
+for tool in qemu-aarch64-static:qemu-user-static strip:binutils aarch64-linux-gnu-strip:binutils-aarch64-linux-gnu \
+            lintian:lintian; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
 if [ "${#missing[@]}" -gt 0 ]; then
     if command -v apt-get >/dev/null 2>&1; then
         export DEBIAN_FRONTEND=noninteractive
@@ -24,7 +30,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test,dist]'
 
 status=0
 .venv/bin/python -m pytest "$@" || status=$?

@@ -1,11 +1,11 @@
 """The single-file build: `scripts/dist.sh x86_64 aarch64` makes dist/roost-x86_64.pyz, which then runs on
 its own (no virtualenv, no pip) against Debian's mosquitto clients with credentials it made itself, and
-dist/roost-aarch64.pyz, whose aarch64 wheels must resolve; it is checked for its extension modules but not
-run (no aarch64 Python under emulation here: see docs/install.md).
+dist/roost-aarch64.pyz, whose aarch64 wheels must resolve; it is checked here for its extension modules and
+run under emulation in tests/test_emulated_aarch64.py.
 
-Bounded: the build gets BUILD_SECONDS (the wheels are cached in build/wheelhouse after the first run); a
-build that cannot reach the package index with nothing cached, or that takes longer, skips the test and
-says so.
+Bounded: the build gets BUILD_SECONDS (tests/dist_helpers.py; the wheels are cached in build/wheelhouse
+after the first run, and the files are reused while their sources are unchanged); a build that cannot reach
+the package index with nothing cached, or that takes longer, skips the test and says so.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import zipfile
@@ -23,40 +22,31 @@ from pathlib import Path
 import httpx
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-ARTIFACT = REPO / "dist" / "roost-x86_64.pyz"
-ARM = REPO / "dist" / "roost-aarch64.pyz"
-BUILD_SECONDS = 75
+from tests.dist_helpers import ServeProcess, config_file, mosquitto, single_file
+
 TIMEOUT = 15
 
-pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or platform.machine() != "x86_64", reason="builds and runs the linux x86-64 file"
-)
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux" or platform.machine() != "x86_64",
+                       reason="builds and runs the linux x86-64 file"),
+    pytest.mark.timeout(300),  # a first build (the module's fixture) may take up to BUILD_SECONDS
+]
 
 
 @pytest.fixture(scope="module")
-def artifact() -> Path:
+def files() -> dict[str, Path]:
     if shutil.which("mosquitto_pub") is None or shutil.which("mosquitto_sub") is None:
         pytest.skip("mosquitto-clients not installed")
-    try:
-        result = subprocess.run(
-            ["bash", "scripts/dist.sh", "x86_64", "aarch64"], cwd=REPO, capture_output=True, text=True,
-            timeout=BUILD_SECONDS, env={**os.environ, "PYTHON": sys.executable},
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"building the single file took longer than {BUILD_SECONDS} s (a slow first download?)")
-    if result.returncode != 0:
-        output = result.stdout + result.stderr
-        if any(sign in output for sign in ("No matching distribution", "Could not find a version",
-                                           "NewConnectionError", "Network is unreachable", "Temporary failure")):
-            pytest.skip(f"the package index is unreachable and build/wheelhouse lacks a wheel: {output[-300:]}")
-        pytest.fail(f"scripts/dist.sh failed:\n{output[-3000:]}")
-    assert ARTIFACT.is_file() and os.access(ARTIFACT, os.X_OK)
-    return ARTIFACT
+    return single_file("x86_64", "aarch64")
 
 
-def test_aarch64_file_carries_aarch64_extension_modules_for_each_python(artifact: Path) -> None:
-    names = zipfile.ZipFile(ARM).namelist()
+@pytest.fixture(scope="module")
+def artifact(files: dict[str, Path]) -> Path:
+    return files["x86_64"]
+
+
+def test_aarch64_file_carries_aarch64_extension_modules_for_each_python(files: dict[str, Path]) -> None:
+    names = zipfile.ZipFile(files["aarch64"]).namelist()
     for version in ("311", "312", "313"):
         assert f"site-packages/uvloop/loop.cpython-{version}-aarch64-linux-gnu.so" in names
         assert f"site-packages/_cffi_backend.cpython-{version}-aarch64-linux-gnu.so" in names
@@ -71,14 +61,7 @@ def _run(artifact: Path, env: dict[str, str], *args: str) -> str:
 
 
 def test_single_file_serves_mqtt_with_its_own_credentials(artifact: Path, tmp_path: Path) -> None:
-    config = tmp_path / "roost.toml"
-    config.write_text(
-        'data_dir = "data"\n'
-        '[mqtt]\nhost = "127.0.0.1"\nport = 0\n'
-        '[http]\nhost = "127.0.0.1"\nport = 0\n'
-        '[tls]\nport = 0\n'
-        '[log]\nformat = "json"\n'
-    )
+    config = config_file(tmp_path, Path("data"))
     # A clean environment: no virtualenv on PATH, shiv unpacking into a fresh folder.
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "SHIV_ROOT": str(tmp_path / "shiv")}
     if shutil.which("python3", path=env["PATH"]) is None:
@@ -88,42 +71,20 @@ def test_single_file_serves_mqtt_with_its_own_credentials(artifact: Path, tmp_pa
     _run(artifact, env, "user", "add", "alice", "--plan", "starter", "--json", "--create", "--config", str(config))
     credentials = json.loads(_run(artifact, env, "mqtt", "add", "alice", "--json", "--config", str(config)))
 
-    server = subprocess.Popen(
-        [str(artifact), "serve", "--config", str(config)], stderr=subprocess.PIPE, text=True, env=env,
-    )
+    server = ServeProcess([str(artifact), "serve", "--config", str(config)], env, timeout=TIMEOUT)
     try:
-        started = None
-        assert server.stderr is not None
-        for line in server.stderr:  # readiness: the "started" line names the ports the OS chose
-            entry = json.loads(line)
-            assert entry["level"] in ("info", "warning"), line
-            if entry["message"].startswith("Roost ") and " started: " in entry["message"]:
-                started = entry["message"]
-                break
-        assert started is not None, "the server ended before it started"
-        mqtt_port = started.split("MQTT on 127.0.0.1:")[1].split(",")[0]
-        http_port = started.split("HTTP on 127.0.0.1:")[1].split(",")[0]
-
-        login = ["-h", "127.0.0.1", "-p", mqtt_port, "-u", credentials["user"], "-P", credentials["password"]]
-        subprocess.run(["mosquitto_pub", *login, "-t", "demo/hello", "-m", "hi from the single file", "-r", "-q", "1"],
-                       check=True, timeout=TIMEOUT)
-        received = subprocess.run(
-            ["mosquitto_sub", *login, "-t", "demo/#", "-C", "1", "-W", "10", "-v"],
-            capture_output=True, text=True, timeout=TIMEOUT,
-        )
-        assert received.stdout.strip() == "demo/hello hi from the single file", received.stderr
+        mqtt_port, http_port = server.wait_started()
+        mosquitto("mosquitto_pub", mqtt_port, credentials, "-t", "demo/hello", "-m", "hi from the single file",
+                  "-r", "-q", "1")
+        received = mosquitto("mosquitto_sub", mqtt_port, credentials, "-t", "demo/#", "-C", "1", "-W", "10", "-v")
+        assert received.strip() == "demo/hello hi from the single file"
 
         metrics = httpx.get(f"http://127.0.0.1:{http_port}/metrics", timeout=TIMEOUT).text
         assert 'roost_mqtt_messages_received_total{qos="1"}' in metrics
         assert "Save" not in _run(artifact, env, "backup", str(tmp_path / "copy.db"), "--config", str(config))
         assert (tmp_path / "copy.db").stat().st_size > 0
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            _, rest = server.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            raise
-    assert server.returncode == 0, rest
-    assert '"message": "stopped"' in rest
+    except BaseException:
+        server.kill()
+        raise
+    rest = server.stop()
     assert credentials["password"] not in rest

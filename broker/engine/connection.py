@@ -79,9 +79,11 @@ class Connection:
         self.session: Session | None = None
         self.will: Will | None = None
         self.connected_at = 0.0
+        self.tls = False  # set by the shell: the transport is TLS (the dashboard's Clients page)
+        self.close_reason: int | None = None  # why it ended, for `broker.events` (None: nobody said)
         self.congested = False
-        # PUBLISH packets sent to this client (a tenant's "messages out" adds these up, see BrokerService).
-        self.messages_sent = 0
+        # PUBLISH packets sent to / received from this client (a tenant's messages out and in add these up).
+        self.messages_sent = self.messages_received = 0
         # Outbound flow: how many QoS 1/2 deliveries may be unacknowledged [MQTT-3.3.4-7].
         self.inflight_limit = settings.max_inflight
         # QoS 1/2 PUBLISH packets waiting for their packet identifier to be on disk (strict durability, see
@@ -98,7 +100,7 @@ class Connection:
         self._out: list[bytes] = []
         self._last_read = now
         self._connect_deadline = now + settings.connect_timeout
-        self._keep_alive = 0
+        self.keep_alive = 0
         self.admission: Admission  # made at CONNECT, for the client that was let in
         # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave.
         self._acks = AckOrder(broker.persistence, self._write)
@@ -126,12 +128,12 @@ class Connection:
                 log.info("no CONNECT from %s within %.0f s; closing", self.remote_address,
                          self.broker.settings.connect_timeout)
                 self._close()
-        elif self.state == _CONNECTED and self._keep_alive:
+        elif self.state == _CONNECTED and self.keep_alive:
             idle = now - self._last_read
-            if idle >= self._keep_alive * 1.5:
+            if idle >= self.keep_alive * 1.5:
                 # Silent for 1.5 times its keep alive: dropped, its will published [MQTT-3.1.2-24].
                 log.info("client %s silent for %.1f s (keep alive %d s); closing", self._who(), idle,
-                         self._keep_alive)
+                         self.keep_alive)
                 self._close_with(ReasonCode.KEEP_ALIVE_TIMEOUT)
 
     def next_deadline(self) -> float | None:
@@ -140,9 +142,9 @@ class Connection:
             return None
         if self.state == _NEW:
             return self._connect_deadline
-        if self.state == _CONNECTED and self._keep_alive:
+        if self.state == _CONNECTED and self.keep_alive:
             # Enforced at one and a half times the keep alive [MQTT-3.1.2-22 (v5) / MQTT-3.1.2-24 (3.1.1)].
-            return self._last_read + self._keep_alive * 1.5
+            return self._last_read + self.keep_alive * 1.5
         return None
 
     def pause_writing(self) -> None:
@@ -160,11 +162,13 @@ class Connection:
         if self.session is not None and self.state == _CONNECTED:
             self.broker.drain(self, self.session)
 
-    def connection_lost(self) -> None:
-        """The network connection is gone: detach the session; the will goes or waits [MQTT-3.1.2-8]."""
+    def connection_lost(self, error: str = "") -> None:
+        """The network connection is gone (`error`: why, when the transport said): detach the session; the
+        will goes or waits [MQTT-3.1.2-8]."""
         state = self.state
         self.state = _CLOSED
         self.closing = True
+        self.broker.events.ended(self.client, self.remote_address, self.close_reason, error)
         if state == _CONNECTED and self.session is not None:
             session, self.session = self.session, None
             will, self.will = self.will, None
@@ -224,7 +228,7 @@ class Connection:
         self.version = packet.protocol_version
         terms = negotiate(packet, self.broker.settings)
         if isinstance(terms, int):
-            return self._refuse(terms)
+            return self._refuse(terms, who=(packet.client_id, packet.username))
         request = ConnectRequest(
             client_id=terms.client_id,
             username=packet.username,
@@ -241,7 +245,7 @@ class Connection:
             broker.stats.auth_failures += 1
             log.info("refused %s from %s (user %r): reason 0x%02x",
                      request.client_id, self.remote_address, request.username, result.reason_code)
-            return self._refuse(result.reason_code, logged=True)
+            return self._refuse(result.reason_code, logged=True, who=(request.client_id, request.username))
         self._accept(packet, terms, result.client or ClientInfo(request.client_id, request.username, self.version))
 
     def _accept(self, packet: Connect, terms: Terms, client: ClientInfo) -> None:
@@ -259,10 +263,11 @@ class Connection:
         session, present = broker.attach(self, client, packet.clean_start, terms.granted_expiry, packet.will)
         self.session = session
         self.connected_at = broker.clock.time()
+        broker.events.connected(client, self.remote_address)
         # MQTT 3.1 has no Session Present flag: its CONNACK's first byte is reserved, 0 (3.1 section 3.2).
         flag = present and self.version != ProtocolVersion.MQTT_3_1
         self._send(Connack(flag, 0, connack_properties(terms, broker.settings, self.version)))
-        self._keep_alive = terms.keep_alive
+        self.keep_alive = terms.keep_alive
         self.rearm = True
         broker.hooks.connection_opened(client)
         log.debug("client %s connected from %s (v%d, session present %s)", client.client_id, self.remote_address,
@@ -279,15 +284,15 @@ class Connection:
                 self.broker.transmit(self, session, delivery, packet_id, dup=True)
         self.broker.drain(self, session)
 
-    def _refuse(self, reason_code: int, logged: bool = False) -> None:
-        """Answer the CONNECT with a refusal and close [MQTT-3.2.2-6 / MQTT-3.2.2-7]."""
+    def _refuse(self, reason_code: int, logged: bool = False, who: tuple[str, str | None] = ("", None)) -> None:
+        """Refuse the CONNECT of `who` (client id, user name, when read) and close [MQTT-3.2.2-6 / MQTT-3.2.2-7]."""
+        self.broker.events.refused(who, self.remote_address, reason_code)
         if not logged:
             log.info("refused a client from %s: reason 0x%02x", self.remote_address, reason_code)
         stats = self.broker.stats
         stats.connections_refused += 1
         stats.refused_by_reason[reason_code] += 1
-        code = reason_code if self.version == _V5 else v3_connack_code(reason_code)
-        self._send(Connack(session_present=False, reason_code=code))
+        self._send(Connack(False, reason_code if self.version == _V5 else v3_connack_code(reason_code)))
         self._close()
 
     def _on_second_connect(self, packet: Connect) -> None:
@@ -301,6 +306,7 @@ class Connection:
     def _on_plain_publishes(self, batch: list[tuple[str, int, bytes]]) -> None:
         """The plain QoS 0 PUBLISH packets the reader took whole: admitted and routed as every PUBLISH is,
         with no packet object, through `publish_plain`, which can forward the client's bytes as they are."""
+        self.messages_received += len(batch)
         publish_plain = self.broker.publish_plain
         admit = self.admission.admit
         assert self.client is not None and self.session is not None
@@ -318,6 +324,7 @@ class Connection:
                 publish_plain(routed, payload, wire, form, sender, username)
 
     def _on_publish(self, packet: Publish) -> None:
+        self.messages_received += 1
         topic = packet.topic
         props = packet.properties
         qos = packet.qos
@@ -377,10 +384,8 @@ class Connection:
             # Receivers may hold the acknowledgement until they have the message on disk (a bridge's outbox).
             holds = self.broker.ack_holds
             holds.begin()
-            try:
-                recorded = self.broker.route(message)[1] or recorded
-            finally:
-                waits = holds.end()
+            recorded = self.broker.route(message)[1] or recorded
+            waits = holds.end()
         self._ack(ack, recorded, mark, waits)
 
     def _ack(self, data: bytes, dirtied: bool, at: int | None = None, waits: list[Wait] | None = None) -> None:
@@ -465,6 +470,7 @@ class Connection:
                 self.will = None  # A normal DISCONNECT discards the will [MQTT-3.1.2-10].
         else:
             self.will = None  # [MQTT-3.1.2-10]
+        self.close_reason = packet.reason_code if self.version == _V5 else 0
         self._close()  # [MQTT-3.14.4-1]
 
     # -- sending: what the router calls (broker.receivers.DeliveryReceiver) ---------------------------------
@@ -530,6 +536,7 @@ class Connection:
     def _close_with(self, reason_code: int, linger: bool = True) -> None:
         """Close after a v5 DISCONNECT carrying `reason_code` (3.1.1 has no server DISCONNECT), lingering so
         the client can read it while it is still sending."""
+        self.close_reason = reason_code
         if self.state == _CONNECTED and self.version == _V5 and not self.closing:
             self._send(Disconnect(reason_code))
             self._close(LINGER if linger else CLOSE)
@@ -544,14 +551,12 @@ class Connection:
             if isinstance(exc, UnsupportedProtocolVersion):
                 # Answer in a dialect the client understands: 3.1.1 return code 1 or v5 0x84 [MQTT-3.1.2-2].
                 self.version = version if version in (3, 4, 5) else 4
-                self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, logged=True)
-                return
+                return self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, logged=True)
             if version == _V5:
                 # A v5 CONNECT we could parse far enough to know its version: CONNACK with the reason, then
                 # close [MQTT-4.13.1-1]; anything else closes silently [MQTT-3.1.4-1].
                 self.version = _V5
-                self._refuse(exc.reason_code, logged=True)
-                return
+                return self._refuse(exc.reason_code, logged=True)
             self._close()  # [MQTT-3.1.4-1]
             return
         self._close_with(exc.reason_code)

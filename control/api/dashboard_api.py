@@ -26,11 +26,12 @@ from starlette.routing import Route
 
 from broker.codec.topics import validate_topic_filter
 from broker.errors import ProtocolError
-from broker.service import BrokerService, ClientSummary, WatchedMessage
+from broker.service import BrokerService, WatchedMessage
 from broker.settings import VERSION
-from control.api.common import ApiError, authenticated, ok, services
+from control.api.common import ApiError, authenticated, json_body, ok, services
+from control.api.paging import answer, finish, mount_of, owner_of, paging
+from control.api.payloads import preview
 from storage.access import tenant_mount
-from storage.records import User
 
 log = logging.getLogger("roost.api")
 
@@ -71,9 +72,9 @@ def _broker(request: Request) -> BrokerService:
     return broker
 
 
-def _client_id(summary: ClientSummary) -> str:
+def _client_id(session_key: str) -> str:
     """An opaque, URL-safe id for a connected client: its session key, unique across tenants."""
-    return base64.urlsafe_b64encode(summary.session_key.encode()).decode().rstrip("=")
+    return base64.urlsafe_b64encode(session_key.encode()).decode().rstrip("=")
 
 
 def _session_key(client_id: str) -> str | None:
@@ -83,33 +84,20 @@ def _session_key(client_id: str) -> str | None:
         return None
 
 
-def _owner(mount: str) -> int | None:
-    """The user id of a tenant namespace `$u{id}/`, or None (a client outside any tenant)."""
-    if mount.startswith("$u") and mount.endswith("/") and mount[2:-1].isdigit():
-        return int(mount[2:-1])
-    return None
-
-
-def _visible(user: User, summaries: list[ClientSummary]) -> list[ClientSummary]:
-    if user.is_admin:
-        return summaries
-    mount = tenant_mount(user.id)
-    return [s for s in summaries if s.mount == mount]
-
-
 async def stats(request: Request) -> JSONResponse:
     user = await authenticated(request)
     broker = _broker(request)
     context = services(request).context
     plan = context.plan_of(user)
-    clients = broker.clients()
+    # Counted, not listed: the Overview asks every 2 s, and a broker may hold 10,000 clients.
+    counts = broker.client_counts()
     mount = tenant_mount(user.id)
     body: dict[str, Any] = {
         "version": VERSION,
         "uptime_seconds": int(broker.uptime()),
         "time": time.time(),
         "user": {
-            "clients_connected": sum(1 for c in clients if c.mount == mount),
+            "clients_connected": counts.get(mount, 0),
             "messages_this_hour": context.usage.used(user.id) if context.usage is not None else 0,
             # What the tenant's clients were sent (messages out); the chart takes rates of both.
             "messages_sent": broker.tenant_messages_sent(mount),
@@ -121,48 +109,48 @@ async def stats(request: Request) -> JSONResponse:
     }
     if user.is_admin:
         counters = broker.counters()
-        counters["clients_connected"] = len(clients)  # MQTT clients only, not the live views
+        counters["clients_connected"] = sum(counts.values())  # MQTT clients only, not the live views
+        counters["events_dropped"] = broker.events_dropped()  # pushed out of the console's event log
         body["broker"] = counters
     return ok({"data": body})
 
 
 async def list_clients(request: Request) -> JSONResponse:
+    """One page of connected clients, oldest connection first; `q` narrows to those whose client id, user
+    name or address contains it."""
     user = await authenticated(request)
-    summaries = _visible(user, _broker(request).clients())
-    names: dict[int, str | None] = {}
-    if user.is_admin:
-        for owner in {_owner(s.mount) for s in summaries} - {None}:
-            assert owner is not None
-            record = await services(request).context.store.users.get(owner)
-            names[owner] = record.name if record is not None else None
-    data = []
-    for s in sorted(summaries, key=lambda s: s.connected_at):
-        owner = _owner(s.mount)
-        item: dict[str, Any] = {
-            "id": _client_id(s),
-            "client_id": s.client_id,
-            "username": s.username,
-            "protocol_version": s.protocol_version,
-            "remote_address": s.remote_address,
-            "listener": s.listener,
-            "connected_at": s.connected_at,
-            "subscriptions": [f[len(s.mount):] if f.startswith(s.mount) else f for f in s.subscriptions],
-        }
-        if user.is_admin:
-            item["user_id"] = owner
-            item["user_name"] = names.get(owner) if owner is not None else None
-        data.append(item)
-    return ok({"data": data})
+    page, per_page, offset = paging(request, default=100)
+    text = request.query_params.get("q", "")[:256]
+    # `own` narrows an administrator's view to their own namespace (the Instances page).
+    mount = tenant_mount(user.id) if request.query_params.get("own") == "true" else mount_of(user)
+    result = await finish(_broker(request).client_page(mount, text, offset, per_page))
+    return await answer(request, user, result, page, per_page, lambda c: {
+        "id": _client_id(c.session_key), "client_id": c.client_id, "username": c.username,
+        "protocol_version": c.protocol_version, "remote_address": c.remote_address, "listener": c.listener,
+        "tls": c.tls, "keep_alive": c.keep_alive, "connected_at": c.connected_at,
+        "subscriptions": c.subscriptions, "inflight": c.inflight, "queued": c.queued,
+        "messages_in": c.messages_in, "messages_out": c.messages_out,
+        **({"user_id": owner_of(c.mount)} if user.is_admin else {}),
+    }, lambda c: c.mount, tenant_key="user_name")
 
 
 async def kick_client(request: Request) -> JSONResponse:
+    """Disconnect a client (v5: DISCONNECT 0x98) and end its session; the optional `reason` goes to the
+    event log with the name of who kicked it."""
     user = await authenticated(request)
     broker = _broker(request)
+    body = await json_body(request, ("reason",))
+    reason = body.get("reason") or ""
+    if not isinstance(reason, str) or len(reason) > 200:
+        raise ApiError(422, "Validation failed", "The reason must be text of at most 200 characters",
+                       fields={"reason": "Use at most 200 characters."})
     key = _session_key(request.path_params["client"])
-    target = next((s for s in _visible(user, broker.clients()) if s.session_key == key), None)
+    connection_mount = key.partition("\x00")[0] if key is not None and "\x00" in key else ""
+    if key is None or (not user.is_admin and connection_mount != tenant_mount(user.id)):
+        raise ApiError(404, "Not Found", "No such connected client")
+    target = broker.kick_client(key, reason.strip(), user.name)
     if target is None:
         raise ApiError(404, "Not Found", "No such connected client")
-    broker.kick(where=lambda info: info.session_key == key)
     log.info("kicked client %s (user %r) at the request of %s", target.client_id, target.username, user.name)
     return ok({"message": "Client disconnected"})
 
@@ -232,13 +220,9 @@ async def live(request: Request) -> StreamingResponse:
 
 
 def _message(message: WatchedMessage) -> dict[str, Any]:
-    body: dict[str, Any] = {"topic": message.topic, "qos": message.qos, "retain": message.retain,
-                            "time": time.time()}
-    try:
-        body["payload"] = message.payload.decode("utf-8")
-    except UnicodeDecodeError:
-        body["payload_base64"] = base64.b64encode(message.payload).decode()
-    return body
+    # A preview (text, pretty JSON, or hex for binary), never the whole payload as base64.
+    return {"topic": message.topic, "qos": message.qos, "retain": message.retain, "time": time.time(),
+            "payload": preview(message.payload)}
 
 
 routes = [

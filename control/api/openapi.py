@@ -463,6 +463,7 @@ _SCHEMAS: dict[str, Schema] = {
             )
         }
     ),
+    # -- the dashboard's broker console (control/api/dashboard_api.py, control/api/console.py) ------------
     "ConnectedClient": _object(
         {
             "id": {"type": "string", "description": "Opaque id for /clients/{client}/kick."},
@@ -471,15 +472,116 @@ _SCHEMAS: dict[str, Schema] = {
             "protocol_version": {"type": "integer"},
             "remote_address": _nullable({"type": "string"}),
             "listener": _nullable({"type": "string"}),
+            "tls": {"type": "boolean"},
+            "keep_alive": {"type": "integer", "minimum": 0},
             "connected_at": {"type": "number"},
-            "subscriptions": {"type": "array", "items": {"type": "string"}},
+            "subscriptions": {"type": "integer", "minimum": 0, "description": "How many it holds."},
+            "inflight": {"type": "integer", "minimum": 0},
+            "queued": {"type": "integer", "minimum": 0},
+            "messages_in": {"type": "integer", "minimum": 0},
+            "messages_out": {"type": "integer", "minimum": 0},
             "user_id": _nullable({"type": "integer"}),
             "user_name": _nullable({"type": "string"}),
         },
-        ["id", "client_id", "username", "protocol_version", "remote_address", "listener", "connected_at",
-         "subscriptions"],
+        ["id", "client_id", "username", "protocol_version", "remote_address", "listener", "tls", "keep_alive",
+         "connected_at", "subscriptions", "inflight", "queued", "messages_in", "messages_out"],
     ),
-    "ConnectedClientList": _object({"data": {"type": "array", "items": _ref("ConnectedClient")}}),
+    "ConsolePagination": _object(
+        {
+            "total": _nullable({"type": "integer", "minimum": 0}),
+            "per_page": {"type": "integer", "minimum": 1},
+            "current_page": {"type": "integer", "minimum": 1},
+            "more": {"type": "boolean", "description": "Whether a next page exists."},
+        }
+    ),
+    "ConnectedClientList": _object({"data": {"type": "array", "items": _ref("ConnectedClient")},
+                                    "pagination": _ref("ConsolePagination")}),
+    "KickRequest": _object({"reason": {"type": "string", "maxLength": 200}}, []),
+    "SubscriptionList": _object({
+        "data": {"type": "array", "items": _object(
+            {
+                "client_id": {"type": "string"},
+                "topic_filter": {"type": "string"},
+                "qos": {"type": "integer", "minimum": 0, "maximum": 2},
+                "no_local": {"type": "boolean"},
+                "retain_as_published": {"type": "boolean"},
+                "retain_handling": {"type": "integer", "minimum": 0, "maximum": 2},
+                "subscription_id": _nullable({"type": "integer"}),
+                "share_group": _nullable({"type": "string"}),
+                "online": {"type": "boolean"},
+                "tenant": _nullable({"type": "string"}),
+            },
+            ["client_id", "topic_filter", "qos", "no_local", "retain_as_published", "retain_handling",
+             "subscription_id", "share_group", "online"],
+        )},
+        "pagination": _ref("ConsolePagination"),
+    }),
+    "SharedGroupList": _object({
+        "data": {"type": "array", "items": _object(
+            {
+                "group": {"type": "string"},
+                "topic_filter": {"type": "string"},
+                "members": {"type": "array", "items": {"type": "string"}},
+                "online": {"type": "integer", "minimum": 0},
+                "tenant": _nullable({"type": "string"}),
+            },
+            ["group", "topic_filter", "members", "online"],
+        )},
+        "pagination": _ref("ConsolePagination"),
+    }),
+    "PayloadPreview": _object(
+        {
+            "format": {"enum": ["text", "json", "binary", "empty"]},
+            "size": {"type": "integer", "minimum": 0},
+            "text": {"type": "string", "description": "Text, pretty-printed JSON, or hex of the first bytes."},
+            "truncated": {"type": "boolean"},
+        }
+    ),
+    "RetainedList": _object({
+        "data": {"type": "array", "items": _object(
+            {
+                "topic": {"type": "string"},
+                "qos": {"type": "integer", "minimum": 0, "maximum": 2},
+                "payload": _ref("PayloadPreview"),
+                "stored_at": {"type": "number"},
+                "age_seconds": {"type": "number", "minimum": 0},
+                "expires_at": _nullable({"type": "number"}),
+                "tenant": _nullable({"type": "string"}),
+            },
+            ["topic", "qos", "payload", "stored_at", "age_seconds", "expires_at"],
+        )},
+        "pagination": _ref("ConsolePagination"),
+    }),
+    "RetainedDeleted": _object({"message": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0}}),
+    "EventList": _object({
+        "data": {"type": "array", "items": _object(
+            {
+                "id": {"type": "integer"},
+                "time": {"type": "number"},
+                "kind": {"enum": ["connected", "refused", "disconnected", "kicked"]},
+                "client_id": {"type": "string"},
+                "username": _nullable({"type": "string"}),
+                "address": {"type": "string"},
+                "reason_code": _nullable({"type": "integer"}),
+                "reason": {"type": "string", "description": "The reason code in words."},
+                "detail": {"type": "string"},
+                "tenant": _nullable({"type": "string"}),
+            },
+            ["id", "time", "kind", "client_id", "username", "address", "reason_code", "reason", "detail"],
+        )},
+        "pagination": _ref("ConsolePagination"),
+    }),
+    "StatsHistory": _object({"data": _object({
+        "interval": {"type": "number"},
+        "span": {"type": "number"},
+        "points": {"type": "array", "items": _object({
+            "time": {"type": "number"},
+            "messages_in": {"type": "number", "description": "Per second over the interval."},
+            "messages_out": {"type": "number"},
+            "dropped": _nullable({"type": "number"}),
+            "connections": {"type": "integer"},
+        })},
+    })}),
 }
 
 
@@ -533,6 +635,8 @@ def _query(name: str, schema: Schema, description: str, required: bool = False) 
 
 
 _PAGE = _query("page", {"type": "integer", "minimum": 1, "maximum": _INT32_MAX, "default": 1}, "Page number.")
+_PER_PAGE = _query("per_page", {"type": "integer", "minimum": 1, "maximum": 500}, "Rows per page.")
+_SEARCH = _query("q", {"type": "string", "maxLength": 256}, "Text to look for.")
 _PROJECT_FILTER = _query("project_id", {"type": "integer", "minimum": 1, "maximum": _INT32_MAX},
                          "The project (required).", required=True)
 
@@ -773,18 +877,52 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ),
     ("GET", "/api/v1/clients"): _op(
         "listClients", "Connected MQTT clients of the caller's namespace (administrators: all)", "broker",
-        {"200": _json(_ref("ConnectedClientList"), "Connected clients, oldest connection first.")}, ("503",),
+        {"200": _json(_ref("ConnectedClientList"), "One page of connected clients, oldest connection first.")},
+        ("422", "503"), params=[_PAGE, _PER_PAGE, _SEARCH,
+                                _query("own", {"enum": ["true", "false"]}, "Only the caller's own namespace.")],
     ),
     ("POST", "/api/v1/clients/{client}/kick"): _op(
         "kickClient", "Disconnect a connected client and end its session", "broker",
-        {"200": _json(_ref("Deleted"), "Disconnected.")}, ("404", "503"),
+        {"200": _json(_ref("Deleted"), "Disconnected.")}, ("404", "503", *_BODY_ERRORS), body="KickRequest",
         params=[{"name": "client", "in": "path", "required": True, "schema": {"type": "string"},
                  "description": "A client's `id` from GET /api/v1/clients."}],
+    ),
+    ("GET", "/api/v1/subscriptions"): _op(
+        "listSubscriptions", "Subscriptions of the caller's sessions (administrators: all)", "broker",
+        {"200": _json(_ref("SubscriptionList"), "One page of subscriptions.")}, ("422", "503"),
+        params=[_PAGE, _PER_PAGE, _SEARCH],
+    ),
+    ("GET", "/api/v1/shared-subscriptions"): _op(
+        "listSharedSubscriptions", "Shared subscription groups with their members", "broker",
+        {"200": _json(_ref("SharedGroupList"), "One page of groups.")}, ("422", "503"), params=[_PAGE, _PER_PAGE],
+    ),
+    ("GET", "/api/v1/retained"): _op(
+        "listRetained", "Retained messages on a filter, with payload previews", "broker",
+        {"200": _json(_ref("RetainedList"), "One page of retained messages.")}, ("422", "503"),
+        params=[_PAGE, _PER_PAGE, _query("filter", {"type": "string", "default": "#"},
+                                         "An MQTT topic filter (administrators may name $ topics).")],
+    ),
+    ("DELETE", "/api/v1/retained"): _op(
+        "deleteRetained", "Delete the retained messages on a filter (a topic name: that one)", "broker",
+        {"200": _json(_ref("RetainedDeleted"), "How many were deleted.")}, ("400", "422", "503"),
+        params=[_query("filter", {"type": "string"}, "An MQTT topic filter or topic name.", required=True)],
+    ),
+    ("GET", "/api/v1/events"): _op(
+        "listEvents", "Recent connection, refusal, disconnection and kick events, newest first", "broker",
+        {"200": _json(_ref("EventList"), "One page of events.")}, ("422", "503"),
+        params=[_PAGE, _PER_PAGE, _SEARCH,
+                _query("kind", {"enum": ["connected", "refused", "disconnected", "kicked"]}, "One kind only.")],
+    ),
+    ("GET", "/api/v1/stats/history"): _op(
+        "statsHistory", "The last hour, one point per interval: the broker's (administrators) or the caller's "
+        "namespace's (drops are null: not counted per tenant)", "broker",
+        {"200": _json(_ref("StatsHistory"), "Rates per second and connections.")}, ("503",),
     ),
     ("GET", "/api/v1/live"): _op(
         "liveMessages", "Server-sent events: messages on a filter inside the caller's namespace", "broker",
         {"200": {"description": "An event stream: `ready`, then `message` events ({topic, qos, retain, time, "
-                                "payload or payload_base64}) and `dropped` ({count}) when the reader is slow.",
+                                "payload: {format, size, text, truncated}}) and `dropped` ({count}) when the "
+                                "reader is slow.",
                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
         ("422", "429", "503"),
         params=[_query("filter", {"type": "string", "default": "#"}, "An MQTT topic filter (no $ topics).")],

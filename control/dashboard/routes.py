@@ -4,7 +4,8 @@ Everything else the page does goes through the public REST API (`/v1/mqtt`, `/ap
 the session cookie set here instead of an API key (`control/api/common.py::authenticated`).
 
     GET    /                          the page (static HTML; the script draws each view)
-    GET    /dashboard/static/{file}   its script and style sheet
+    GET    /dashboard/static/{file}   its scripts, style sheet, icon and vendored MQTT.js (static/vendor/)
+    GET    /favicon.ico               the icon, for browsers that ask there whatever the page says
     POST   /dashboard/session         sign in: {"name", "password"} -> cookie + {"user", "csrf_token"}
     GET    /dashboard/session         who is signed in: {"user", "csrf_token"}, or 401
     DELETE /dashboard/session         sign out (needs the X-CSRF-Token header)
@@ -51,6 +52,11 @@ def _store(request: Request) -> SessionStore:
 
 async def page(request: Request) -> Response:
     return FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+
+async def favicon(request: Request) -> Response:
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                        headers={"Cache-Control": "max-age=86400"})
 
 
 def _same_origin(request: Request) -> bool:
@@ -122,6 +128,7 @@ async def sign_out(request: Request) -> JSONResponse:
 
 routes: list[BaseRoute] = [
     Route("/", page, methods=["GET"]),
+    Route("/favicon.ico", favicon, methods=["GET"]),
     Route("/dashboard/session", sign_in, methods=["POST"]),
     Route("/dashboard/session", whoami, methods=["GET"]),
     Route("/dashboard/session", sign_out, methods=["DELETE"]),

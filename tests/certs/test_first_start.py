@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import http.client
 import json
-import queue
-import signal
+import os
 import ssl
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,72 +21,40 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from certs.store import CertificateError, CertificateStore
+from tests.dist_helpers import ServeProcess
 
 TIMEOUT = 30.0
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/PID/maps")
 
 
-class Server:
-    """`roost serve` in a process of its own, its JSON log lines read by a thread."""
-
-    def __init__(self, config: Path) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "control.cli", "serve", "--config", str(config)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def next_message(self) -> dict[str, str]:
-        """The next log entry; fails if the server ends or says nothing for TIMEOUT seconds."""
-        line = self.lines.get(timeout=TIMEOUT)
-        assert line is not None, f"roost serve ended (status {self.process.wait(TIMEOUT)})"
-        return json.loads(line)
-
-    def wait_started(self) -> int:
-        """Wait for the "started" line; the HTTP port it names."""
-        while True:
-            message = self.next_message()["message"]
-            if message.startswith("Roost ") and " started: " in message:
-                return int(message.split("HTTP on 127.0.0.1:")[1].split(",")[0])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(TIMEOUT)
+def _serve(config: Path) -> ServeProcess:
+    """`roost serve` in a process of its own, from this checkout, its JSON log lines read by a thread."""
+    return ServeProcess([sys.executable, "-m", "control.cli", "serve", "--config", str(config)], dict(os.environ),
+                        timeout=TIMEOUT)
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[[], Server]]:
-    """Start `roost serve` on free ports with its data in `tmp_path / "data"`; stopped after the test."""
+def start(tmp_path: Path) -> Iterator[Callable[..., ServeProcess]]:
+    """Start `roost serve` on free ports with its data in `tmp_path / "data"`; stopped after the test.
+    `https=True` (the default) serves HTTPS on the HTTP port, which needs Roost's own server certificate."""
     config = tmp_path / "roost.toml"
-    config.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n'
-        '[mqtt]\nhost = "127.0.0.1"\nport = 0\n'
-        '[http]\nhost = "127.0.0.1"\nport = 0\n'
-        '[tls]\nport = 0\nhttps = true\n'  # HTTPS on the HTTP port: Roost's own server certificate is needed
-        '[log]\nformat = "json"\n'
-    )
-    started: list[Server] = []
+    started: list[ServeProcess] = []
 
-    def factory() -> Server:
-        started.append(Server(config))
+    def factory(https: bool = True) -> ServeProcess:
+        config.write_text(
+            f'data_dir = "{tmp_path / "data"}"\n'
+            '[mqtt]\nhost = "127.0.0.1"\nport = 0\n'
+            '[http]\nhost = "127.0.0.1"\nport = 0\n'
+            f'[tls]\nport = 0\nhttps = {str(https).lower()}\n'
+            '[log]\nformat = "json"\n'
+        )
+        started.append(_serve(config))
         return started[-1]
 
     yield factory
     for server in started:
-        server.stop()
+        server.kill()
 
 
 def _mapped_files(pid: int) -> set[str]:
@@ -98,10 +63,10 @@ def _mapped_files(pid: int) -> set[str]:
 
 
 def test_first_start_makes_a_ca_and_server_certificate_without_loading_cryptography(
-    start: Callable[[], Server], tmp_path: Path
+    start: Callable[[], ServeProcess], tmp_path: Path
 ) -> None:
     serve = start()
-    http_port = serve.wait_started()
+    _, http_port = serve.wait_started()
 
     loaded = [path for path in _mapped_files(serve.process.pid) if "cryptography" in path or "_cffi" in path]
     assert loaded == [], "the serving process loaded cryptography"
@@ -127,8 +92,28 @@ def test_first_start_makes_a_ca_and_server_certificate_without_loading_cryptogra
         connection.close()
 
 
+def test_no_certificate_is_made_while_tls_is_off_until_the_ca_is_asked_for(
+    start: Callable[..., ServeProcess], tmp_path: Path
+) -> None:
+    serve = start(https=False)
+    _, http_port = serve.wait_started()
+    assert not (tmp_path / "data" / "certs").exists()
+
+    connection = http.client.HTTPConnection("127.0.0.1", http_port, timeout=TIMEOUT)
+    try:
+        connection.request("GET", "/api/v1/ca.pem")
+        response = connection.getresponse()
+        pem = response.read()
+    finally:
+        connection.close()
+    assert response.status == 200
+    assert pem == (tmp_path / "data" / "certs" / "ca.pem").read_bytes()
+    assert x509.load_pem_x509_certificate(pem).extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert not (tmp_path / "data" / "certs" / "server.pem").exists()  # no server certificate: nothing serves TLS
+
+
 def test_start_stops_with_the_reason_when_the_certificates_cannot_be_made(
-    start: Callable[[], Server], tmp_path: Path
+    start: Callable[[], ServeProcess], tmp_path: Path
 ) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "certs").write_text("a file where the certificate folder should be")

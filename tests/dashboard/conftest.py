@@ -7,6 +7,7 @@ test-artifacts/dashboard/ (gitignored).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import RoostThread
+from tests.helpers import PahoClient, RoostThread
 from tests.tenant_helpers import Tenant, make_tenant
 
 CHROMIUM = "/usr/bin/chromium"
@@ -71,3 +72,26 @@ def new_page(browser: Any, dashboard_roost: RoostThread) -> Iterator[Callable[..
 def screenshot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+class Fleet:
+    """One tenant's connected clients, each with a subscription, a shared one and a retained message,
+    every name carrying the tenant's mark."""
+
+    def __init__(self, tenant: Tenant, mark: str, count: int = 3) -> None:
+        self.tenant = tenant
+        self.mark = mark
+        credentials = tenant.instance()
+        self.clients: list[PahoClient] = []
+        for n in range(count):
+            client = tenant.client(credentials, client_id=f"{mark}-c{n}").connect()
+            self.clients.append(client)
+            client.subscribe(f"{mark}/in/{n}", qos=1)
+            client.subscribe(f"$share/{mark}-group/{mark}/work", qos=1)
+            client.publish(f"{mark}/state/{n}", f"{mark} payload {n}".encode(), qos=1, retain=True)
+        self.clients[0].publish(f"{mark}/json", json.dumps({"mark": mark, "n": [1, 2]}).encode(), qos=1, retain=True)
+        self.clients[0].publish(f"{mark}/binary", b"\xff\x00" * 7000, qos=1, retain=True)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()

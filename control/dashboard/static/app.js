@@ -1,6 +1,12 @@
-// Roost dashboard: one ES module, no build step, no library. Every view calls the public REST API
+// Roost dashboard: ES modules, no build step; the one library is MQTT.js, vendored, for the MQTT client
+// page. Every view calls the public REST API
 // (/v1/mqtt, /api/v1) with the session cookie; changes carry the session's CSRF token in X-CSRF-Token.
-// Untrusted text is only ever set as textContent, never as HTML.
+// Untrusted text is only ever set as textContent, never as HTML. The broker console's pages live in their
+// own modules and get this module's helpers as `ui` (defined below the views).
+
+import { chartsView, timeChart } from "./charts.js";
+import { bridgesView, clientsView, eventsView, payloadView, retainedView, subscriptionsView } from "./console.js";
+import { mqttClientView } from "./mqttclient.js";
 
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
@@ -26,9 +32,13 @@ function h(tag, props = {}, ...children) {
   return node;
 }
 
+// Says what an action did, to screen readers and on the screen (a toast at the bottom, for a few seconds).
+let toastTimer = null;
 function announce(text) {
   statusRegion.textContent = "";
+  clearTimeout(toastTimer);
   setTimeout(() => { statusRegion.textContent = text; }, 50);
+  toastTimer = setTimeout(() => { statusRegion.textContent = ""; }, 8000);
 }
 
 let uid = 0;
@@ -234,6 +244,8 @@ function secrets(pairs) {
 }
 
 function table(caption, headers, rows, empty) {
+  // Each cell knows its column's name: on a phone a row is shown as a card of labelled values.
+  for (const row of rows) [...row.children].forEach((cell, i) => { if (headers[i]) cell.dataset.label = headers[i]; });
   return h("div", { class: "table-wrap" }, h("table", {},
     h("caption", { class: "visually-hidden" }, caption),
     h("thead", {}, h("tr", {}, headers.map((text) => h("th", { scope: "col" }, text)))),
@@ -262,11 +274,9 @@ function page(title, ...content) {
 
 async function overview() {
   const cards = h("div", { class: "cards" });
-  const chart = h("div", { class: "chart panel" });
+  const chart = h("div");
   const alert = viewAlert();
-  page("Overview", alert, cards, h("h2", {}, "Messages per second"), chart);
-  const history = [];
-  let previous = null;
+  page("Overview", alert, cards, chart);
   const card = (label, value, extra) => h("div", { class: "card" },
     h("div", { class: "label" }, label), h("div", { class: "value", "data-card": label }, value), extra);
   every(2000, async () => {
@@ -275,15 +285,6 @@ async function overview() {
     catch (problem) { alert.show(problem); throw problem; }
     const mine = body.user;
     const admin = body.broker;
-    // Admins see the whole broker; everyone else what their own clients published and were sent.
-    const counts = admin ? [admin.messages_received, admin.messages_sent] : [mine.messages_this_hour, mine.messages_sent];
-    if (previous) {
-      const seconds = Math.max(body.time - previous.time, 0.001);
-      const rate = (now, before) => now === null ? null : Math.max(now - before, now < before ? now : 0) / seconds;
-      history.push([rate(counts[0], previous.counts[0]), rate(counts[1], previous.counts[1])]);
-      if (history.length > 60) history.shift();
-    }
-    previous = { time: body.time, counts };
     const quota = mine.messages_per_hour
       ? h("progress", { max: mine.messages_per_hour, value: mine.messages_this_hour, "aria-label": "Quota used this hour" })
       : null;
@@ -296,48 +297,13 @@ async function overview() {
       card("Uptime", duration(body.uptime_seconds)),
       card("Version", `Roost ${body.version}`),
     );
-    drawChart(chart, history, !!admin);
+    // The server keeps the last hour (the broker's for administrators, the user's own namespace's for
+    // others), so a reload shows it; the Charts page has more.
+    const points = (await api("GET", "/api/v1/stats/history")).data.points;
+    chart.replaceChildren(timeChart({ title: "Messages per second", span: 3600, now: body.time,
+      series: [{ label: admin ? "In" : "Published by your clients", cls: "s1", values: points.map((p) => [p.time, p.messages_in]) },
+               { label: admin ? "Out" : "Sent to your clients", cls: "s2", values: points.map((p) => [p.time, p.messages_out]) }] }));
   });
-}
-
-function drawChart(container, history, both) {
-  const width = 600, height = 180, pad = 4;
-  const values = history.flatMap(([a, b]) => [a, b]).filter((v) => v !== null);
-  const top = Math.max(1, ...values) * 1.2;
-  const path = (index) => history.map((point, i) => {
-    const x = pad + (i * (width - 2 * pad)) / 59;
-    const y = height - pad - ((point[index] || 0) * (height - 2 * pad)) / top;
-    return `${i ? "L" : "M"}${x.toFixed(1)},${y.toFixed(1)}`;
-  }).join(" ");
-  const last = history[history.length - 1] || [0, 0];
-  const inText = both ? "in" : "published by your clients";
-  const summary = `Messages per second, last two minutes: now ${(last[0] || 0).toFixed(1)} ${inText}` +
-    (both ? `, ${(last[1] || 0).toFixed(1)} out` : "") + `. Scale up to ${top.toFixed(1)}.`;
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  svg.setAttribute("preserveAspectRatio", "none");
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", summary);
-  for (let i = 1; i < 4; i++) {
-    const line = document.createElementNS(ns, "line");
-    const y = (height * i) / 4;
-    Object.entries({ x1: 0, x2: width, y1: y, y2: y, class: "grid" }).forEach(([k, v]) => line.setAttribute(k, v));
-    svg.append(line);
-  }
-  const series = both ? [["in", 0], ["out", 1]] : [["in", 0]];
-  for (const [name, index] of series) {
-    if (history.length < 2) break;
-    const p = document.createElementNS(ns, "path");
-    p.setAttribute("d", path(index));
-    p.setAttribute("class", name);
-    svg.append(p);
-  }
-  const legend = h("div", { class: "legend" },
-    h("span", { class: "swatch-in" }, `${both ? "In" : "Published by your clients"}: ${(last[0] || 0).toFixed(1)}/s`),
-    both && h("span", { class: "swatch-out" }, `Out: ${(last[1] || 0).toFixed(1)}/s`),
-    h("span", { class: "muted" }, `scale 0–${top.toFixed(1)}/s`));
-  container.replaceChildren(svg, legend);
 }
 
 async function instances() {
@@ -415,7 +381,7 @@ async function instances() {
   }
 
   try { await load(); } catch (problem) { alert.show(problem); }
-  every(2000, async () => { clients = (await api("GET", "/api/v1/clients")).data; paintClients(); });
+  every(2000, async () => { clients = (await api("GET", "/api/v1/clients?own=true&per_page=500")).data; paintClients(); });
 }
 
 function credentials(instance) {
@@ -581,9 +547,7 @@ async function live() {
       source.addEventListener("ready", () => { state.textContent = `Watching ${filter}`; state.dataset.state = "watching"; });
       source.addEventListener("message", (event) => {
         const m = JSON.parse(event.data);
-        const payload = m.payload !== undefined ? m.payload : `(binary, base64) ${m.payload_base64}`;
-        messages.prepend(h("li", {}, h("span", { class: "topic" }, m.topic),
-          h("span", { class: "payload" }, payload),
+        messages.prepend(h("li", {}, h("span", { class: "topic" }, m.topic), payloadView(h, m.payload),
           h("span", { class: "muted" }, `${new Date(m.time * 1000).toLocaleTimeString()} · QoS ${m.qos}${m.retain ? " · retained" : ""}`)));
         while (messages.children.length > 200) messages.lastChild.remove();
       });
@@ -615,12 +579,16 @@ async function live() {
         submit: "Publish",
         onSubmit: async (values) => {
           const [projectId, topicId] = values.topic_id.split(":").map(Number);
+          const topic = choices.find(([value]) => value === values.topic_id)[1];
           await api("POST", "/api/v1/messages", { project_id: projectId, topic_id: topicId, payload: values.payload,
                                                   qos: Number(values.qos), retained: values.retained });
-          announce("Message published");
+          const text = `Published to ${topic}${values.retained ? " (retained)" : ""} at ${new Date().toLocaleTimeString()}.`;
+          publishedNote.replaceChildren(h("p", { class: "notice", "data-published": topic }, text));
+          announce(text);
         },
       });
-      publishArea.replaceChildren(h("section", { class: "panel", "aria-label": "Publish" }, publishForm));
+      const publishedNote = h("div", { "aria-live": "polite" });
+      publishArea.replaceChildren(h("section", { class: "panel", "aria-label": "Publish" }, publishForm, publishedNote));
     }
   } catch (problem) { alert.show(problem); }
 }
@@ -702,6 +670,11 @@ async function users() {
         onSubmit: async (values) => { await api("PUT", `/api/v1/users/${user.id}`, { plan: values.plan }); announce("Plan saved"); } });
       const active = h("input", { type: "checkbox", checked: user.is_active, "aria-label": `${user.name} is active`,
         onchange: async () => {
+          if (!active.checked && !await confirmDialog(`Deactivate ${user.name}?`,
+            "Their API keys and MQTT credentials stop working and their clients are disconnected until they are activated again.", "Deactivate")) {
+            active.checked = true;
+            return;
+          }
           try { await api("PUT", `/api/v1/users/${user.id}`, { is_active: active.checked }); announce(active.checked ? "User activated" : "User deactivated"); }
           catch (problem) { active.checked = !active.checked; alert.show(problem); }
         } });
@@ -716,25 +689,6 @@ async function users() {
     }), "No user."));
   }
   try { await load(); } catch (problem) { alert.show(problem); }
-}
-
-async function clients() {
-  const alert = viewAlert();
-  const list = h("div");
-  page("Connected clients", h("p", { class: "muted" }, "Every tenant's connected MQTT clients, refreshed every few seconds."), alert, list);
-  every(2000, async () => {
-    const body = await api("GET", "/api/v1/clients");
-    list.replaceChildren(table("Connected clients", ["Client id", "User name", "Tenant", "Address", "Since", "Actions"], body.data.map((c) => {
-      const kick = h("button", { type: "button", class: "danger", "aria-label": `Kick ${c.client_id || c.username}`,
-        onclick: async () => {
-          if (!await confirmDialog(`Kick ${c.client_id}?`, "It is disconnected now and its session ends; it may connect again.", "Kick")) return;
-          try { await api("POST", `/api/v1/clients/${c.id}/kick`); announce("Client disconnected"); }
-          catch (problem) { alert.show(problem); }
-        } }, "Kick");
-      return h("tr", { "data-client": c.client_id }, h("td", {}, h("code", {}, c.client_id)), h("td", {}, c.username || "(anonymous)"),
-        h("td", {}, c.user_name || "(none)"), h("td", {}, c.remote_address), h("td", {}, when(c.connected_at)), h("td", {}, kick));
-    }), "No client is connected."));
-  });
 }
 
 // -- signing in and out, navigation --------------------------------------------------------------------
@@ -765,14 +719,24 @@ function signInView(message) {
   signIn.inputs.name.focus();
 }
 
+// What the console's modules get of this one.
+const ui = { h, api, page, form, table, every, when, announce, confirmDialog, viewAlert, explain, nextId, session,
+             Problem, onLeave: (stop) => cleanups.push(stop) };
+
 const VIEWS = [
   ["#/", "Overview", overview],
   ["#/instances", "Instances", instances],
   ["#/projects", "Projects", projects],
   ["#/live", "Live messages", live],
+  ["#/clients", "Clients", () => clientsView(ui)],
+  ["#/subscriptions", "Subscriptions", () => subscriptionsView(ui)],
+  ["#/retained", "Retained", () => retainedView(ui)],
+  ["#/mqtt-client", "MQTT client", () => mqttClientView(ui, payloadView)],
+  ["#/events", "Events", () => eventsView(ui)],
+  ["#/charts", "Charts", () => chartsView(ui)],
+  ["#/bridges", "Bridges", () => bridgesView(ui), true],
   ["#/api-keys", "API keys", apiKeys],
   ["#/admin/users", "Users", users, true],
-  ["#/admin/clients", "Clients", clients, true],
 ];
 
 function signedIn(data) {
