@@ -4,7 +4,8 @@ As uvicorn's `h11_impl.py` is to h11: `data_received` hands the bytes and the lo
 `broker.engine.Connection`, and the shell does only what needs the loop: write what the engine queued,
 once per loop iteration (coalesced writes), arm one timer at the engine's next deadline, pause reading while
 the transport's buffer is above its high-water mark (the engine is then `congested`), and close, lingering
-after a server DISCONNECT.
+after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
+pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
 
 A lingering close: the write side is shut (TCP's FIN, after the DISCONNECT), and what the client still sends
 is read and discarded for at most `LINGER_SECONDS`, then the socket closes. Closing at once while the
@@ -19,7 +20,7 @@ import asyncio
 import logging
 from typing import cast
 
-from broker.engine import LINGER, Connection
+from broker.engine import CLOSE, LINGER, Connection
 from broker.registry import ServerState
 
 __all__ = ["LINGER_SECONDS", "MQTTConnection"]
@@ -46,6 +47,8 @@ class MQTTConnection(asyncio.Protocol):
         self._closing = False
         self._reading_paused = False
         self._yielding = False
+        # Admitted to the pre-authentication budget and not released yet: each read is reported to it.
+        self._pending = False
         # Resolved when the network connection is gone; shutdown awaits these.
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -70,11 +73,23 @@ class MQTTConnection(asyncio.Protocol):
             self._closing = True
             self.transport.close()
             return
+        if not self.server.preauth.admit(self):
+            # Too many connections are still in CONNECT, or they hold too much: closed at once, counted.
+            log.info("refused a connection from %s: %d connections already await their CONNECT",
+                     engine.remote_address, len(self.server.preauth))
+            engine.refuse_pending()
+            self._close(CLOSE)
+            return
+        self._pending = True
         self._arm()
 
     def data_received(self, data: bytes) -> None:
         engine = self.engine
         engine.receive_data(data, self._loop.time())
+        if self._pending:
+            self._hold_pending()
+            if self._closing:
+                return
         if engine.rearm:
             engine.rearm = False
             self._arm()
@@ -85,6 +100,21 @@ class MQTTConnection(asyncio.Protocol):
             self._yielding = True
             self.transport.pause_reading()  # type: ignore[union-attr]
             self._loop.call_soon(self._end_yield)
+
+    def _hold_pending(self) -> None:
+        """Report what the engine buffers before its CONNECT is handled; once it is (accepted or refused),
+        leave the budget. A connection that takes the pending ones over `max_pending_bytes` is closed."""
+        held = self.engine.pending_bytes
+        preauth = self.server.preauth
+        if held is None:
+            self._pending = False
+            preauth.release(self)
+        elif not preauth.hold(self, held):
+            self._pending = False
+            log.info("closed %s: connections awaiting CONNECT hold more than max_pending_bytes",
+                     self.engine.remote_address)
+            self.engine.refuse_pending()
+            self._close(CLOSE)
 
     def _end_yield(self) -> None:
         self._yielding = False

@@ -14,6 +14,7 @@ The broker knows no connection class: what it calls on a connected client is `De
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -24,6 +25,7 @@ from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
 from broker.events import EventLog
 from broker.hooks import ClientInfo, Grant, HookChain
+from broker.limits import will_refusal
 from broker.persistence import Persistence
 from broker.qos import QosFlows
 from broker.receivers import DeliveryReceiver
@@ -32,10 +34,14 @@ from broker.routing import Routing
 from broker.session import NEVER_EXPIRES, Delivery, Message, Session, SubscriptionRecord
 from broker.settings import BrokerSettings
 from broker.stats import Stats
+from broker.tenants import CLIENT_SUBSCRIPTIONS, TENANT_CONNECTIONS, TENANT_SUBSCRIPTIONS, TenantIndex
 from broker.topic_match import topic_matches
 from broker.topic_tree import SubscriptionTree
 
-__all__ = ["Broker", "SubscribeOutcome"]
+__all__ = ["Broker", "Broken", "SubscribeOutcome"]
+
+# Told of a stored record (kind "session" or "retained", its key) that raised while being restored.
+Broken = Callable[[str, str, Exception], None]
 
 log = logging.getLogger("roost.broker")
 
@@ -72,6 +78,9 @@ class Broker(Routing):
         self.stats = Stats()
         # Receivers that hold a publisher's acknowledgement until they have the message on disk (bridges).
         self.ack_holds = AckHolds()
+        # Sessions, connections and subscriptions per tenant mount: limits and access changes cost what
+        # they touch (broker/tenants.py).
+        self.tenants = TenantIndex()
         # The connection events the engine reports, for the dashboard's Events page (broker/events.py).
         self.events = EventLog(wall=self.clock.time)
         self.started_at = self.clock.time()
@@ -100,6 +109,7 @@ class Broker(Routing):
         session = self.sessions.get(key)
         if old_connection is not None:
             self.stats.clients_connected -= 1
+            self.tenants.connected(client.mount, -1)
             old_will = old_connection.taken_over()
             # The old connection ended without DISCONNECT: its will goes now, unless it has a delay and the
             # session continues, in which case the new connection cancels it [MQTT-3.1.3-9].
@@ -116,6 +126,7 @@ class Broker(Routing):
         if session is None:
             session = Session(key)
             self.sessions[key] = session
+            self.tenants.add_session(client.mount, key)
         session.expiry_interval = expiry
         session.client = client
         session.disconnected_at = None
@@ -124,6 +135,7 @@ class Broker(Routing):
         # Counted here and in detach, not as len(connections): the control plane's internal watchers
         # (BrokerService.watch) sit in that dict too and are not clients.
         self.stats.clients_connected += 1
+        self.tenants.connected(client.mount, 1)
         return session, present
 
     def _persist_attached(self, session: Session, will: Will | None) -> None:
@@ -157,6 +169,7 @@ class Broker(Routing):
         if self.connections.get(session.key) is connection:
             del self.connections[session.key]
             self.stats.clients_connected -= 1
+            self.tenants.connected(_mount(session), -1)
         if self.sessions.get(session.key) is not session:
             return  # Already replaced (clean-start takeover) or removed (kicked).
         session.disconnected_at = self.clock.time()
@@ -210,9 +223,12 @@ class Broker(Routing):
         if session.durable:
             session.durable = False
             self.persistence.session_removed(session)
+        mount = _mount(session)
+        self.tenants.subscribed(mount, -len(session.subscriptions))
         session.subscriptions.clear()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
+            self.tenants.remove_session(mount, session.key)
 
     def remove_session(self, key: str) -> bool:
         """End a session now, whether or not its client is connected (used by kicks and revokes)."""
@@ -226,7 +242,7 @@ class Broker(Routing):
         self._discard_session(session)
         return True
 
-    def restore(self, sessions: Iterable[Session], retained: Iterable[Message]) -> None:
+    def restore(self, sessions: Iterable[Session], retained: Iterable[Message], broken: Broken | None = None) -> None:
         """Take back what a store kept from the last run, before any client connects; then the caller may
         remove what is no longer allowed (revoked credentials) and calls `resume_timers()`.
 
@@ -234,64 +250,114 @@ class Broker(Routing):
         sets the restart time for a session whose client was connected when the process died, and turns
         the will of that connection into a pending will: the connection ended without DISCONNECT
         [MQTT-3.1.2-8]).
+
+        A session or retained message that raises while it is put back is left out, logged, and handed to
+        `broken(kind, key, exception)` (the store moves it aside): stored state never stops a start.
         """
         now = self.clock.time()
         for message in retained:
-            if message.expired(now):
-                self.persistence.retained_removed(message.topic)
-            else:
-                self.retained.set(message.topic, message)
+            try:
+                if message.expired(now):
+                    self.persistence.retained_removed(message.topic)
+                else:
+                    self.retained.set(message.topic, message)
+            except Exception as exc:
+                with contextlib.suppress(Exception):  # it may be half in
+                    self.retained.delete(message.topic)
+                self._broken(broken, "retained", message.topic, exc)
         restored = 0
         for session in sessions:
+            try:
+                self.sessions[session.key] = session
+                for record in session.subscriptions.values():
+                    if session.client is not None:
+                        # Not stored: whether the ACL grants the filter whole or in part, asked again now.
+                        grant = self.hooks.authorize_subscribe(
+                            session.client, unmount_filter(record.topic_filter, session.client.mount)
+                        )
+                        record.partial = grant is Grant.PARTIAL
+                    group, plain = parse_shared(record.topic_filter)
+                    self.subscriptions.subscribe(plain, session.key, record, group)
+            except Exception as exc:
+                self._forget(session)
+                self._broken(broken, "session", session.key, exc)
+                continue
             restored += 1
-            self.sessions[session.key] = session
-            for record in session.subscriptions.values():
-                if session.client is not None:
-                    # Not stored: whether the ACL grants the filter whole or in part, asked again now.
-                    grant = self.hooks.authorize_subscribe(
-                        session.client, unmount_filter(record.topic_filter, session.client.mount)
-                    )
-                    record.partial = grant is Grant.PARTIAL
-                group, plain = parse_shared(record.topic_filter)
-                self.subscriptions.subscribe(plain, session.key, record, group)
+            self.tenants.add_session(_mount(session), session.key)
+            self.tenants.subscribed(_mount(session), len(session.subscriptions))
         self.stats.subscriptions = len(self.subscriptions)
         self.stats.retained = len(self.retained)
         if restored or len(self.retained):
             log.info("restored %d sessions and %d retained messages", restored, len(self.retained))
 
-    def resume_timers(self) -> None:
+    def resume_timers(self, broken: Broken | None = None) -> None:
         """Start the clocks of the restored sessions: session expiry and will delays count from the moment
         their connection ended, time spent down included [MQTT-3.1.2-23]. What ran out meanwhile happens
-        now, after every session is in place, so that a will published now reaches restored subscribers."""
+        now, after every session is in place, so that a will published now reaches restored subscribers.
+        A session whose will or expiry raises now is removed and handed to `broken` (see `restore`)."""
         now = self.clock.time()
         for session in list(self.sessions.values()):
             if session.key in self.connections or session.disconnected_at is None:
                 continue
             if session.will_timer is not None or session.expiry_timer is not None:
                 continue
-            elapsed = max(0.0, now - session.disconnected_at)
-            expiry = session.expiry_interval
-            will = session.pending_will
-            if will is not None:
-                due = min(will_delay(will), expiry) - elapsed
-                if due > 0:
-                    session.will_timer = self.clock.call_later(due, self._will_delay_elapsed, session, session.client)
-                else:
-                    self._will_delay_elapsed(session, session.client)
-            if expiry == NEVER_EXPIRES:
-                continue
-            if elapsed >= expiry:
-                self._session_expired(session, session.client)
+            try:
+                self._resume(session, now)
+            except Exception as exc:
+                self._cancel_timers(session, publish_pending_will=False)
+                self._forget(session)
+                self._broken(broken, "session", session.key, exc)
+
+    def _forget(self, session: Session) -> None:
+        """Take a restored session out again without a word to the store (it moves the rows aside)."""
+        for record in session.subscriptions.values():
+            group, plain = parse_shared(record.topic_filter)
+            try:
+                self.subscriptions.unsubscribe(plain, session.key, group)
+            except Exception:  # a filter the trie could not take in is not in it
+                log.debug("could not unsubscribe %r of %r", record.topic_filter, session.key)
+        if self.sessions.get(session.key) is session:
+            del self.sessions[session.key]
+            mount = _mount(session)
+            if session.key in self.tenants.session_keys(mount):
+                self.tenants.remove_session(mount, session.key)
+                self.tenants.subscribed(mount, -len(session.subscriptions))
+        self.stats.subscriptions = len(self.subscriptions)
+
+    @staticmethod
+    def _broken(broken: Broken | None, kind: str, key: str, exc: Exception) -> None:
+        log.error("could not restore the stored %s %r: %s: %s; skipped", kind, key, type(exc).__name__, exc)
+        if broken is not None:
+            broken(kind, key, exc)
+
+    def _resume(self, session: Session, now: float) -> None:
+        """One restored session's clocks (see `resume_timers`)."""
+        assert session.disconnected_at is not None
+        elapsed = max(0.0, now - session.disconnected_at)
+        expiry = session.expiry_interval
+        will = session.pending_will
+        if will is not None:
+            due = min(will_delay(will), expiry) - elapsed
+            if due > 0:
+                session.will_timer = self.clock.call_later(due, self._will_delay_elapsed, session, session.client)
             else:
-                session.expiry_timer = self.clock.call_later(
-                    expiry - elapsed, self._session_expired, session, session.client
-                )
+                self._will_delay_elapsed(session, session.client)
+        if expiry == NEVER_EXPIRES:
+            return
+        if elapsed >= expiry:
+            self._session_expired(session, session.client)
+        else:
+            session.expiry_timer = self.clock.call_later(
+                expiry - elapsed, self._session_expired, session, session.client
+            )
 
     # -- subscriptions --------------------------------------------------------------------------------------
 
     def subscribe(self, session: Session, record: SubscriptionRecord) -> SubscribeOutcome:
         group, plain = parse_shared(record.topic_filter)
         existed = record.topic_filter in session.subscriptions
+        if not existed:
+            self.tenants.subscribed(_mount(session), 1)
         session.subscriptions[record.topic_filter] = record
         self.subscriptions.subscribe(plain, session.key, record, group)
         self.stats.subscriptions = len(self.subscriptions)
@@ -302,12 +368,46 @@ class Broker(Routing):
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
+        self.tenants.subscribed(_mount(session), -1)
         group, plain = parse_shared(topic_filter)
         self.subscriptions.unsubscribe(plain, session.key, group)
         self.stats.subscriptions = len(self.subscriptions)
         if session.durable:
             self.persistence.subscription_removed(session, topic_filter)
         return True
+
+    def subscription_limit(self, session: Session, internal_filter: str) -> str | None:
+        """The limit one more subscription of `session` would go over (counted in `Stats.limit_hits`), or
+        None. O(1): the session's own count and its tenant's (broker/tenants.py). A filter the session
+        already holds replaces its subscription and is never refused."""
+        if internal_filter in session.subscriptions:
+            return None
+        per_client = self.settings.max_subscriptions_per_client
+        if per_client and len(session.subscriptions) >= per_client:
+            return self._limit_hit(CLIENT_SUBSCRIPTIONS)
+        client = session.client
+        if client is not None and client.mount:
+            limit = self.hooks.tenant_limits(client).max_subscriptions
+            if limit and self.tenants.subscriptions(client.mount) >= limit:
+                return self._limit_hit(TENANT_SUBSCRIPTIONS)
+        return None
+
+    def connection_limit(self, client: ClientInfo) -> str | None:
+        """The limit a new connection of `client` would go over (its tenant's connections), or None. A
+        connection that takes over one with the same client id adds none."""
+        if not client.mount or client.session_key in self.connections:
+            return None
+        limit = self.hooks.tenant_limits(client).max_connections
+        if limit and self.tenants.connections(client.mount) >= limit:
+            # Refused with CONNACK 0x97 Quota exceeded (v5) or 3 Server unavailable (3.1.1, v3_connack_code).
+            log.info("refused %s (user %r): the tenant has %d clients connected, its limit", client.client_id,
+                     client.username, limit)
+            return self._limit_hit(TENANT_CONNECTIONS)
+        return None
+
+    def _limit_hit(self, limit: str) -> str:
+        self.stats.limit_hits[limit] += 1
+        return limit
 
     def retained_for(self, topic_filter: str) -> Iterator[Message]:
         """Unexpired retained messages matching a plain filter; expired ones are removed on the way."""
@@ -325,10 +425,21 @@ class Broker(Routing):
         self.stats.retained = len(self.retained)
 
     def publish_will(self, will: Will, client: ClientInfo | None) -> None:
-        """Publish a will message, if its client may still publish to its topic (in its tenant's space)."""
-        if client is not None and not self.hooks.authorize_publish(client, will.topic):
-            log.info("will of %s to %r not authorized; dropped", client.client_id, will.topic)
-            return
+        """Publish a will message as its client's PUBLISH would be: only to a topic it may still publish
+        to (no `$` topic, inside its tenant's space, within the topic limits), and counted against its
+        quota by the publish hook (over it, 0x97, the will is dropped). Checked now, not only at CONNECT:
+        access and quota change while a will waits (and a restored will may predate today's limits).
+        Every will dropped is counted (`stats.wills_dropped` and the drop reasons)."""
+        if client is not None:
+            reason = will_refusal(will, client, self.settings, self.stats, self.hooks)
+            if reason is not None:
+                self.stats.wills_dropped[reason] += 1
+                if reason == "quota":
+                    self.stats.dropped_quota += 1
+                else:
+                    self.stats.dropped_acl += 1
+                log.info("will of %s to %r dropped (%s)", client.client_id, will.topic[:200], reason)
+                return
         properties = will.properties
         expires_at = None
         if properties is not EMPTY_PROPERTIES:
@@ -363,28 +474,59 @@ class Broker(Routing):
 
     # -- administration -------------------------------------------------------------------------------------
 
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         """Ask the hooks again about every subscription of the matching sessions (connected or not) and
         remove those no longer allowed, with the queued deliveries that only they had asked for. Returns
-        how many subscriptions were removed. This is how a narrowed ACL stops deliveries at once."""
-        removed = 0
-        for session in list(self.sessions.values()):
+        how many subscriptions were removed. This is how a narrowed ACL stops deliveries at once.
+        `mounts` limits the work to those tenants' sessions (None: every session)."""
+        return sum(self.revalidate_steps(where, mounts, step=0))
+
+    def revalidate_steps(
+        self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None, step: int = 2_000
+    ) -> Iterator[int]:
+        """`revalidate_subscriptions` in steps: after every `step` subscriptions checked (0: never) it
+        yields how many it removed since the last yield, so that a caller may let the loop run between
+        steps (LiveAccess does: one tenant's 400,000 subscriptions must not stall the others). Sessions
+        that end or change between steps are taken as they are then."""
+        checked = removed = 0
+        for session in self.tenant_sessions(mounts):
             client = session.client
             if client is None or not where(client):
                 continue
             dropped = False
             for internal, record in list(session.subscriptions.items()):
-                grant = self.hooks.authorize_subscribe(client, unmount_filter(internal, client.mount))
-                if not grant:
-                    self.unsubscribe(session, internal)
-                    removed += 1
-                    dropped = True
-                else:
-                    # Narrowed to a part: from now on each message is checked at delivery.
-                    record.partial = grant is Grant.PARTIAL
+                if self.sessions.get(session.key) is not session:
+                    break  # ended (kicked, expired) during an earlier step
+                if session.subscriptions.get(internal) is record:
+                    grant = self.hooks.authorize_subscribe(client, unmount_filter(internal, client.mount))
+                    if not grant:
+                        self.unsubscribe(session, internal)
+                        removed += 1
+                        dropped = True
+                    else:
+                        # Narrowed to a part: from now on each message is checked at delivery.
+                        record.partial = grant is Grant.PARTIAL
+                checked += 1
+                if step and checked % step == 0:
+                    yield removed
+                    removed = 0
             if dropped and session.queue:
                 self._prune_queue(session)
-        return removed
+        yield removed
+
+    def tenant_sessions(self, mounts: Iterable[str] | None = None) -> list[Session]:
+        """The sessions (connected or not) of the tenants with these mount points; every session with None.
+        Found through the tenant index: the cost follows those tenants' sessions, not the broker's."""
+        if mounts is None:
+            return list(self.sessions.values())
+        sessions = self.sessions
+        found = []
+        for mount in mounts:
+            for key in self.tenants.session_keys(mount):
+                session = sessions.get(key)
+                if session is not None:
+                    found.append(session)
+        return found
 
     def _prune_queue(self, session: Session) -> None:
         filters = [parse_shared(f)[1] for f in session.subscriptions]
@@ -401,13 +543,26 @@ class Broker(Routing):
     def connected(self) -> list[DeliveryReceiver]:
         return list(self.connections.values())
 
-    def find_clients(self, predicate: Callable[[ClientInfo], bool]) -> list[ClientInfo]:
-        """Clients with a session (connected or not) or a connection, for which `predicate` is true."""
-        found = {s.key: s.client for s in self.sessions.values() if s.client is not None and predicate(s.client)}
+    def find_clients(
+        self, predicate: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None
+    ) -> list[ClientInfo]:
+        """Clients with a session (connected or not) or a connection, for which `predicate` is true; with
+        `mounts`, only those tenants' (every connected tenant client has a session, so their sessions
+        are enough)."""
+        sessions = self.tenant_sessions(mounts)
+        found = {s.key: s.client for s in sessions if s.client is not None and predicate(s.client)}
+        if mounts is not None:
+            return list(found.values())  # type: ignore[arg-type]
         for key, connection in self.connections.items():
             if key not in found and connection.client is not None and predicate(connection.client):
                 found[key] = connection.client
         return list(found.values())
+
+
+def _mount(session: Session) -> str:
+    """The tenant mount a session belongs to ("" outside any tenant, and for the control plane's watchers)."""
+    client = session.client
+    return client.mount if client is not None else ""
 
 
 def unmount_filter(internal: str, mount: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from broker.codec.topics import parse_shared
+from broker.tenants import UNLIMITED, TenantLimits
 from broker.topic_match import filter_covers, filters_overlap, topic_matches
 
 __all__ = [
@@ -134,6 +135,11 @@ class Hook:
         path, so it must not block."""
         return 0
 
+    def tenant_limits(self, client: ClientInfo) -> TenantLimits | None:
+        """The limits of the tenant `client` belongs to (its plan's), or None to defer. Asked on every
+        SUBSCRIBE and CONNECT of a tenant client, so it answers from memory."""
+        return None
+
     def connection_opened(self, client: ClientInfo) -> None:
         """A client is connected and its CONNACK sent."""
 
@@ -213,6 +219,14 @@ class HookChain:
             if code:
                 return code
         return 0
+
+    def tenant_limits(self, client: ClientInfo) -> TenantLimits:
+        """The first hook's answer that is not None; no limits when every hook defers."""
+        for hook in self.hooks:
+            limits = hook.tenant_limits(client)
+            if limits is not None:
+                return limits
+        return UNLIMITED
 
     def connection_opened(self, client: ClientInfo) -> None:
         for hook in self.hooks:

@@ -2,7 +2,8 @@
 
 Beside the listeners, as uvicorn keeps its `ServerState`: the router (`broker/core.py`) knows only the
 receivers of deliveries by session key; which sockets are open (clients still in CONNECT included), what
-they sent before they closed, and how they are closed at shutdown live here.
+the ones still in CONNECT hold together (the pre-authentication budget, broker/limits.py), what they sent
+before they closed, and how they are closed at shutdown live here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Protocol
 
 from broker.core import Broker
 from broker.engine import Connection
+from broker.limits import PreAuthBudget
 
 __all__ = ["OpenConnection", "ServerState"]
 
@@ -40,6 +42,12 @@ class ServerState:
         # namespace (a tenant's messages out and in: `messages_sent`, the console's charts).
         self.sent_by_closed_mount: dict[str, int] = {}
         self.received_by_closed_mount: dict[str, int] = {}
+        # The connections of every listener that have not finished CONNECT, and the bytes their engines
+        # buffer: the shell admits each one here, reports its `pending_bytes` after each read, and is
+        # released when its CONNECT is handled or it closes. Refusals count in `Stats.pending_refused`.
+        settings = broker.settings
+        self.preauth = PreAuthBudget(settings.max_pending_connections, settings.max_pending_bytes,
+                                     broker.stats.pending_refused)
 
     def opened(self, connection: OpenConnection) -> None:
         self.connections.add(connection)
@@ -47,6 +55,7 @@ class ServerState:
     def closed(self, connection: OpenConnection) -> None:
         """The network connection is gone: what its client sent and was sent is kept, by namespace."""
         self.connections.discard(connection)
+        self.preauth.release(connection)
         engine = connection.engine
         mount = engine.mount
         if engine.messages_sent:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from broker import inspect
@@ -22,6 +22,7 @@ from broker.events import Event
 from broker.history import MetricsHistory, Point, TenantHistory
 from broker.hooks import ClientInfo
 from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
+from broker.limits import check_topic, describe_topic_limit
 from broker.persistence import Persistence
 from broker.registry import ServerState
 from broker.session import Message, Session, SubscriptionRecord
@@ -76,6 +77,9 @@ class BrokerSnapshot:
     sessions: tuple[SessionSnapshot, ...]
     # The durable-state store's counters (commits, rows written, ...); `enabled` False without a store.
     persistence: Persistence
+    # Connections that have not finished CONNECT, and the bytes buffered for them (broker/limits.py).
+    pending_connections: int = 0
+    pending_bytes: int = 0
 
 
 class _Watcher:
@@ -112,12 +116,17 @@ class _Watcher:
 class Watch:
     """A subscription held by the control plane (the dashboard's live view); `close()` ends it."""
 
-    def __init__(self, broker: Broker, key: str) -> None:
+    def __init__(self, broker: Broker, key: str, mount: str = "") -> None:
         self._broker = broker
         self._key = key
+        self._mount = mount
+        self._open = True
 
     def close(self) -> None:
         """End the watch (idempotent): its subscription leaves the trie at once."""
+        if self._open:
+            self._open = False
+            self._broker.tenants.subscribed(self._mount, -1)  # counted by BrokerService.watch
         self._broker.connections.pop(self._key, None)
         self._broker.remove_session(self._key)
 
@@ -156,8 +165,9 @@ class BrokerService:
             )
             for key, session in broker.sessions.items()
         )
+        preauth = self.server.preauth
         return BrokerSnapshot(broker.started_at, broker.stats.copy(), len(broker.retained), sessions,
-                              broker.persistence)
+                              broker.persistence, len(preauth), preauth.bytes)
 
     def counters(self) -> dict[str, int]:
         """The broker's plain counters now (see broker/stats.py)."""
@@ -172,30 +182,49 @@ class BrokerService:
         client_id: str | None = None,
         username: str | None = None,
         where: Callable[[ClientInfo], bool] | None = None,
+        mounts: Iterable[str] | None = None,
     ) -> int:
         """Disconnect matching clients at once (v5: DISCONNECT 0x98) and end their sessions, connected or
         not. `client_id` names a client outside any tenant; tenant clients are found by `username` or by
-        `where`, a predicate on their `ClientInfo`. Returns how many sessions or connections were ended."""
+        `where`, a predicate on their `ClientInfo`, among the tenants with these `mounts` when given (only
+        their sessions are looked at). Returns how many sessions or connections were ended."""
         broker = self.broker
         targets: set[str] = set()
         if client_id is not None:
             targets.add(client_id)
         if username is not None:
-            targets.update(c.session_key for c in broker.find_clients(lambda info: info.username == username))
+            targets.update(
+                c.session_key for c in broker.find_clients(lambda info: info.username == username, mounts)
+            )
         if where is not None:
-            targets.update(c.session_key for c in broker.find_clients(where))
+            targets.update(c.session_key for c in broker.find_clients(where, mounts))
         return sum(1 for target in targets if broker.remove_session(target))
 
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         """Re-check the subscriptions of matching clients against the hooks; remove what is now denied.
-        Cached publish decisions are dropped too, so the next publish is checked against the new rules."""
+        Cached publish decisions are dropped too, so the next publish is checked against the new rules.
+        With `mounts`, only those tenants' sessions are looked at."""
         self.broker.hooks.invalidate()
-        return self.broker.revalidate_subscriptions(where)
+        return self.broker.revalidate_subscriptions(where, mounts)
+
+    def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
+                         step: int) -> Iterator[int]:
+        """`revalidate_subscriptions` in steps of `step` subscriptions (see Broker.revalidate_steps): the
+        caller lets the loop run between them. Cached publish decisions are dropped at once."""
+        self.broker.hooks.invalidate()
+        return self.broker.revalidate_steps(where, mounts, step)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, mount: str = "") -> int:
         """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many
         sessions it was delivered or queued to."""
         return self.broker.publish(Message(mount + topic, payload, qos, retain))
+
+    def topic_limit_problem(self, topic: str) -> str | None:
+        """None if a topic name or filter (as a tenant names it) is within `max_topic_levels` and
+        `max_topic_length`, else a sentence naming the limit, for the REST answer (422); counted."""
+        settings = self.broker.settings
+        limit = check_topic(topic, settings, self.broker.stats, "rest")
+        return None if limit is None else describe_topic_limit(limit, topic, settings)
 
     def drop_retained(self, origin: str) -> int:
         """Remove the retained messages published by clients that authenticated as `origin`."""
@@ -241,6 +270,12 @@ class BrokerService:
             )
         return result
 
+    def tenant_usage(self, mount: str) -> tuple[int, int]:
+        """(clients connected, subscriptions held) of the tenant with this mount point, live views included
+        in the subscriptions: what its plan's max_connections and max_subscriptions bound."""
+        tenants = self.broker.tenants
+        return tenants.connections(mount), tenants.subscriptions(mount)
+
     def uptime(self) -> float:
         return self.broker.clock.time() - self.broker.started_at
 
@@ -264,10 +299,13 @@ class BrokerService:
         broker.connections[key] = watcher
         internal = mount + topic_filter
         broker.subscribe(session, SubscriptionRecord(internal, 0))
+        # A watch has no client, so the broker does not count it; it is the tenant's subscription all the
+        # same (the caller checks the plan's max_subscriptions with tenant_usage first).
+        broker.tenants.subscribed(mount, 1)
         if retained:
             for message in list(broker.retained_for(internal)):
                 watcher.send_message(message, 0, True, (), None)
-        return Watch(broker, key)
+        return Watch(broker, key, mount)
 
     # -- the dashboard's console: read-only pages (broker/inspect.py), events and history -------------------
     # `mount` None is the whole broker (administrators); a tenant's mount narrows every view to it. The

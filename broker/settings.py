@@ -43,5 +43,18 @@ class BrokerSettings:
     connect_timeout: float = 10.0
     # Seconds given to clients to receive their last bytes at shutdown.
     shutdown_grace: float = 2.0
+    # Subscriptions one session may hold (0 = unlimited); one more is refused: SUBACK 0x97 Quota exceeded
+    # (v5) or 0x80 (3.1.1). A tenant's own limit is its plan's (broker/tenants.py).
+    max_subscriptions_per_client: int = 1_000
     # Whether retained messages are accepted (announced as Retain Available).
     retain_available: bool = True
+    # Topic shape (broker/limits.py): levels and characters of a topic name or filter as the client names
+    # it. Over it, SUBSCRIBE gets 0x8F (3.1.1: 0x80), PUBLISH a DISCONNECT 0x90 (3.1.1: the connection is
+    # closed), a will CONNACK 0x90, REST 422.
+    max_topic_levels: int = 128
+    max_topic_length: int = 4_096
+    # Memory before authentication (broker/limits.py): the largest CONNECT, and what all connections that
+    # have not finished CONNECT may hold together; beyond it new connections are closed at once.
+    max_connect_size: int = 65_536
+    max_pending_connections: int = 512
+    max_pending_bytes: int = 8_388_608

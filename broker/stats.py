@@ -50,6 +50,17 @@ class Stats:
         "sent_bytes_by_qos",
         # CONNACK reason code -> refused connections.
         "refused_by_reason",
+        # Limit name (broker/tenants.py) -> SUBSCRIBEs and CONNECTs refused for going over it.
+        "limit_hits",
+        # Topics over max_topic_levels / max_topic_length (broker/limits.py), by where they came:
+        # "subscribe", "publish", "will", "rest".
+        "topic_limit_refused",
+        # Wills not published, by reason: "acl" (not allowed, `$` topics included), "quota" (the hourly
+        # quota is used up), "limit" (over a topic limit). Also counted in the drop reasons above.
+        "wills_dropped",
+        # Connections closed before their CONNECT was handled, by reason: "connections" (max_pending_connections
+        # reached), "bytes" (max_pending_bytes), "connect_size" (a CONNECT over max_connect_size).
+        "pending_refused",
     )
 
     def __init__(self) -> None:
@@ -60,6 +71,10 @@ class Stats:
         self.sent_by_qos = [0, 0, 0]
         self.sent_bytes_by_qos = [0, 0, 0]
         self.refused_by_reason: Counter[int] = Counter()
+        self.limit_hits: Counter[str] = Counter()
+        self.topic_limit_refused: Counter[str] = Counter()
+        self.wills_dropped: Counter[str] = Counter()
+        self.pending_refused: Counter[str] = Counter()
 
     @property
     def messages_dropped(self) -> int:

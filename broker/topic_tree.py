@@ -144,10 +144,15 @@ def _collect(
 ) -> None:
     """Add everything under `node` that matches `levels[i:]` to `plain` and `shared`.
 
-    Hot path. Exact-level descent is a loop; recursion happens only where a `+` branch exists, and a
-    `#` branch is a leaf that is collected in place. Each node is reached at most once per topic,
-    because a filter consumes topic levels in exactly one way, so no de-duplication is needed.
+    Hot path, and iterative: a client chooses how deep filters and topics go, so the walk must not use the
+    Python stack (a `+/+/.../#` filter 1,200 levels deep once raised RecursionError here, in routing and at
+    start-up). Exact-level descent is the loop itself; where a `+` branch exists as well, the exact branch
+    is put on an explicit stack and the `+` branch is walked first, which visits nodes in the order the
+    recursive walk did (depth first, `+` before the exact level). A `#` branch is a leaf collected in
+    place. Each node is reached at most once per topic, because a filter consumes topic levels in exactly
+    one way, so no de-duplication is needed and the stack never holds more than the topic's depth.
     """
+    pending: list[tuple[_Node[V], int]] | None = None
     while True:
         children = node.children
         if i == n:
@@ -164,25 +169,32 @@ def _collect(
                         plain.extend(multi.subs.items())
                     if multi.groups:
                         shared.extend(multi.groups.values())
+        elif children:
+            multi = children.get(_MULTI)
+            if multi is not None:
+                # `#` matches all remaining levels (4.7.1.2).
+                if multi.subs:
+                    plain.extend(multi.subs.items())
+                if multi.groups:
+                    shared.extend(multi.groups.values())
+            one = children.get(_ONE)
+            exact = children.get(levels[i])
+            i += 1
+            if one is not None:
+                # `+` matches exactly this one level, empty or not (4.7.1.3): walk it now, the exact
+                # branch after it.
+                if exact is not None:
+                    if pending is None:
+                        pending = []
+                    pending.append((exact, i))
+                node = one
+                continue
+            if exact is not None:
+                node = exact
+                continue
+        if not pending:
             return
-        if not children:
-            return
-        multi = children.get(_MULTI)
-        if multi is not None:
-            # `#` matches all remaining levels (4.7.1.2).
-            if multi.subs:
-                plain.extend(multi.subs.items())
-            if multi.groups:
-                shared.extend(multi.groups.values())
-        one = children.get(_ONE)
-        if one is not None:
-            # `+` matches exactly this one level, empty or not (4.7.1.3).
-            _collect(one, levels, i + 1, n, plain, shared)
-        exact = children.get(levels[i])
-        if exact is None:
-            return
-        node = exact
-        i += 1
+        node, i = pending.pop()
 
 
 class SubscriptionTree(Generic[V]):

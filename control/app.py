@@ -21,6 +21,7 @@ from broker.service import BrokerService
 from broker.settings import VERSION
 from control.api import bridges, certificates, console, dashboard_api, docs, mqtt_instances, v1, websocket
 from control.api.errors import EXCEPTION_HANDLERS
+from control.api.live_guard import StreamGuard
 from control.api.openapi import openapi_document
 from control.dashboard import routes as dashboard
 from control.dashboard import setup
@@ -78,4 +79,9 @@ def create_app(
     dashboard.install(app.state)
     # A password change, deactivation or deletion ends that user's dashboard sessions.
     services.context.user_listeners.append(app.state.dashboard_sessions.end_user)
+    # Live streams re-check their credential when one of their user's may have been revoked.
+    guard = app.state.live_guard = StreamGuard()
+    for listeners in (services.context.user_listeners, services.context.api_key_listeners,
+                      app.state.dashboard_sessions.listeners):
+        listeners.append(guard.revoked)
     return app

@@ -14,6 +14,7 @@
     roost check-config                            validate a configuration; every problem, non-zero if any
     roost backup FILE|DIR/                        copy the database consistently, even while serving
     roost restore FILE                            put a backup back (Roost stopped; old file kept)
+    roost state quarantine [--json]               stored records a start could not restore
     roost --version
 
 Every command takes `--config FILE`; without it, the configuration is `$ROOST_CONFIG`, else `./roost.toml`,
@@ -120,6 +121,7 @@ def _restore(config: Config, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from control import state_cli
     from control.cli_manage import add_commands
 
     parser = argparse.ArgumentParser(
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     load = with_config(commands.add_parser("restore", help="replace the database with a backup (Roost stopped)"))
     load.add_argument("file", help="a file made by roost backup")
     load.set_defaults(handler=_restore)
+    state_cli.register(commands, with_config)  # roost state quarantine
     return parser
 
 

@@ -241,6 +241,17 @@ def parse_config(document: dict[str, Any], base: Path | None = None) -> Config:
         write_buffer_high=mqtt_table.integer("write_buffer_high", defaults.write_buffer_high, 4096, 1 << 30),
         connect_timeout=mqtt_table.number("connect_timeout", defaults.connect_timeout, 0.1, 3600.0),
         shutdown_grace=mqtt_table.number("shutdown_grace", defaults.shutdown_grace, 0.0, 600.0),
+        max_subscriptions_per_client=mqtt_table.integer(
+            "max_subscriptions_per_client", defaults.max_subscriptions_per_client, 0, 1 << 31
+        ),
+        # Limits of broker/limits.py (topic shape; memory before authentication).
+        max_topic_levels=mqtt_table.integer("max_topic_levels", defaults.max_topic_levels, 1, 65_535),
+        max_topic_length=mqtt_table.integer("max_topic_length", defaults.max_topic_length, 1, 65_535),
+        max_connect_size=mqtt_table.integer("max_connect_size", defaults.max_connect_size, 64, 268_435_455),
+        max_pending_connections=mqtt_table.integer(
+            "max_pending_connections", defaults.max_pending_connections, 1, 1_000_000
+        ),
+        max_pending_bytes=mqtt_table.integer("max_pending_bytes", defaults.max_pending_bytes, 64, 1 << 40),
     )
     mqtt = MQTTConfig(
         host=mqtt_table.string("host", "0.0.0.0", non_empty=True),
@@ -311,6 +322,8 @@ def parse_config(document: dict[str, Any], base: Path | None = None) -> Config:
             max_devices=plan_table.integer("max_devices", base.max_devices, 0, 1 << 31),
             max_topics=plan_table.integer("max_topics", base.max_topics, 0, 1 << 31),
             max_instances=plan_table.integer("max_instances", base.max_instances, 0, 1 << 31),
+            max_connections=plan_table.integer("max_connections", base.max_connections, 0, 1 << 31),
+            max_subscriptions=plan_table.integer("max_subscriptions", base.max_subscriptions, 0, 1 << 31),
             retention_days=plan_table.integer("retention_days", base.retention_days, 1, 36_500),
         )
         plan_table.done()

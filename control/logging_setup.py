@@ -7,6 +7,13 @@ pass user names, client ids, addresses, topics and reason codes only (tests/cont
 drives refusals and checks).
 
 Log calls use `%`-style arguments, so a message below the configured level is never formatted.
+
+Library loggers are held to the same rule. aiosqlite logs every call it runs at DEBUG, arguments included
+(`executing functools.partial(<execute>, 'INSERT INTO users ...', (name, password hash, ...))`): password
+and secret hashes, API key digests and the Fernet ciphertext of MQTT instance passwords, which
+`data_dir/secret.key` decrypts. Those lines say nothing an operator needs (Roost logs its own failed
+writes), so `QUIET_LOGGERS` keeps such loggers at INFO or above whatever `[log] level` says
+(tests/control/test_log_secrets.py runs `roost serve` at debug and searches all its output).
 """
 
 from __future__ import annotations
@@ -19,9 +26,13 @@ from typing import IO, Any
 
 from control.config import LogConfig
 
-__all__ = ["JSONFormatter", "TEXT_FORMAT", "setup_logging"]
+__all__ = ["JSONFormatter", "QUIET_LOGGERS", "TEXT_FORMAT", "setup_logging"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+# Library loggers whose DEBUG lines carry the arguments of calls (SQL parameters: hashes, ciphertexts):
+# never below INFO, even at `[log] level = "debug"`.
+QUIET_LOGGERS = ("aiosqlite",)
 
 
 class JSONFormatter(logging.Formatter):
@@ -52,5 +63,8 @@ def setup_logging(config: LogConfig, stream: IO[str] | None = None) -> logging.H
     for old in [h for h in root.handlers if h.get_name() == "roost"]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(getattr(logging, config.level.upper()))
+    level = getattr(logging, config.level.upper())
+    root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     return handler

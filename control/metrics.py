@@ -31,9 +31,10 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.codec import ReasonCode
-from broker.service import BrokerService, SessionSnapshot
+from broker.service import BrokerService, BrokerSnapshot, SessionSnapshot
 from broker.settings import VERSION
 from broker.stats import DROP_REASONS
+from broker.tenants import CLIENT_SUBSCRIPTIONS, TENANT_CONNECTIONS, TENANT_SUBSCRIPTIONS
 from control.config import MetricsConfig
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["BrokerCollector", "HTTPMetricsMiddleware", "Metrics"]
 
 _QOS = ("0", "1", "2")
+LIMITS = (CLIENT_SUBSCRIPTIONS, TENANT_SUBSCRIPTIONS, TENANT_CONNECTIONS)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -146,6 +148,8 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily("roost_mqtt_protocol_errors", "Connections closed for a protocol error",
                                   stats.protocol_errors)
 
+        yield from _limit_families(snapshot)
+
         yield _by_qos("roost_mqtt_messages_received", "Application messages published into the broker",
                       stats.messages_in_by_qos())
         yield _by_qos("roost_mqtt_messages_sent", "Application messages sent to subscribers",
@@ -177,6 +181,12 @@ class BrokerCollector(Collector):
         yield GaugeMetricFamily("roost_mqtt_inflight_messages", "QoS 1 and 2 deliveries awaiting acknowledgement",
                                 sum(s.inflight for s in sessions))
 
+        hits = CounterMetricFamily("roost_limit_hits", "SUBSCRIBEs and CONNECTs refused for going over a limit "
+                                   "(client_subscriptions, tenant_subscriptions, tenant_connections)",
+                                   labels=("limit",))
+        for limit in LIMITS:
+            hits.add_metric((limit,), stats.limit_hits[limit])
+        yield hits
         if self.auth_hook is not None and self.auth_hook.usage is not None:
             yield CounterMetricFamily("roost_quota_rejections",
                                       "Messages refused by the hourly quota: MQTT (0x97) and REST (429)",
@@ -281,6 +291,31 @@ def _by_qos(name: str, documentation: str, values: list[int], first: int = 0) ->
     for qos in range(first, 3):
         family.add_metric((_QOS[qos],), values[qos])
     return family
+
+
+def _limit_families(snapshot: BrokerSnapshot) -> Iterator[Metric]:
+    """The limits of broker/limits.py: topics over max_topic_levels/max_topic_length, wills dropped, and the
+    budget of connections that have not finished CONNECT."""
+    stats = snapshot.stats
+    topics = CounterMetricFamily("roost_mqtt_topic_limit_refusals",
+                                 "Topics over max_topic_levels or max_topic_length, by where they came",
+                                 labels=("where",))
+    for where in ("subscribe", "publish", "will", "rest"):
+        topics.add_metric((where,), stats.topic_limit_refused[where])
+    yield topics
+    wills = CounterMetricFamily("roost_mqtt_wills_dropped", "Wills not published, by reason", labels=("reason",))
+    for reason in ("acl", "quota", "limit"):
+        wills.add_metric((reason,), stats.wills_dropped[reason])
+    yield wills
+    yield GaugeMetricFamily("roost_mqtt_pending_connections", "Connections that have not finished CONNECT",
+                            snapshot.pending_connections)
+    yield GaugeMetricFamily("roost_mqtt_pending_bytes", "Bytes buffered for connections that have not "
+                            "finished CONNECT", snapshot.pending_bytes)
+    refused = CounterMetricFamily("roost_mqtt_pending_refusals", "Connections closed before CONNECT by the "
+                                  "pre-authentication budget, by reason", labels=("reason",))
+    for reason in ("connections", "bytes", "connect_size"):
+        refused.add_metric((reason,), stats.pending_refused[reason])
+    yield refused
 
 
 def _reason_name(code: int) -> str:

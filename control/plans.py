@@ -7,6 +7,13 @@ docs/api.md, and every number can be changed in the config file (`[plans.NAME]`)
 A fifth plan, "unlimited", is Roost's own: the default plan (`default_plan`) of users created without
 one. A self-hosted broker's owner is not a customer on a free tier: their own devices must never be
 throttled by surprise. The seed's four plans stay as the seed says for the users who are given them.
+
+`max_connections` and `max_subscriptions` bound what one tenant holds in the broker at once (MQTT clients
+connected; subscriptions of all its sessions, connected or not, and its open live views), so that one
+tenant cannot take the memory of the others (issue 14). They are named like the document's other
+`max_*` limits. Defaults: room for every device of the plan plus a few instance clients, and about 40
+subscriptions per connection (a session holds at most `max_subscriptions_per_client` anyway); unlimited
+on enterprise.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ class Plan:
     max_topics: int
     max_instances: int
     retention_days: int
+    max_connections: int = UNLIMITED
+    max_subscriptions: int = UNLIMITED
 
     def allows(self, limit: int, current: int) -> bool:
         """Whether one more fits under `limit` (0 = unlimited) when `current` exist."""
@@ -37,9 +46,9 @@ class Plan:
 DEFAULT_PLANS: dict[str, Plan] = {
     plan.name: plan
     for plan in (
-        Plan("free", 100, 3, 10, 20, 1, 7),
-        Plan("starter", 1_000, 10, 50, 100, 3, 30),
-        Plan("professional", 10_000, 20, 500, 1_000, 10, 90),
+        Plan("free", 100, 3, 10, 20, 1, 7, max_connections=25, max_subscriptions=1_000),
+        Plan("starter", 1_000, 10, 50, 100, 3, 30, max_connections=120, max_subscriptions=5_000),
+        Plan("professional", 10_000, 20, 500, 1_000, 10, 90, max_connections=1_000, max_subscriptions=50_000),
         Plan("enterprise", UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
         Plan(DEFAULT_PLAN, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
     )

@@ -39,6 +39,7 @@ from broker.service import BrokerService
 from broker.settings import VERSION
 from broker.history import run_history
 from broker.sys_topics import run_sys_topics
+from broker.tenants import TenantLimits
 from broker.tls import TLSListener
 from control.app import create_app
 from control.config import Config
@@ -129,7 +130,8 @@ class Roost:
     def _plan_terms(self, plan_name: str) -> PlanTerms:
         plans = self.config.plans
         plan = plans.get(plan_name) or plans.get(self.config.default_plan) or DEFAULT_PLANS[DEFAULT_PLAN]
-        return PlanTerms(plan.messages_per_hour, plan.retention_days)
+        return PlanTerms(plan.messages_per_hour, plan.retention_days,
+                         TenantLimits(plan.max_connections, plan.max_subscriptions))
 
     @property
     def mqtt_port(self) -> int:
@@ -287,14 +289,16 @@ class Roost:
         # stretched a commit of a few thousand rows past the 100 ms window. 1 ms halved the longest gap
         # between commits under load in bench.durability, at no measurable cost per message.
         sys.setswitchinterval(0.001)
+        # A record that cannot be restored is moved aside and skipped, never fatal (storage/state_quarantine.py).
         sessions, retained = await state.load()
-        self.broker.restore(sessions, retained)
+        self.broker.restore(sessions, retained, state.broken)
         # Credentials revoked, ACLs narrowed and users deleted while Roost was down apply to what was restored,
         # before any will of it is published.
         assert self.access is not None
         self.access.enforce()
         self.access.prune_retained()
-        self.broker.resume_timers()
+        self.broker.resume_timers(state.broken)
+        await state.move_broken()
 
     async def _start_tls(self) -> None:
         tls = self.config.tls

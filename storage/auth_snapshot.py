@@ -86,6 +86,30 @@ class AuthSnapshot:
         return (self.users == other.users and self.credentials == other.credentials and self.topics == other.topics
                 and self.projects == other.projects)
 
+    def projects_changed_since(self, other: AuthSnapshot) -> set[int]:
+        """The ids of the projects whose topic rules differ from `other`'s."""
+        return {p for p in self.topics.keys() | other.topics.keys() if self.topics.get(p) != other.topics.get(p)}
+
+    def users_changed_since(self, other: AuthSnapshot) -> set[int]:
+        """The ids of the users whose clients may be let in or out differently than under `other`: their
+        user row changed (plan, admin, active, deleted), one of their credentials did, or a topic of a
+        project one of their devices belongs to (instance credentials do not depend on topics). Empty
+        when nothing that decides access changed. Costs one pass over users and credentials, whatever
+        the broker holds: enforcement then visits those users' sessions only (storage/access.py)."""
+        changed = {uid for uid in self.users.keys() | other.users.keys() if self.users.get(uid) != other.users.get(uid)}
+        for name in self.credentials.keys() | other.credentials.keys():
+            mine, theirs = self.credentials.get(name), other.credentials.get(name)
+            if mine != theirs:
+                changed.update(c.user_id for c in (mine, theirs) if c is not None)
+        projects = self.projects_changed_since(other)
+        if projects:
+            for snapshot in (self, other):
+                changed.update(
+                    c.user_id for c in snapshot.credentials.values()
+                    if isinstance(c, DeviceCredential) and c.project_id in projects
+                )
+        return changed
+
 
 async def load_auth_snapshot(db: Database) -> AuthSnapshot:
     """Read users, instance and device credentials and topics in one read transaction."""

@@ -24,25 +24,31 @@ users, and each has its own connection (thread), so neither waits behind the oth
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.codec import EMPTY_PROPERTIES, Properties, Will
-from broker.codec.properties import WILL_PROPERTIES, decode_properties, encode_properties
-from broker.codec.reason_codes import PacketType
 from broker.errors import RoostError
-from broker.hooks import ClientInfo
 from broker.persistence import Persistence
 from broker.session import Delivery, Message, Session, SubscriptionRecord
 from storage.database import Database, open_database
 from storage.errors import StorageError
 from storage.migrations import Migration
+from storage.state_quarantine import QUARANTINE_MIGRATION, Doomed, move_aside, reason_of
+from storage.state_rows import (
+    delivery_from_row,
+    fetch_all,
+    message_from_row,
+    message_row,
+    properties_blob,
+    retained_from_row,
+    session_from_row,
+    session_row,
+    subscription_from_row,
+)
 
 __all__ = ["DURABILITY_MODES", "STATE_FILE_NAME", "STATE_MIGRATIONS", "BrokerStateStore", "open_broker_state"]
 
@@ -120,7 +126,12 @@ CREATE TABLE retained (
 ) WITHOUT ROWID;
 """
 
-STATE_MIGRATIONS = (Migration(1, "durable sessions, their messages, retained messages", _SCHEMA_1),)
+STATE_MIGRATIONS = (
+    Migration(1, "durable sessions, their messages, retained messages", _SCHEMA_1),
+    QUARANTINE_MIGRATION,
+)
+# What reading a row back may raise: the record is then moved aside (ValueError covers bad JSON).
+_UNREADABLE = (RoostError, ValueError, KeyError, TypeError, IndexError, OverflowError)
 
 # A commit at the latest this long after the first change it carries, or once this many changes wait.
 COMMIT_INTERVAL = 0.1
@@ -244,6 +255,7 @@ class BrokerStateStore(Persistence):
         self._task: asyncio.Task[None] | None = None
         self._stopping = False  # close() is writing the last batch: a failure is raised, not retried
         self._closed = False
+        self._broken: list[Doomed] = []  # records the broker could not restore (see `broken`)
 
     @property  # type: ignore[override]
     def pending_changes(self) -> int:
@@ -440,7 +452,7 @@ class BrokerStateStore(Persistence):
             if session is None:
                 batch.sessions_gone.append((key,))
             else:
-                batch.sessions.append(_session_row(session))
+                batch.sessions.append(session_row(session))
         for (key, topic_filter), record in self._subscriptions.items():
             if record is None:
                 batch.subscriptions_gone.append((key, topic_filter))
@@ -451,7 +463,7 @@ class BrokerStateStore(Persistence):
                 )
         for pair, awaited in self._releases.items():
             (batch.releases if awaited else batch.releases_gone).append(pair)
-        batch.messages = [_message_row(message_id, message) for message_id, message in self._messages.items()]
+        batch.messages = [message_row(message_id, message) for message_id, message in self._messages.items()]
         for store_id, entry in self._deliveries.items():
             if entry is None:
                 batch.deliveries_gone.append((store_id,))
@@ -467,7 +479,7 @@ class BrokerStateStore(Persistence):
                 batch.retained_gone.append((topic,))
             else:
                 batch.retained.append(
-                    (topic, message.payload, message.qos, _properties_blob(message.properties),
+                    (topic, message.payload, message.qos, properties_blob(message.properties),
                      message.expires_at, message.origin)
                 )
         self._changes = 0
@@ -527,78 +539,118 @@ class BrokerStateStore(Persistence):
     async def load(self, now: float | None = None) -> tuple[list[Session], list[Message]]:
         """Read back the sessions (with their subscriptions, deliveries and awaited releases) and the retained
         messages. A session whose client was connected when the process stopped is taken as disconnected
-        now, its will pending (see `Broker.restore`). Rows that nothing refers to any more are removed."""
+        now, its will pending (see `Broker.restore`). Rows that nothing refers to any more are removed.
+
+        A record that cannot be read back (storage/state_rows.py says why) is moved to the quarantine
+        table, logged with its key, and skipped (storage/state_quarantine.py): the rest is restored."""
         now = time.time() if now is None else now
         try:
             async with self.db.read() as connection:
-                sessions_rows = await _all(connection, "SELECT * FROM sessions")
-                subscription_rows = await _all(connection, "SELECT * FROM subscriptions")
-                release_rows = await _all(connection, "SELECT * FROM awaiting_release")
-                message_rows = await _all(connection, "SELECT * FROM messages")
-                delivery_rows = await _all(connection, "SELECT * FROM deliveries ORDER BY id")
-                retained_rows = await _all(connection, "SELECT * FROM retained")
+                sessions_rows = await fetch_all(connection, "SELECT * FROM sessions")
+                subscription_rows = await fetch_all(connection, "SELECT * FROM subscriptions")
+                release_rows = await fetch_all(connection, "SELECT * FROM awaiting_release")
+                message_rows = await fetch_all(connection, "SELECT * FROM messages")
+                delivery_rows = await fetch_all(connection, "SELECT * FROM deliveries ORDER BY id")
+                retained_rows = await fetch_all(connection, "SELECT * FROM retained")
         except StorageError as exc:
             self._take()  # nothing is written to a file that is refused
             raise StorageError(
                 f"{self.db.path} cannot be read ({exc}); it is damaged: restore it from a backup or move it "
                 "aside (Roost then starts without the saved sessions and retained messages)"
             ) from exc
-        try:
-            sessions: dict[str, Session] = {}
-            for row in sessions_rows:
-                session = _session_from_row(row, now)
-                sessions[session.key] = session
-                if row["disconnected_at"] is None:
-                    self.session_changed(session)  # its clock now runs from this start
-            for row in subscription_rows:
-                session = sessions.get(row["session_key"])
-                if session is None:
-                    self._subscriptions[(row["session_key"], row["topic_filter"])] = None
-                    self._changed()
-                    continue
-                record = SubscriptionRecord(
-                    row["topic_filter"], row["qos"], bool(row["no_local"]), bool(row["retain_as_published"]),
-                    row["retain_handling"], row["subscription_id"],
-                )
-                session.subscriptions[record.topic_filter] = record
-            for row in release_rows:
-                session = sessions.get(row["session_key"])
-                if session is not None:
-                    session.awaiting_release.add(row["packet_id"])
-            messages = {row["id"]: _message_from_row(row) for row in message_rows}
-            for row in delivery_rows:
-                session = sessions.get(row["session_key"])
-                message = messages.get(row["message_id"])
-                if session is None or message is None:
-                    self._deliveries[row["id"]] = None
-                    self._changed()
-                    continue
-                ids = tuple(int(part) for part in row["subscription_ids"].split(",") if part)
-                delivery = Delivery(message, row["qos"], bool(row["retain"]), ids, row["packet_id"], bool(row["released"]))
-                delivery.store_id = row["id"]
-                self._references[message.store_id] = self._references.get(message.store_id, 0) + 1
-                if delivery.packet_id is None:
-                    session.queue.append(delivery)
-                else:
-                    session.inflight[delivery.packet_id] = delivery
-            for message_id in messages:
-                if message_id not in self._references:
-                    self._messages_gone.add(message_id)
-                    self._changed()
-            for session in sessions.values():
-                if session.inflight:
-                    session.next_packet_id = max(session.inflight) % 65_535 + 1
-            self._next_message = max(messages, default=0) + 1
-            self._next_delivery = max((row["id"] for row in delivery_rows), default=0) + 1
-            retained = [_retained_from_row(row) for row in retained_rows]
-        except (RoostError, ValueError, KeyError, TypeError, IndexError) as exc:
-            self._take()  # what this load noted so far (clocks restarted, orphans) is not written either
-            self._references.clear()
-            raise StorageError(
-                f"{self.db.path} holds a record Roost cannot read ({exc!r}); it is damaged: restore it from a "
-                "backup or move it aside (Roost then starts without the saved sessions and retained messages)"
-            ) from exc
+        doomed: list[Doomed] = []
+        sessions: dict[str, Session] = {}
+        gone: set[str] = set()  # keys of sessions moved aside: their other rows go with them
+        for row in sessions_rows:
+            try:
+                session = session_from_row(row, now)
+            except _UNREADABLE as exc:
+                doomed.append(Doomed("session", (row["key"],), reason_of(exc)))
+                gone.add(row["key"])
+                continue
+            sessions[session.key] = session
+            if row["disconnected_at"] is None:
+                self.session_changed(session)  # its clock now runs from this start
+        for row in subscription_rows:
+            if row["session_key"] in gone:
+                continue
+            session = sessions.get(row["session_key"])
+            if session is None:
+                self._subscriptions[(row["session_key"], row["topic_filter"])] = None
+                self._changed()
+                continue
+            try:
+                record = subscription_from_row(row)
+            except _UNREADABLE as exc:
+                doomed.append(Doomed("subscription", (row["session_key"], row["topic_filter"]), reason_of(exc)))
+                continue
+            session.subscriptions[record.topic_filter] = record
+        for row in release_rows:
+            session = sessions.get(row["session_key"])
+            if session is not None:
+                session.awaiting_release.add(row["packet_id"])
+        messages: dict[int, Message] = {}
+        for row in message_rows:
+            try:
+                messages[row["id"]] = message_from_row(row)
+            except _UNREADABLE as exc:
+                doomed.append(Doomed("message", (row["id"],), reason_of(exc)))
+        bad_messages = {item.key[0] for item in doomed if item.kind == "message"}
+        for row in delivery_rows:
+            if row["session_key"] in gone:
+                continue
+            session = sessions.get(row["session_key"])
+            message = messages.get(row["message_id"])
+            if row["message_id"] in bad_messages and session is not None:
+                doomed.append(Doomed("delivery", (row["id"],), f"its message {row['message_id']} was quarantined"))
+                continue
+            if session is None or message is None:
+                self._deliveries[row["id"]] = None
+                self._changed()
+                continue
+            try:
+                delivery = delivery_from_row(row, message)
+            except _UNREADABLE as exc:
+                doomed.append(Doomed("delivery", (row["id"],), reason_of(exc)))
+                continue
+            self._references[message.store_id] = self._references.get(message.store_id, 0) + 1
+            if delivery.packet_id is None:
+                session.queue.append(delivery)
+            else:
+                session.inflight[delivery.packet_id] = delivery
+        for message_id in messages:
+            if message_id not in self._references:
+                self._messages_gone.add(message_id)
+                self._changed()
+        for session in sessions.values():
+            if session.inflight:
+                session.next_packet_id = max(session.inflight) % 65_535 + 1
+        self._next_message = max((row["id"] for row in message_rows), default=0) + 1
+        self._next_delivery = max((row["id"] for row in delivery_rows), default=0) + 1
+        retained: list[Message] = []
+        for row in retained_rows:
+            try:
+                retained.append(retained_from_row(row))
+            except _UNREADABLE as exc:
+                doomed.append(Doomed("retained", (row["topic"],), reason_of(exc)))
+        await move_aside(self.db, doomed)
         return list(sessions.values()), retained
+
+    def broken(self, kind: str, key: str, exc: BaseException) -> None:
+        """The broker could not restore a record this store loaded (`Broker.restore`, `resume_timers`):
+        it is moved aside at the next `move_broken()`. What this store still meant to write of a session
+        is forgotten, so that the session does not come back."""
+        if kind == "session":
+            self._sessions.pop(key, None)
+            for table in (self._subscriptions, self._releases):
+                for row_key in [k for k in table if k[0] == key]:
+                    del table[row_key]  # type: ignore[attr-defined]
+        self._broken.append(Doomed(kind, (key,), reason_of(exc)))
+
+    async def move_broken(self) -> None:
+        """Move aside what `broken()` was told of (the server awaits this before opening the listeners)."""
+        doomed, self._broken = self._broken, []
+        await move_aside(self.db, doomed)
 
 
 async def open_broker_state(data_dir: Path, durability: str) -> BrokerStateStore | None:
@@ -625,90 +677,3 @@ async def open_broker_state(data_dir: Path, durability: str) -> BrokerStateStore
             "(Roost then starts without the saved sessions and retained messages)"
         )
     return BrokerStateStore(db, strict=durability == "strict")
-
-
-# -- rows ----------------------------------------------------------------------------------------------------------
-
-
-async def _all(connection: Any, sql: str) -> list[sqlite3.Row]:
-    async with connection.execute(sql) as cursor:
-        return list(await cursor.fetchall())
-
-
-def _properties_blob(properties: Properties) -> bytes | None:
-    return None if properties is EMPTY_PROPERTIES else encode_properties(properties)
-
-
-def _properties(blob: bytes | None, context: int) -> Properties:
-    if not blob:
-        return EMPTY_PROPERTIES
-    return decode_properties(blob, 0, len(blob), context)[0]
-
-
-def _session_row(session: Session) -> tuple[Any, ...]:
-    client = session.client or ClientInfo(session.key, None, 4)
-    will = session.armed_will if session.disconnected_at is None else session.pending_will
-    try:
-        attributes = json.dumps(client.attributes)
-    except (TypeError, ValueError):
-        attributes = json.dumps({k: v for k, v in client.attributes.items() if isinstance(v, (str, int, float, bool, type(None)))})
-    return (
-        session.key, client.client_id, client.username, client.protocol_version, client.is_admin, client.anonymous,
-        client.mount, attributes, session.expiry_interval, session.disconnected_at,
-        None if will is None else will.topic,
-        None if will is None else will.payload,
-        None if will is None else will.qos,
-        None if will is None else will.retain,
-        None if will is None else _properties_blob(will.properties),
-    )
-
-
-def _session_from_row(row: sqlite3.Row, now: float) -> Session:
-    client = ClientInfo(
-        client_id=row["client_id"],
-        username=row["username"],
-        protocol_version=row["protocol_version"],
-        is_admin=bool(row["is_admin"]),
-        anonymous=bool(row["anonymous"]),
-        mount=row["mount"],
-        attributes=json.loads(row["attributes"]),
-    )
-    will = None
-    if row["will_topic"] is not None:
-        will = Will(
-            row["will_topic"], row["will_payload"], row["will_qos"], bool(row["will_retain"]),
-            _properties(row["will_properties"], WILL_PROPERTIES),
-        )
-    disconnected_at = row["disconnected_at"]
-    return Session(
-        row["key"],
-        expiry_interval=row["expiry_interval"],
-        client=client,
-        # Connected when the process stopped: that connection ended now, without DISCONNECT.
-        disconnected_at=now if disconnected_at is None else disconnected_at,
-        pending_will=will,
-        durable=True,
-    )
-
-
-def _message_row(message_id: int, message: Message) -> tuple[Any, ...]:
-    return (
-        message_id, message.topic, message.payload, message.qos, message.retain,
-        _properties_blob(message.properties), message.expires_at, message.sender, message.origin,
-    )
-
-
-def _message_from_row(row: sqlite3.Row) -> Message:
-    message = Message(
-        row["topic"], row["payload"], row["qos"], bool(row["retain"]),
-        _properties(row["properties"], PacketType.PUBLISH), row["expires_at"], row["sender"], row["origin"],
-    )
-    message.store_id = row["id"]
-    return message
-
-
-def _retained_from_row(row: sqlite3.Row) -> Message:
-    return Message(
-        row["topic"], row["payload"], row["qos"], True,
-        _properties(row["properties"], PacketType.PUBLISH), row["expires_at"], None, row["origin"],
-    )

@@ -63,7 +63,7 @@ def test_aarch64_file_serves_mqtt_tls_and_http_under_emulation_and_keeps_retaine
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SHIV_ROOT": str(tmp_path / "shiv")}
     roost = [str(emulated_python), str(arm_file)]
     assert _cli(roost, env, "--version").strip().startswith("roost ")
-    _cli(roost, env, "user", "add", "pi", "--plan", "starter", "--json", "--config", str(config))
+    _cli(roost, env, "user", "add", "pi", "--plan", "starter", "--json", "--create", "--config", str(config))
     credentials = json.loads(_cli(roost, env, "mqtt", "add", "pi", "--json", "--config", str(config)))
 
     server = ServeProcess([*roost, "serve", "--config", str(config)], env, timeout=TIMEOUT)

@@ -63,6 +63,11 @@ class PacketReader:
         self._last_start = 0  # where the packet last returned by next_packet() starts in the buffer
         self._topics: dict[bytes, str] = {}  # see take_plain_publishes
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet taken as packets: what this reader holds (see broker/limits.py)."""
+        return len(self._buf) - self._pos
+
     def receive_data(self, data: bytes) -> None:
         """Append received bytes (an empty chunk is ignored)."""
         if self._error is not None:

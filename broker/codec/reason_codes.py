@@ -107,6 +107,10 @@ _V3_CONNACK = {
     0x88: ConnackReturnCode.SERVER_UNAVAILABLE,
     0x89: ConnackReturnCode.SERVER_UNAVAILABLE,
     0x8B: ConnackReturnCode.SERVER_UNAVAILABLE,
+    # A limit (the tenant's connections): 3.1.1 has no quota code; "server unavailable" tells the client
+    # to try again later, which is what the limit means, where "not authorized" would say its credentials
+    # are wrong.
+    0x97: ConnackReturnCode.SERVER_UNAVAILABLE,
     0x86: ConnackReturnCode.BAD_USERNAME_OR_PASSWORD,
 }
 

@@ -1,8 +1,9 @@
 """What a client's PUBLISH must pass before it is routed, the same for every PUBLISH path.
 
 `Admission.admit` answers the topic inside the broker (the tenant's mount point in front) or the reason
-code refusing the message: the publish ACL, cached per topic until the hooks say access changed
-(`HookChain.generation`); the payload format of a v5 message that promises UTF-8; then the on_publish
+code refusing the message: the topic limits (`broker/limits.py`; over them, a ProtocolError 0x90) and the
+publish ACL, both asked on a cache miss only, the answer cached per topic until the hooks say access
+changed (`HookChain.generation`); the payload format of a v5 message that promises UTF-8; then the on_publish
 hooks (the hourly quota, 0x97). `resolve_alias` maps v5 topic aliases [MQTT-3.3.2-8..10].
 """
 
@@ -15,6 +16,7 @@ from broker.codec import EMPTY_PROPERTIES, Publish, ReasonCode
 from broker.core import Broker
 from broker.errors import ProtocolError
 from broker.hooks import ClientInfo
+from broker.limits import check_topic
 from broker.receivers import PlainForm
 from broker.session import Message
 
@@ -64,14 +66,19 @@ class Admission:
     def _route(self, topic: str) -> str:
         """Where this client's PUBLISH to `topic` goes inside the broker, or "" when it may not publish
         there. Topics starting with `$` belong to the broker ($SYS, and the tenants' namespaces): no client
-        publishes to them [MQTT-4.7.2-1 context]."""
-        hooks = self._broker.hooks
+        publishes to them [MQTT-4.7.2-1 context]. A topic over the topic limits is a protocol error, never
+        cached, so every such PUBLISH ends here: DISCONNECT 0x90 (3.1.1: the connection is closed)."""
+        broker = self._broker
+        hooks = broker.hooks
         cache = self._acl
         if self._generation != hooks.generation:
             cache.clear()
             self._generation = hooks.generation
         routed = cache.get(topic)
         if routed is None:
+            limit = check_topic(topic, broker.settings, broker.stats, "publish")
+            if limit is not None:
+                raise ProtocolError(f"topic name over {limit}", ReasonCode.TOPIC_NAME_INVALID)
             allowed = not topic.startswith("$") and hooks.authorize_publish(self._client, topic)
             routed = self._mount + topic if allowed else ""
             if len(cache) < ACL_CACHE_LIMIT:

@@ -1,8 +1,9 @@
 """CONNECT negotiation as pure functions: what a CONNECT asks for, against the broker's settings.
 
 `negotiate` answers either the terms of the connection (`Terms`) or the reason code to refuse it with;
-`connack_properties` is what a v5 CONNACK tells the client about those terms. Neither touches a session,
-a hook or a socket: the engine asks the hooks and attaches the session afterwards.
+`connack_properties` is what a v5 CONNACK tells the client about those terms; `connect_error_answer` is
+how a CONNECT that could not be read is answered. None touches a session, a hook or a socket: the engine
+asks the hooks and attaches the session afterwards.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from dataclasses import dataclass
 
 from broker.codec import EMPTY_PROPERTIES, Connect, Properties, ProtocolVersion, ReasonCode
 from broker.codec.topics import validate_topic_name
-from broker.errors import ProtocolError
+from broker.errors import ProtocolError, UnsupportedProtocolVersion
 from broker.hooks import AuthResult, ConnectRequest, Decision, HookChain
+from broker.limits import check_topic
 from broker.session import NEVER_EXPIRES
 from broker.settings import BrokerSettings
+from broker.stats import Stats
 
-__all__ = ["Terms", "authenticate", "connack_properties", "negotiate"]
+__all__ = ["Terms", "authenticate", "connack_properties", "connect_error_answer", "negotiate"]
 
 log = logging.getLogger("roost.connection")
 
@@ -40,8 +43,9 @@ class Terms:
     alias_out_max: int  # topic aliases the client accepts from us
 
 
-def negotiate(packet: Connect, settings: BrokerSettings) -> Terms | int:
-    """The terms of the connection `packet` asks for, or the CONNACK reason code refusing it."""
+def negotiate(packet: Connect, settings: BrokerSettings, stats: Stats) -> Terms | int:
+    """The terms of the connection `packet` asks for, or the CONNACK reason code refusing it (a will over
+    the topic limits is counted in `stats.topic_limit_refused["will"]`)."""
     version = packet.protocol_version
     props = packet.properties
     if props.authentication_method is not None:
@@ -67,6 +71,11 @@ def negotiate(packet: Connect, settings: BrokerSettings) -> Terms | int:
         try:
             validate_topic_name(will.topic)
         except ProtocolError:
+            return ReasonCode.TOPIC_NAME_INVALID
+        # What no client may ever publish to is refused here, where the client can hear why (0x90): a `$`
+        # topic (as a PUBLISH to one is refused [MQTT-4.7.2-1 context]) or one over the topic limits. The
+        # ACL and the quota are asked when the will is published (`Broker.publish_will`).
+        if will.topic.startswith("$") or check_topic(will.topic, settings, stats, "will"):
             return ReasonCode.TOPIC_NAME_INVALID
         if will.retain and not settings.retain_available:
             return ReasonCode.RETAIN_NOT_SUPPORTED  # [MQTT-3.2.2-13]
@@ -101,6 +110,19 @@ def connack_properties(terms: Terms, settings: BrokerSettings, version: int) -> 
         topic_alias_maximum=settings.topic_alias_maximum or None,
         server_keep_alive=terms.server_keep_alive,
     )
+
+
+def connect_error_answer(exc: ProtocolError, reader_version: int | None) -> tuple[int, int] | None:
+    """How a CONNECT that could not be read is answered: (the version to answer in, the CONNACK reason
+    code), or None to close without a CONNACK [MQTT-3.1.4-1]."""
+    version = getattr(exc, "protocol_version", None) or reader_version
+    if isinstance(exc, UnsupportedProtocolVersion):
+        # Answer in a dialect the client understands: 3.1.1 return code 1 or v5 0x84 [MQTT-3.1.2-2].
+        return (version if version in (3, 4, 5) else 4), ReasonCode.UNSUPPORTED_PROTOCOL_VERSION
+    if version == _V5:
+        # A v5 CONNECT read far enough to know its version: CONNACK with the reason [MQTT-4.13.1-1].
+        return _V5, exc.reason_code
+    return None
 
 
 def authenticate(hooks: HookChain, request: ConnectRequest) -> AuthResult:

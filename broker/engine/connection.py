@@ -32,10 +32,10 @@ from broker.core import Broker, will_delay
 from broker.ack_holds import Wait
 from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
-from broker.engine.connect import Terms, authenticate, connack_properties, negotiate
+from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
 from broker.engine.subscribe import send_retained, subscribe, unsubscribe
-from broker.errors import ProtocolError, UnsupportedProtocolVersion
+from broker.errors import PacketTooLarge, ProtocolError
 from broker.hooks import ClientInfo, ConnectRequest, Decision
 from broker.receivers import PlainForm
 from broker.session import Message, Session
@@ -70,7 +70,7 @@ class Connection:
         self.remote_address = remote_address
         self.certificate = certificate
         settings = broker.settings
-        self.reader = PacketReader(None, settings.max_packet_size, from_client=True)
+        self.reader = PacketReader(None, min(settings.max_connect_size, settings.max_packet_size), from_client=True)
         self.state = _NEW
         self.version: int = 4
         self.client: ClientInfo | None = None
@@ -177,6 +177,14 @@ class Connection:
                 self.broker.hooks.connection_closed(self.client)
             log.debug("client %s disconnected", self._who())
 
+    @property
+    def pending_bytes(self) -> int | None:
+        """Bytes held while the CONNECT is not handled (the pre-authentication budget), else None."""
+        return self.reader.buffered if self.state == _NEW and not self.closing else None
+
+    def refuse_pending(self) -> None:
+        self._close()  # the pre-authentication budget is spent: no CONNACK, as for a silent client
+
     # -- outputs --------------------------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
@@ -226,7 +234,7 @@ class Connection:
         answer from memory, so a CONNECT costs no task, and packets right behind it are handled in the same
         read."""
         self.version = packet.protocol_version
-        terms = negotiate(packet, self.broker.settings)
+        terms = negotiate(packet, self.broker.settings, self.broker.stats)
         if isinstance(terms, int):
             return self._refuse(terms, who=(packet.client_id, packet.username))
         request = ConnectRequest(
@@ -246,7 +254,10 @@ class Connection:
             log.info("refused %s from %s (user %r): reason 0x%02x",
                      request.client_id, self.remote_address, request.username, result.reason_code)
             return self._refuse(result.reason_code, logged=True, who=(request.client_id, request.username))
-        self._accept(packet, terms, result.client or ClientInfo(request.client_id, request.username, self.version))
+        client = result.client or ClientInfo(request.client_id, request.username, self.version)
+        if broker.connection_limit(client) is not None:  # the tenant's plan (broker/tenants.py), logged there
+            return self._refuse(ReasonCode.QUOTA_EXCEEDED, logged=True, who=(request.client_id, request.username))
+        self._accept(packet, terms, client)
 
     def _accept(self, packet: Connect, terms: Terms, client: ClientInfo) -> None:
         broker = self.broker
@@ -259,6 +270,7 @@ class Connection:
         self.admission = Admission(broker, client)
         self.will = packet.will
         self.state = _CONNECTED
+        self.reader.max_packet_size = broker.settings.max_packet_size  # max_connect_size until now
         self._expiry_at_connect = terms.requested_expiry
         session, present = broker.attach(self, client, packet.clean_start, terms.granted_expiry, packet.will)
         self.session = session
@@ -413,10 +425,11 @@ class Connection:
 
     # -- acknowledgements of our PUBLISH --------------------------------------------------------------------
 
-    def _on_puback(self, packet: Puback) -> None:
+    def _on_puback_or_pubcomp(self, packet: Puback | Pubcomp) -> None:
         session = self.session
         assert session is not None
-        if self.broker.flows.acknowledged(session, packet.packet_id, 1) is not None and session.queue:
+        qos = 1 if type(packet) is Puback else 2  # the end of a QoS 1 or a QoS 2 delivery
+        if self.broker.flows.acknowledged(session, packet.packet_id, qos) is not None and session.queue:
             self.broker.drain(self, session)
 
     def _on_pubrec(self, packet: Pubrec) -> None:
@@ -433,12 +446,6 @@ class Connection:
             # Strict durability: the PUBREL goes once "released" is on disk, so that a restart resumes this
             # exchange with PUBREL, never with the PUBLISH again [MQTT-4.3.3-5].
             self._ack(encode(Pubrel(packet.packet_id), self.version), session.durable)
-
-    def _on_pubcomp(self, packet: Pubcomp) -> None:
-        session = self.session
-        assert session is not None
-        if self.broker.flows.acknowledged(session, packet.packet_id, 2) is not None and session.queue:
-            self.broker.drain(self, session)
 
     # -- SUBSCRIBE / UNSUBSCRIBE ----------------------------------------------------------------------------
 
@@ -544,22 +551,18 @@ class Connection:
             self._close()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
+        exc.__traceback__ = None  # the dead reader keeps exc: its frames would keep our bytes alive (limits.py)
         self.broker.stats.protocol_errors += 1
         log.info("protocol error from %s: %s (0x%02x); closing", self._who(), exc, exc.reason_code)
-        if self.state == _NEW:
-            version = getattr(exc, "protocol_version", None) or self.reader.version
-            if isinstance(exc, UnsupportedProtocolVersion):
-                # Answer in a dialect the client understands: 3.1.1 return code 1 or v5 0x84 [MQTT-3.1.2-2].
-                self.version = version if version in (3, 4, 5) else 4
-                return self._refuse(ReasonCode.UNSUPPORTED_PROTOCOL_VERSION, logged=True)
-            if version == _V5:
-                # A v5 CONNECT we could parse far enough to know its version: CONNACK with the reason, then
-                # close [MQTT-4.13.1-1]; anything else closes silently [MQTT-3.1.4-1].
-                self.version = _V5
-                return self._refuse(exc.reason_code, logged=True)
-            self._close()  # [MQTT-3.1.4-1]
-            return
-        self._close_with(exc.reason_code)
+        if self.state != _NEW:
+            return self._close_with(exc.reason_code)
+        if isinstance(exc, PacketTooLarge):
+            self.broker.stats.pending_refused["connect_size"] += 1  # over max_connect_size (broker/limits.py)
+        answer = connect_error_answer(exc, self.reader.version)
+        if answer is None:
+            return self._close()  # [MQTT-3.1.4-1]
+        self.version, code = answer
+        self._refuse(code, logged=True)
 
     def taken_over(self) -> Will | None:
         """Another connection took this client id [MQTT-3.1.4-3]: close (v5: 0x8E) and hand back the will.
@@ -600,8 +603,8 @@ class Connection:
 
 # Which method handles which packet once connected: one table for every connection.
 _HANDLERS: dict[type, Callable[[Connection, Any], None]] = {
-    Publish: Connection._on_publish, Puback: Connection._on_puback, Pubrec: Connection._on_pubrec,
-    Pubrel: Connection._on_pubrel, Pubcomp: Connection._on_pubcomp, Subscribe: Connection._on_subscribe,
+    Publish: Connection._on_publish, Puback: Connection._on_puback_or_pubcomp, Pubrec: Connection._on_pubrec,
+    Pubrel: Connection._on_pubrel, Pubcomp: Connection._on_puback_or_pubcomp, Subscribe: Connection._on_subscribe,
     Unsubscribe: Connection._on_unsubscribe, Pingreq: Connection._on_pingreq, Disconnect: Connection._on_disconnect,
     Connect: Connection._on_second_connect, Auth: Connection._on_auth,
 }

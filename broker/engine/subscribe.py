@@ -1,7 +1,8 @@
 """SUBSCRIBE and UNSUBSCRIBE: a client's filters mapped into the broker's namespace, judged by the hooks.
 
 A filter is granted whole, in part (an allowed ACL filter overlaps it: each message is then checked at
-delivery, see broker/hooks.py), or refused: v5 0x87 Not authorized, 3.1.1 0x80 Failure [MQTT-3.9.3-1].
+delivery, see broker/hooks.py), or refused: v5 0x87 Not authorized, 3.1.1 0x80 Failure [MQTT-3.9.3-1]; one
+over the topic limits (`broker/limits.py`) is refused as an invalid filter is (v5 0x8F, 3.1.1 0x80).
 Retained messages follow a new subscription, filtered the same way.
 """
 
@@ -12,6 +13,7 @@ from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.core import Broker
 from broker.errors import ProtocolError
 from broker.hooks import ClientInfo, Grant
+from broker.limits import check_topic
 from broker.session import Message, Session, SubscriptionRecord
 
 __all__ = ["internal_filter", "subscribe", "unsubscribe"]
@@ -42,12 +44,20 @@ def subscribe(broker: Broker, session: Session, client: ClientInfo, version: int
             continue
         if sub.no_local and topic_filter.startswith("$share/"):
             raise ProtocolError("No Local on a shared subscription [MQTT-3.8.3-4]")
+        if check_topic(parse_shared(topic_filter)[1], broker.settings, broker.stats, "subscribe"):
+            # Deeper or longer than the limits (broker/limits.py): refused like an invalid filter.
+            codes.append(ReasonCode.TOPIC_FILTER_INVALID if v5 else _SUBSCRIBE_REFUSED_V3)
+            continue
         internal = internal_filter(client, topic_filter)
         grant = hooks.authorize_subscribe(client, topic_filter) if internal is not None else Grant.NONE
         if internal is None or not grant:
             codes.append(ReasonCode.NOT_AUTHORIZED if v5 else _SUBSCRIBE_REFUSED_V3)
             continue
         group, plain, full = internal
+        if broker.subscription_limit(session, full) is not None:
+            # Over the client's or the tenant's subscription limit (broker/tenants.py); O(1).
+            codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else _SUBSCRIBE_REFUSED_V3)
+            continue
         record = SubscriptionRecord(full, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling,
                                     sub_id, grant is Grant.PARTIAL)
         outcome = broker.subscribe(session, record)

@@ -31,6 +31,8 @@ from broker.settings import VERSION
 from control.api.common import ApiError, authenticated, json_body, ok, services
 from control.api.paging import answer, finish, mount_of, owner_of, paging
 from control.api.payloads import preview
+from control.api.live_guard import RECHECK, LiveStream, Rechecks, StreamGuard, credential_of
+from control.errors import LimitReached
 from storage.access import tenant_mount
 
 log = logging.getLogger("roost.api")
@@ -169,7 +171,9 @@ async def live(request: Request) -> StreamingResponse:
         raise ApiError(429, "Too many live views",
                        f"At most {LIVE_STREAMS_PER_USER} live views may be open at once: close one first",
                        headers={"Retry-After": "5"})
-    queue: asyncio.Queue[WatchedMessage] = asyncio.Queue(LIVE_QUEUE)
+    queue: asyncio.Queue[Any] = asyncio.Queue(LIVE_QUEUE)
+    stream = LiveStream(credential_of(request, user.id), queue)
+    guard: StreamGuard = request.app.state.live_guard
     dropped = 0
 
     def deliver(message: WatchedMessage) -> None:
@@ -183,6 +187,12 @@ async def live(request: Request) -> StreamingResponse:
         raise ApiError(422, "Validation failed", "The filter is not a valid MQTT topic filter",
                        fields={"filter": "Use a topic filter such as sensors/# or home/+/temperature "
                                          "(no $ topics, no $share)."})
+    plan = services(request).context.plan_of(user)
+    if plan.max_subscriptions and broker.tenant_usage(tenant_mount(user.id))[1] >= plan.max_subscriptions:
+        # A live view holds a subscription in the tenant's namespace, counted against the plan's limit.
+        raise LimitReached(f"You have reached your plan's limit of {plan.max_subscriptions} subscriptions: "
+                           "close a live view or unsubscribe a client first", "max_subscriptions",
+                           plan.max_subscriptions)
     streams = _streams(request)
 
     async def events() -> AsyncIterator[bytes]:
@@ -190,13 +200,25 @@ async def live(request: Request) -> StreamingResponse:
         # Opened here, not before: the `finally` below is sure to run for every watch opened.
         watch = broker.watch(tenant_mount(user.id), topic_filter, deliver)
         streams[user.id] = streams.get(user.id, 0) + 1
+        guard.open(stream)
         try:
+            rechecks = Rechecks(request, stream)
+            await rechecks.start()
             yield b"retry: 3000\n" + _event("ready", {"filter": topic_filter})
             idle = 0.0
             while not broker.closing:
                 try:
                     message = await asyncio.wait_for(queue.get(), _WAKE_SECONDS)
                 except TimeoutError:
+                    message = None
+                if await rechecks.due() and not await rechecks.still_valid():
+                    # Revoked (key deleted, signed out, user deactivated): end as a kicked MQTT client would.
+                    log.info("live stream of user %s closed: its credential was revoked", user.id)
+                    yield _event("revoked", {"message": "Your API key or session is no longer valid"})
+                    return
+                if message is RECHECK:
+                    continue
+                if message is None:
                     idle += _WAKE_SECONDS
                     if idle >= HEARTBEAT_SECONDS:
                         idle = 0.0
@@ -208,6 +230,7 @@ async def live(request: Request) -> StreamingResponse:
                     dropped = 0
                 yield _event("message", _message(message))
         finally:
+            guard.close(stream)
             watch.close()
             left = streams.get(user.id, 1) - 1
             if left > 0:

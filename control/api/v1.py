@@ -18,6 +18,7 @@ from control.services.messages import DEFAULT_LIMIT, MAX_LIMIT
 from control.services.projects import PER_PAGE as PROJECTS_PER_PAGE
 from control.services.topics import PER_PAGE as TOPICS_PER_PAGE
 from storage.clock import format_timestamp
+from storage.access import tenant_mount
 
 __all__ = ["routes"]
 
@@ -300,6 +301,9 @@ async def me(request: Request) -> JSONResponse:
     plan = context.plan_of(user)
     usage = context.usage
     used = usage.used(user.id) if usage is not None else 0
+    connections, subscriptions = (
+        context.broker.tenant_usage(tenant_mount(user.id)) if context.broker is not None else (0, 0)
+    )
     return ok(
         {
             "data": serialize.user(user),
@@ -312,6 +316,10 @@ async def me(request: Request) -> JSONResponse:
                 "max_devices": plan.max_devices or None,
                 "max_topics": plan.max_topics or None,
                 "max_instances": plan.max_instances or None,
+                "max_connections": plan.max_connections or None,
+                "max_subscriptions": plan.max_subscriptions or None,
+                "connections": connections,
+                "subscriptions": subscriptions,
                 "retention_days": plan.retention_days,
             },
         }

@@ -51,6 +51,9 @@ class SessionStore:
         self.capacity = capacity
         self._clock = clock
         self._sessions: OrderedDict[str, DashboardSession] = OrderedDict()
+        # Called with the user id of each session signed out (`end`, `end_user`): live streams opened
+        # with that session close (control/api/live_guard.py).
+        self.listeners: list[Callable[[int], None]] = []
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -64,6 +67,13 @@ class SessionStore:
         session = DashboardSession(user_id, secrets.token_urlsafe(32), now, min(now + self.idle, now + self.lifetime))
         self._sessions[token] = session
         return token, session
+
+    def peek(self, token: str | None) -> DashboardSession | None:
+        """The live session behind `token`, its expiry left as it is (a re-check is not a use), or None."""
+        session = self._sessions.get(token) if token else None
+        if session is None or self._clock() >= session.expires_at:
+            return None
+        return session
 
     def get(self, token: str | None) -> DashboardSession | None:
         """The live session behind `token` (its expiry extended), or None."""
@@ -80,13 +90,19 @@ class SessionStore:
         return session
 
     def end(self, token: str | None) -> None:
-        if token:
-            self._sessions.pop(token, None)
+        session = self._sessions.pop(token, None) if token else None
+        if session is not None:
+            self._ended(session.user_id)
 
     def end_user(self, user_id: int) -> None:
         """Sign a user out everywhere."""
         for token in [t for t, s in self._sessions.items() if s.user_id == user_id]:
             del self._sessions[token]
+        self._ended(user_id)
+
+    def _ended(self, user_id: int) -> None:
+        for listener in self.listeners:
+            listener(user_id)
 
     def _purge(self, now: float) -> None:
         for token in [t for t, s in self._sessions.items() if now >= s.expires_at]:

@@ -70,8 +70,10 @@ class ApiKeyService:
         record = await self.store.api_keys.deactivate(key_id, user_id=user.id)
         if record is None:
             raise NotFound("API key not found")
+        self.context.api_key_revoked(record.user_id)
         return record
 
     async def delete(self, user: User, key_id: int) -> None:
         if not await self.store.api_keys.delete(key_id, user_id=user.id):
             raise NotFound("API key not found")
+        self.context.api_key_revoked(user.id)

@@ -9,7 +9,7 @@ from broker.service import BrokerService
 from control.errors import LimitReached, NotFound
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS, Plan
 from certs.store import CertificateStore
-from storage.access import LiveAccess
+from storage.access import LiveAccess, tenant_mount
 from storage.records import Project, User
 from storage.store import Store
 from storage.usage import UsageMeter
@@ -31,6 +31,9 @@ class Context:
     # Called with a user's id when their password changes or they are deactivated or deleted: the
     # dashboard ends their sign-in sessions.
     user_listeners: list[Callable[[int], None]] = field(default_factory=list)
+    # Called with a user's id when one of their API keys is deactivated or deleted: live streams opened
+    # with it close (control/api/live_guard.py).
+    api_key_listeners: list[Callable[[int], None]] = field(default_factory=list)
     # The plan of a user created without one (`default_plan` in the config).
     default_plan: str = DEFAULT_PLAN
 
@@ -40,6 +43,10 @@ class Context:
 
     def user_changed(self, user_id: int) -> None:
         for listener in self.user_listeners:
+            listener(user_id)
+
+    def api_key_revoked(self, user_id: int) -> None:
+        for listener in self.api_key_listeners:
             listener(user_id)
 
     async def access_changed(self) -> None:
@@ -56,7 +63,9 @@ class Context:
         if username is not None:
             broker.kick(username=username)
         if user_id is not None:
-            broker.kick(where=lambda client: client.attributes.get("user_id") == user_id)
+            # The user's clients live under their mount: only that tenant's sessions are looked at.
+            broker.kick(where=lambda client: client.attributes.get("user_id") == user_id,
+                        mounts=[tenant_mount(user_id)])
 
     def check_limit(self, user: User, kind: str, limit: int, current: int, message: str) -> None:
         if limit and current >= limit:

@@ -70,6 +70,9 @@ class MessageService:
                 fields.fail("topic_id", "The selected topic_id is invalid.")
             elif "+" in topic.name or "#" in topic.name:
                 fields.fail("topic_id", "The topic is a filter; a message needs a topic name without wildcards.")
+            elif self.context.broker is not None and (problem := self.context.broker.topic_limit_problem(topic.name)):
+                # A topic stored before the limits were lowered: MQTT would refuse it too (broker/limits.py).
+                fields.fail("topic_id", problem)
         fields.check()
         assert topic is not None and isinstance(payload, str) and project_value is not None
         plan = self.context.plan_of(user)

@@ -20,7 +20,7 @@ __all__ = ["TopicService"]
 PER_PAGE = 15
 
 
-def _check_filter(fields: Fields, name: str | None) -> None:
+def _check_filter(fields: Fields, name: str | None, context: Context) -> None:
     if name is None:
         return
     if "\x00" in name:
@@ -33,6 +33,9 @@ def _check_filter(fields: Fields, name: str | None) -> None:
         validate_topic_filter(name)
     except ProtocolError as exc:
         fields.fail("name", f"The name is not a valid MQTT topic or filter: {exc}")
+        return
+    if context.broker is not None and (problem := context.broker.topic_limit_problem(name)):
+        fields.fail("name", problem)  # no client could use it (max_topic_levels, max_topic_length)
 
 
 class TopicService:
@@ -62,7 +65,7 @@ class TopicService:
         fields = Fields()
         project_value = fields.integer("project_id", project_id, required=True)
         name_value = fields.name("name", name, max_length=65_535)
-        _check_filter(fields, name_value)
+        _check_filter(fields, name_value, self.context)
         description_value = fields.text("description", description)
         publish_value = fields.boolean("can_publish", can_publish)
         subscribe_value = fields.boolean("can_subscribe", can_subscribe)
@@ -103,7 +106,7 @@ class TopicService:
         name_value = fields.name("name", name, required=False, max_length=65_535)
         if isinstance(name, str) and not name:
             fields.fail("name", "The name field must not be empty.")
-        _check_filter(fields, name_value)
+        _check_filter(fields, name_value, self.context)
         description_value = fields.text("description", description)
         publish_value = fields.boolean("can_publish", can_publish)
         subscribe_value = fields.boolean("can_subscribe", can_subscribe)

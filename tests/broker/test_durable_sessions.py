@@ -1071,10 +1071,10 @@ def test_a_damaged_state_file_stops_the_start_with_a_clear_error_and_is_left_as_
     assert not connack.session_present
 
 
-def test_a_state_file_with_an_unreadable_record_stops_the_start_and_is_left_as_it_was(durable) -> None:
-    """A crash left a connected session behind (no disconnect time) beside a record Roost cannot read: start
-    fails naming the file, and the file is not written to. (Failed before f164baa: the load's pending changes
-    were committed when the failed start closed the store.)"""
+def test_a_state_file_with_an_unreadable_record_starts_without_that_record(durable) -> None:
+    """A crash left a connected session behind (no disconnect time) beside a record Roost cannot read: the
+    start goes on without that record (issue 14: it used to refuse the file, a restart loop under systemd),
+    which is moved to the quarantine table; the connected session is restored."""
     state = durable()
     state.start()
     connected, _ = connect(state.port, "a-connected")
@@ -1087,12 +1087,15 @@ def test_a_state_file_with_an_unreadable_record_stops_the_start_and_is_left_as_i
     with connection:
         connection.execute("UPDATE sessions SET attributes = '{not json' WHERE key = 'b-damaged'")
     connection.close()
-    before = copy.state_file.read_bytes()
 
-    with pytest.raises(StorageError, match="cannot read") as refused:
-        RoostThread(copy.document).start()
-    assert STATE_FILE_NAME in str(refused.value)
-    assert copy.state_file.read_bytes() == before
+    copy.start()
+    again, connack = connect(copy.port, "a-connected")
+    assert connack.session_present
+    disconnect(again)
+    damaged, connack = connect(copy.port, "b-damaged")
+    assert not connack.session_present
+    disconnect(damaged)
+    assert state_rows(copy, "SELECT kind, key FROM quarantine") == [("session", "b-damaged")]
 
 
 def test_a_state_file_with_a_newer_schema_stops_the_start_naming_the_file(durable) -> None:

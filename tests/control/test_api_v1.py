@@ -648,9 +648,11 @@ def test_topic_validation(rest: Rest) -> None:
     other = api.create_topic(project_id, "other")
     for body in [{"name": "taken"}, {"name": "#/x"}, {"name": ""}, {"can_publish": None, "name": "$x"}]:
         assert "name" in field_errors(api.put(f"{P}/topics/{other['id']}", json=body)), body
-    # Deep, wide and unicode topics are fine.
-    for name in ["/".join(["l"] * 200), "\u6e29\u5ea6/\U0001f321", "a//b", "/", "+", "#", "+/+/#"]:
+    # Deep (up to max_topic_levels, 128 by default), wide and unicode topics are fine; deeper is not.
+    for name in ["/".join(["l"] * 128), "\u6e29\u5ea6/\U0001f321", "a//b", "/", "+", "#", "+/+/#"]:
         api.create_topic(project_id, name)
+    assert "max_topic_levels" in field_errors(api.post(f"{P}/topics", json={"project_id": project_id,
+                                                                           "name": "/".join(["l"] * 129)}))["name"]
 
 
 def test_free_plan_topic_limit_is_422(rest: Rest) -> None:
@@ -886,14 +888,16 @@ def test_me_shows_the_account_and_the_plans_limits(rest: Rest) -> None:
     resets = me["limits"].pop("quota_resets_at")
     assert TIMESTAMP.match(resets) and resets.endswith(":00:00.000Z")  # the start of the next hour
     assert me["limits"] == {"messages_per_hour": 100, "messages_this_hour": 0, "max_projects": 3,
-                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "retention_days": 7,
+                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "max_connections": 25,
+                            "max_subscriptions": 1000, "connections": 0, "subscriptions": 0, "retention_days": 7,
                             "messages_refused_this_hour": 0}
     _, enterprise = rest.tenant(plan="enterprise")
     limits = enterprise.me()["limits"]
     assert limits.pop("quota_resets_at") == resets and limits.pop("messages_refused_this_hour") == 0
     assert limits == {"messages_per_hour": None, "messages_this_hour": 0, "max_projects": None,
                                          "max_devices": None, "max_topics": None, "max_instances": None,
-                                         "retention_days": 365}
+                                         "max_connections": None, "max_subscriptions": None, "connections": 0,
+                                         "subscriptions": 0, "retention_days": 365}
 
 
 def test_users_are_admin_only_403(rest: Rest) -> None:

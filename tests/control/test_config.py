@@ -264,6 +264,20 @@ def test_config_example_documents_every_broker_setting_the_parser_accepts() -> N
     assert set(document["metrics"]) == {"enabled", "per_tenant", "max_tenants"}
 
 
+def test_limit_keys_reach_the_broker_settings_and_are_range_checked() -> None:
+    """The limits of issue 14 (docs/operations.md, "Limits"): each key is read into BrokerSettings, and a value
+    out of range is refused naming the key."""
+    values = {"max_topic_levels": 5000, "max_topic_length": 65_535, "max_connect_size": 2048,
+              "max_pending_connections": 10, "max_pending_bytes": 100_000}
+    settings = parse_config({"mqtt": values}).mqtt.broker
+    assert {key: getattr(settings, key) for key in values} == values
+    for key, bad in (("max_topic_levels", 0), ("max_topic_length", 65_536), ("max_connect_size", 63),
+                     ("max_pending_connections", 0), ("max_pending_bytes", 63)):
+        with pytest.raises(ConfigError) as info:
+            parse_config({"mqtt": {key: bad}})
+        assert str(info.value).startswith(f"mqtt.{key}:"), str(info.value)
+
+
 def test_find_config_looks_at_the_flag_then_the_environment_then_here_then_etc(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -26,8 +26,8 @@ def roost_process(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ca
     Whatever is still running when the test ends is killed; a test that failed prints the end of each log."""
     made: list[RoostProcess] = []
 
-    def factory(durability: str) -> RoostProcess:
-        process = RoostProcess(tmp_path / f"roost{len(made)}", durability)
+    def factory(durability: str, mqtt: str = "") -> RoostProcess:
+        process = RoostProcess(tmp_path / f"roost{len(made)}", durability, mqtt)
         made.append(process)
         return process
 

@@ -29,7 +29,9 @@ READY_LINE = b" started: MQTT on "  # control/server.py logs it once both ports 
 class RoostProcess:
     """One Roost configuration (ports, data_dir, durability) run as a process any number of times."""
 
-    def __init__(self, folder: Path, durability: str) -> None:
+    def __init__(self, folder: Path, durability: str, mqtt: str = "", extra_config: str = "") -> None:
+        """`mqtt`: extra `[mqtt]` lines (e.g. raised limits); `extra_config`: more tables (`[log]`,
+        `[plans.x]`); both appended as they are."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
         self.durability = durability
@@ -42,9 +44,11 @@ class RoostProcess:
             # Queues hold a whole test's load for an offline subscriber: what a crash loses is not
             # mixed up with what a full queue drops (the tests check that nothing was dropped).
             "max_queued_messages = 100000\n"
+            f"{mqtt}\n"
             f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n'
             "[tls]\nport = 0\n"
             f'[storage]\ndurability = "{durability}"\n'
+            + extra_config  # more tables (`[log]`, `[plans.x]`), appended as they are
         )
         self.log_path = folder / "roost.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -89,6 +93,15 @@ class RoostProcess:
         """SIGKILL: no shutdown, no last commit, like a power cut for the process (not for the disk)."""
         self.signal_kill()
         self.reap()
+
+    def terminate(self) -> int:
+        """SIGTERM, as systemd stops a unit: Roost shuts down in order. Returns the exit code."""
+        process = self.process
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+        self.reap()
+        return code
 
     def signal_kill(self) -> None:
         """Send SIGKILL and return at once (`reap()` waits for the process to be gone)."""

@@ -635,39 +635,32 @@ async def test_load_drops_rows_that_nothing_refers_to(store, opened, data_dir) -
         assert count(data_dir, table) == 0, table
 
 
-async def test_a_record_that_cannot_be_read_is_refused_with_a_clear_error(store, opened, data_dir) -> None:
-    store.session_changed(durable_session())
-    await store.close()
-    connection = sqlite3.connect(data_dir / STATE_FILE_NAME)
-    with connection:
-        connection.execute("UPDATE sessions SET attributes = '{not json'")
-    connection.close()
-
-    store = await _open(data_dir, "batched")
-    opened.append(store)
-    with pytest.raises(StorageError, match="damaged"):
-        await store.load()
-
-
-async def test_a_record_that_cannot_be_read_leaves_the_file_as_it_was(store, opened, data_dir) -> None:
-    """The refusal promises the file untouched, so that it can be restored or inspected as it was. (Failed
-    before f164baa: what load() had noted for the sessions connected at the crash was committed by close().)"""
-    store.session_changed(durable_session(tenant_client("a-connected"), disconnected_at=None))
-    store.session_changed(durable_session(tenant_client("b-damaged")))
+async def test_a_record_that_cannot_be_read_is_moved_aside_and_the_rest_is_loaded(store, opened, data_dir) -> None:
+    """Issue 14: a record Roost cannot read no longer refuses the whole file (a restart loop under systemd).
+    It goes to the quarantine table with everything of it, and the other records load; the connected-at-
+    the-crash session's restart clock is still noted (written later, as for any load)."""
+    connected = durable_session(tenant_client("a-connected"), disconnected_at=None)
+    damaged = durable_session(tenant_client("b-damaged"))
+    for session in (connected, damaged):
+        store.session_changed(session)
+        store.subscription_added(session, SubscriptionRecord("$u7/t", 1))
     await store.close()
     connection = sqlite3.connect(data_dir / STATE_FILE_NAME)
     with connection:
         connection.execute("UPDATE sessions SET attributes = '{not json' WHERE client_id = 'b-damaged'")
     connection.close()
-    before = (data_dir / STATE_FILE_NAME).read_bytes()
 
     store = await _open(data_dir, "batched")
     opened.append(store)
-    with pytest.raises(StorageError, match="damaged"):
-        await store.load()
+    sessions, _ = await store.load()
+    assert [s.client.client_id for s in sessions] == ["a-connected"]
+    rows = await store.db.fetch_all("SELECT kind, key, source, reason FROM quarantine ORDER BY id")
+    assert [(r["kind"], r["key"], r["source"]) for r in rows] == [
+        ("session", "$u7/\\0b-damaged", "sessions"), ("session", "$u7/\\0b-damaged", "subscriptions")]
+    assert "JSONDecodeError" in rows[0]["reason"]
+    left = await store.db.fetch_all("SELECT session_key FROM subscriptions")
+    assert [r["session_key"] for r in left] == [connected.key]
     await store.close()
-
-    assert (data_dir / STATE_FILE_NAME).read_bytes() == before
 
 
 # -- refusing a file ------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,18 +35,6 @@ VERSIONS = pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
 BAD_CREDENTIALS = {4: 4, 5: 0x86}
 NOT_AUTHORIZED = {4: 5, 5: 0x87}
 SUBACK_REFUSED = {4: 0x80, 5: 0x87}
-
-
-@pytest.fixture
-def secure_roost(make_roost: Any) -> RoostThread:
-    return make_roost(allow_anonymous=False)
-
-
-@pytest.fixture
-def clients() -> Iterator[Clients]:
-    pool = Clients()
-    yield pool
-    pool.close_all()
 
 
 @pytest.fixture

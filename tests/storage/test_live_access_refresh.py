@@ -4,7 +4,7 @@ broker holding 100,000 of them for 0.3 s a second."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from broker.hooks import ClientInfo
@@ -13,17 +13,22 @@ from storage.store import open_store
 
 
 class CountingBroker:
-    """The two calls of BrokerService that enforcing makes, counted."""
+    """The calls of BrokerService that enforcing makes, counted, with the tenants each looked at."""
 
     def __init__(self) -> None:
-        self.revalidations = 0
+        self.revalidations = 0  # enforcements: each starts with a kick of what no longer holds
+        self.mounts: list[list[str]] = []
+        self.rechecked: list[list[str]] = []  # subscription re-checks (only for changed project topics)
 
-    def kick(self, where: Callable[[ClientInfo], bool]) -> int:
-        return 0
-
-    def revalidate_subscriptions(self, where: Callable[[ClientInfo], bool]) -> int:
+    def kick(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         self.revalidations += 1
+        self.mounts.append(list(mounts or ()))
         return 0
+
+    def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
+                         step: int) -> Iterator[int]:
+        self.rechecked.append(list(mounts or ()))
+        yield 0
 
 
 async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Path) -> None:
@@ -40,8 +45,17 @@ async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Pa
         assert broker.revalidations == 1
         assert access.hook.snapshot.token == await store.db.change_token()  # the watch does not ask again
 
-        await store.users.create("bob")
+        bob = await store.users.create("bob")
         await access.refresh()
         assert broker.revalidations == 2
+        assert broker.mounts == [[f"$u{user.id}/"], [f"$u{bob.id}/"]]  # only the tenant that changed
+        assert broker.rechecked == []  # no topic rule changed: no subscription to re-check
+
+        project = await store.projects.create(bob.id, "p")
+        await store.devices.create(project.id, "d1", "d1")
+        await access.refresh()
+        await store.topics.create(project.id, "t/#")
+        await access.refresh()
+        assert broker.rechecked == [[f"$u{bob.id}/"]]  # the topic of bob's device's project
     finally:
         await store.close()

@@ -552,6 +552,8 @@ async function live() {
         while (messages.children.length > 200) messages.lastChild.remove();
       });
       source.addEventListener("dropped", (event) => { state.textContent = `Watching ${filter} (${JSON.parse(event.data).count} messages skipped: too many to show)`; });
+      // The server ends the stream when the session or key behind it is revoked: stop, do not reconnect.
+      source.addEventListener("revoked", () => { source.close(); state.textContent = "Stopped: your session has ended. Sign in again."; state.dataset.state = "stopped"; });
       source.onerror = () => { if (source && source.readyState === EventSource.CONNECTING) state.textContent = "Connection lost; trying again…"; };
     },
   });

@@ -26,7 +26,7 @@ def test_aliases_share_values() -> None:
         (0x8A, ConnackReturnCode.NOT_AUTHORIZED),
         (0x8C, ConnackReturnCode.NOT_AUTHORIZED),
         (0x80, ConnackReturnCode.NOT_AUTHORIZED),
-        (0x97, ConnackReturnCode.NOT_AUTHORIZED),
+        (0x97, ConnackReturnCode.SERVER_UNAVAILABLE),  # a limit: try later (the tenant connection limit)
     ],
 )
 def test_v3_connack_code(reason: int, expected: int) -> None:
