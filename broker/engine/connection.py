@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from broker.codec import (
@@ -30,6 +29,8 @@ from broker.codec import (
     v3_connack_code,
 )
 from broker.core import Broker
+from broker.ack_holds import Wait
+from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
 from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
@@ -105,10 +106,8 @@ class Connection:
         self._connect_deadline = now + settings.connect_timeout
         self.keep_alive = 0
         self.admission: Admission  # made at CONNECT, for the client that was let in
-        # With strict durability, acknowledgements wait until what they acknowledge is on disk; those
-        # waiting are counted so that later ones queue behind them (see _ack).
-        self._strict = broker.persistence.strict
-        self._held_acks = 0
+        # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave.
+        self._acks = AckOrder(broker.persistence, self._write)
         self._expiry_at_connect = 0
 
     # -- inputs ---------------------------------------------------------------------------------------------
@@ -396,30 +395,29 @@ class Connection:
         # The acknowledgement goes before any copy routed back to this client: a publisher that subscribes
         # hears PUBACK/PUBREC first, then its message.
         mark = len(self._out)
+        waits: list[Wait] = []
         if message is not None:
+            # Receivers may hold the acknowledgement until they have the message on disk (a bridge's outbox).
+            holds = self.broker.ack_holds
+            holds.begin()
             recorded = self.broker.route(message)[1] or recorded
-        self._ack(ack, recorded, mark)
+            waits = holds.end()
+        self._ack(ack, recorded, mark, waits)
 
-    def _ack(self, data: bytes, dirtied: bool, at: int | None = None) -> None:
-        """Send an acknowledgement, at position `at` of the output when given. With strict durability it
-        waits until the state it acknowledges is on disk (`dirtied`: the packet it answers changed recorded
-        state), and never overtakes one that is waiting, so acknowledgements keep the order of what they
-        answer [MQTT-4.6.0-2]."""
-        if self._strict and (dirtied or self._held_acks):
-            self._held_acks += 1
-            if self.broker.persistence.when_durable(partial(self._release_ack, data)):
-                return
-            self._held_acks -= 1
+    def _ack(self, data: bytes, dirtied: bool, at: int | None = None, waits: list[Wait] | None = None) -> None:
+        """Send an acknowledgement, at position `at` of the output when given, unless it must wait
+        (`AckOrder`, broker/engine/acks.py): with strict durability until the state it acknowledges is on
+        disk (`dirtied`: the packet it answers changed recorded state), for the receivers that hold it
+        (`waits`), and behind any acknowledgement waiting, so they keep the order of what they answer
+        [MQTT-4.6.0-2]."""
+        if self._acks.must_wait(data, dirtied, waits or ()):
+            return
         if at is None or self.closing:
             self._write(data)
         else:
             self._out.insert(at, data)
             if len(self._out) == 1:
                 self.on_output()
-
-    def _release_ack(self, data: bytes) -> None:
-        self._held_acks -= 1
-        self._write(data)  # (dropped if the connection has closed meanwhile: the client will resend)
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         recorded = self.broker.flows.release_received(self.session, packet.packet_id)  # type: ignore[arg-type]
