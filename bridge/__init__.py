@@ -1,0 +1,1 @@
+"""Bridges from this Roost to upstream brokers (see bridge/link.py for the link interface)."""
