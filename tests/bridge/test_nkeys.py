@@ -1,0 +1,90 @@
+"""nkeys with `cryptography` (bridge/nkeys.py), and the NATS link's credentials against a real nats-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import LinkError
+from bridge.nats_config import NatsSettings
+from bridge.nats_link import NATSLink
+from bridge.nkeys import NkeyError, encode_seed, public_key, read_jwt, read_seed, sign
+from tests.bridge.nats_cluster import NatsServer
+from tests.bridge.test_nats_link import Handler, LinkConfig, Recorder, entry
+
+pytestmark = pytest.mark.timeout(60)
+
+CREDS = """-----BEGIN NATS USER JWT-----
+eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln
+------END NATS USER JWT------
+
+************************* IMPORTANT *************************
+NKEY Seed printed below can be used to sign and prove identity.
+
+-----BEGIN USER NKEY SEED-----
+{seed}
+------END USER NKEY SEED------
+"""
+
+
+def test_a_seed_encodes_decodes_and_signs() -> None:
+    seed = encode_seed(bytes(range(32)))
+    assert seed.startswith("SU") and read_seed(seed + "\n") == seed
+    assert public_key(seed).startswith("U") and len(public_key(seed)) == 56
+    assert sign(seed, b"nonce") != sign(encode_seed(bytes(32)), b"nonce")
+    creds = CREDS.format(seed=seed)
+    assert read_seed(creds) == seed and read_jwt(creds).startswith("eyJ0eXAi")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "no nkey seed"),
+    ("SUAAAA", "wrong length|bad base32"),
+    (encode_seed(bytes(32))[:-1] + ("A" if encode_seed(bytes(32))[-1] != "A" else "B"), "checksum|bad base32"),
+])
+def test_a_bad_seed_is_refused(text: str, message: str) -> None:
+    with pytest.raises(NkeyError, match=message):
+        read_seed(text)
+
+
+def test_a_seed_file_is_not_a_creds_file() -> None:
+    with pytest.raises(NkeyError, match="no user JWT"):
+        read_jwt(encode_seed(bytes(32)))
+
+
+async def test_nkey_and_password_users_authenticate_against_nats_server(tmp_path: Path) -> None:
+    seed = encode_seed(os.urandom(32))
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_text(seed + "\n")
+    server = NatsServer(tmp_path / "auth", "auth0", extra=(
+        "authorization { users = [ "
+        f'{{ nkey: "{public_key(seed)}" }}, {{ user: "alice", password: "s3cret" }} ] }}'
+    ))
+    server.write_config([])
+    server.start()
+    try:
+        for config, settings in (
+            (LinkConfig(subscribe=()), NatsSettings((server.url,), False, "S", nkey_seed_file=seed_file)),
+            (LinkConfig(subscribe=(), username="alice", password="s3cret"), NatsSettings((server.url,), False, "S")),
+        ):
+            recorder = Recorder()
+            link = NATSLink(config, settings)
+            await link.connect(Handler(recorder))  # type: ignore[arg-type]
+            link.send(entry(1))
+            await recorder.wait(lambda: recorder.acked == [(1, 0)])
+            link.close("done")
+            await link.closed()
+        wrong = NATSLink(LinkConfig(subscribe=(), username="alice", password="wrong", connect_timeout=2),
+                         NatsSettings((server.url,), False, "S"))
+        with pytest.raises(LinkError, match="[Aa]uthorization"):
+            await wrong.connect(Handler(Recorder()))  # type: ignore[arg-type]
+        other = tmp_path / "other.nk"
+        other.write_text(encode_seed(os.urandom(32)))
+        stranger = NATSLink(LinkConfig(subscribe=(), connect_timeout=2),
+                            NatsSettings((server.url,), False, "S", nkey_seed_file=other))
+        with pytest.raises(LinkError, match="[Aa]uthorization"):
+            await asyncio.wait_for(stranger.connect(Handler(Recorder())), 20)  # type: ignore[arg-type]
+    finally:
+        server.stop()
