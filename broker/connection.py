@@ -17,10 +17,12 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import replace
 from functools import partial
 from typing import Any, cast
 
+from broker.ack_holds import Wait
 from broker.codec import (
     EMPTY_PROPERTIES,
     NEED_DATA,
@@ -103,10 +105,11 @@ class MQTTConnection(asyncio.Protocol):
         # The publish ACL's answers by topic: the topic inside the broker, or "" (refused); see _route.
         self._publish_acl: dict[str, str] = {}
         self._publish_hook = broker.hooks.publish_hook
-        # With strict durability, acknowledgements wait until what they acknowledge is on disk; those
-        # waiting are counted so that later ones queue behind them (see _ack).
+        # With strict durability, acknowledgements wait until what they acknowledge is on disk, and any
+        # acknowledgement waits for the receivers that hold it (broker/ack_holds.py); those waiting are
+        # queued here, so that later ones go out behind them (see _ack).
         self._strict = broker.persistence.strict
-        self._held_acks = 0
+        self._held_acks: deque[list[Any]] = deque()
         # QoS 1/2 PUBLISH packets to this client waiting for their packet identifier to be on disk
         # (strict durability, see Broker._send_inflight); later ones wait behind them.
         self.held_sends = 0
@@ -412,6 +415,7 @@ class MQTTConnection(asyncio.Protocol):
         if packet.retain and not self.broker.settings.retain_available:
             raise ProtocolError("retain is not available [MQTT-3.3.1-?]", ReasonCode.RETAIN_NOT_SUPPORTED)
         reason = 0
+        waits: list[Wait] = []
         # The publish ACL, cached per topic (see _route), inlined here: this runs for every message.
         routed = self._publish_acl.get(topic) if self._acl_generation == self.broker.hooks.generation else None
         if routed is None:
@@ -449,7 +453,13 @@ class MQTTConnection(asyncio.Protocol):
                 # the very bytes it sent: no encoding on the way out. (Not when it used a topic alias:
                 # those bytes name no topic.)
                 message.wire = (self._forms[False], self.reader.last_packet_bytes())
-            self.broker.publish(message)
+            if qos:
+                holds = self.broker.ack_holds
+                holds.begin()
+                self.broker.publish(message)
+                waits = holds.end()
+            else:
+                self.broker.publish(message)
         if qos == 0:
             return
         packet_id: int = packet.packet_id  # type: ignore[assignment]
@@ -462,25 +472,40 @@ class MQTTConnection(asyncio.Protocol):
                 if session.durable:
                     self.broker.persistence.release_awaited(session, packet_id)
             ack = encode(Pubrec(packet_id, reason), self.version)
-        if self._strict:
-            self._ack(ack, self.broker.persistence.writes != writes)
+        if self._strict or waits or self._held_acks:
+            self._ack(ack, self._strict and self.broker.persistence.writes != writes, waits)
         else:
             self._write(ack)
 
-    def _ack(self, data: bytes, dirtied: bool) -> None:
+    def _ack(self, data: bytes, dirtied: bool, waits: list[Wait] | None = None) -> None:
         """Send an acknowledgement. With strict durability it waits until the state it acknowledges is on
-        disk (`dirtied`: the packet it answers changed recorded state), and never overtakes one that is
+        disk (`dirtied`: the packet it answers changed recorded state); it also waits for the receivers
+        that hold it (`waits`, broker/ack_holds.py: a bridge's outbox). It never overtakes one that is
         waiting, so acknowledgements keep the order of what they answer [MQTT-4.6.0-2]."""
-        if self._strict and (dirtied or self._held_acks):
-            self._held_acks += 1
-            if self.broker.persistence.when_durable(partial(self._release_ack, data)):
-                return
-            self._held_acks -= 1
-        self._write(data)
+        held = self._held_acks
+        if not held and not waits and not (self._strict and dirtied):
+            self._write(data)
+            return
+        # [data, how many calls back it still waits for]; the 1 is a guard, so that a wait that calls
+        # back at once cannot send it before every wait is registered.
+        entry: list[Any] = [data, 1]
+        held.append(entry)
+        for wait in waits or ():
+            entry[1] += 1
+            wait(partial(self._ack_ready, entry))
+        if self._strict and (dirtied or len(held) > 1):
+            entry[1] += 1
+            if not self.broker.persistence.when_durable(partial(self._ack_ready, entry)):
+                entry[1] -= 1
+        self._ack_ready(entry)
 
-    def _release_ack(self, data: bytes) -> None:
-        self._held_acks -= 1
-        self._write(data)  # (dropped if the connection has closed meanwhile: the client will resend)
+    def _ack_ready(self, entry: list[Any]) -> None:
+        """One thing an acknowledgement waited for is done; send every acknowledgement at the head of the
+        queue that waits for nothing more (dropped if the connection has closed: the client will resend)."""
+        entry[1] -= 1
+        held = self._held_acks
+        while held and held[0][1] == 0:
+            self._write(held.popleft()[0])
 
     def _route(self, topic: str) -> str:
         """Where this client's PUBLISH to `topic` goes inside the broker: the topic under its tenant's

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING
 
+from broker.ack_holds import AckHolds
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
 from broker.hooks import ClientInfo, HookChain
@@ -63,6 +64,8 @@ class Broker:
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore()
         self.stats = Stats()
+        # Receivers that hold a publisher's acknowledgement until they have the message on disk (bridges).
+        self.ack_holds = AckHolds()
         self.started_at = time.time()
         self._loop: asyncio.AbstractEventLoop | None = None
 

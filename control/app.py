@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
-from control.api import certificates, dashboard_api, mqtt_instances, v1, websocket
+from control.api import bridges, certificates, dashboard_api, mqtt_instances, v1, websocket
 from control.api.errors import EXCEPTION_HANDLERS
 from control.api.openapi import openapi_document
 from control.dashboard import routes as dashboard
@@ -42,6 +42,7 @@ def create_app(service: BrokerService, services: Services, metrics: Metrics | No
     routes += certificates.routes
     routes += websocket.routes  # MQTT over WebSocket at /mqtt
     routes += dashboard_api.routes  # /api/v1/stats, /live, /clients
+    routes += bridges.routes  # /api/v1/bridges
     document = openapi_document(routes)
 
     async def openapi(request: Request) -> JSONResponse:

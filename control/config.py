@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bridge.config import BridgeConfig, parse_bridges
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
 from control.plans import DEFAULT_PLANS, Plan
@@ -102,6 +103,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
+    bridges: tuple[BridgeConfig, ...] = ()  # [[bridge]]: see bridge/config.py
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -243,10 +245,11 @@ def parse_config(document: dict[str, Any]) -> Config:
         )
         plan_table.done()
     plans_table.done()
+    bridges = parse_bridges(reader.raw("bridge"))
     reader.done()
     return Config(
         data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level, format=log_format),
-        metrics=metrics, storage=StorageConfig(durability=durability), plans=plans,
+        metrics=metrics, storage=StorageConfig(durability=durability), plans=plans, bridges=bridges,
     )
 
 
@@ -277,6 +280,10 @@ class _Table:
         """Every key of this table, all counted as used (for tables of named sub-tables, like [plans])."""
         self._used.update(self._table)
         return list(self._table)
+
+    def raw(self, key: str) -> Any:
+        """The value as TOML gave it (for sections that validate themselves, like [[bridge]])."""
+        return self._get(key)
 
     def table(self, key: str) -> _Table:
         value = self._get(key)

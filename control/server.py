@@ -21,6 +21,8 @@ from typing import Any
 
 import uvicorn
 
+from bridge.manager import Bridges
+from bridge.metrics import BridgeCollector
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import TCPListener
@@ -35,7 +37,7 @@ from control.ops import DataDirLock
 from control.plans import DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
-from storage.access import LiveAccess, PlanTerms, StorageAuthHook
+from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
@@ -62,10 +64,12 @@ class Roost:
         mqtt = config.mqtt
         # Credentials from the database first; anonymous access (when allowed) for clients with no user name.
         self.auth_hook = StorageAuthHook(plan_terms=self._plan_terms)
+        self.bridges = Bridges(config.bridges)
         hooks = HookChain(
             [
                 self.auth_hook,
                 AnonymousHook(mqtt.allow_anonymous, mqtt.anonymous.publish, mqtt.anonymous.subscribe, mqtt.anonymous.deny),
+                *self.bridges.hooks(),
             ]
         )
         self.broker = Broker(mqtt.broker, hooks)
@@ -132,11 +136,13 @@ class Roost:
         self.auth_hook.recorder = recorder
         if self.metrics is not None:
             self.metrics.watch(self.broker, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
+            self.metrics.registry.register(BridgeCollector(self.bridges))
             usage.on_flush = self.metrics.write_observer("quota")
             recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
         await self._restore_broker_state()
+        await self.bridges.start(self.broker, config.data_dir, self._bridge_user)  # before any client comes
         self.services = Services.build(
             store,
             config.plans,
@@ -163,6 +169,12 @@ class Roost:
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
         )
+
+    async def _bridge_user(self, name: str) -> tuple[str, str] | None:
+        """A bridge's `user`: the mount point of that user's namespace, and the name."""
+        assert self.store is not None
+        user = await self.store.users.get_by_name(name)
+        return None if user is None else (tenant_mount(user.id), user.name)
 
     async def _restore_broker_state(self) -> None:
         """Durable sessions and retained messages from the last run are back before the listeners open."""
@@ -200,6 +212,11 @@ class Roost:
         if tls.watch_interval:
             self._spawn(self.tls.watch(tls.watch_interval))
 
+    def _app(self) -> Any:
+        app = create_app(self.service, self.services, self.metrics)  # type: ignore[arg-type]
+        app.state.bridges = self.bridges  # GET /api/v1/bridges
+        return app
+
     async def _start_http(self) -> None:
         # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
         http = self.config.http
@@ -213,7 +230,7 @@ class Roost:
         self._http_socket = sock
         assert self.services is not None
         uv_config = uvicorn.Config(
-            create_app(self.service, self.services, self.metrics),
+            self._app(),
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -233,6 +250,7 @@ class Roost:
         if self.tls_listener is not None:
             await self.tls_listener.close()
         await self.broker.shutdown()
+        await self.bridges.stop()  # after the wills of the shutdown, which it may forward
         if self._http_task is not None:
             await self._http_task
         if self._http_socket is not None:

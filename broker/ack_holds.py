@@ -1,0 +1,46 @@
+"""An extension point: receivers that must keep a message durably before its publisher hears PUBACK/PUBREC.
+
+A bridge (bridge/bridge.py) sits in the router like a connection and writes each QoS 1/2 message it
+forwards into an outbox on disk; the publisher must not be acknowledged before that write is on disk,
+or a power cut right after the PUBACK loses a message the publisher was told is safe. The broker knows
+nothing of outboxes: while it routes a client's QoS 1/2 PUBLISH, a receiver may call `hold(wait)`, where
+`wait(callback)` calls `callback` once the message is safe (at once if it already is). The connection
+collects the holds around `Broker.publish` (`begin` / `end`) and sends the acknowledgement when every one
+of them has called back, never before an acknowledgement that waits ahead of it [MQTT-4.6.0-2].
+
+Holds outside `begin`/`end` (a will, a message from the control plane: nobody to acknowledge) are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+__all__ = ["AckHolds", "Wait"]
+
+# What a receiver hands over: call the given callback once the message is safe.
+Wait = Callable[[Callable[[], None]], None]
+
+
+class AckHolds:
+    __slots__ = ("_open", "_waits")
+
+    def __init__(self) -> None:
+        self._open = False
+        self._waits: list[Wait] = []
+
+    def hold(self, wait: Wait) -> None:
+        """Called by a receiver while a message is routed: its publisher's acknowledgement waits for `wait`."""
+        if self._open:
+            self._waits.append(wait)
+
+    def begin(self) -> None:
+        """A connection is about to route a QoS 1/2 PUBLISH that it will acknowledge."""
+        self._open = True
+
+    def end(self) -> list[Wait]:
+        """Routing is done: the holds it collected (usually none)."""
+        self._open = False
+        waits = self._waits
+        if waits:
+            self._waits = []
+        return waits

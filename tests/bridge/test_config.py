@@ -1,0 +1,81 @@
+"""`[[bridge]]` validation: bad configuration stops start-up with a message naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.errors import ConfigError
+from control.config import load_config, parse_config
+
+
+def _parse(**table: Any) -> Any:
+    base: dict[str, Any] = {"name": "cloud", "url": "mqtt://127.0.0.1:1883", "forward": ["sensors/#"]}
+    base.update(table)
+    return parse_config({"bridge": [base]}).bridges[0]
+
+
+def test_defaults() -> None:
+    bridge = _parse()
+    assert (bridge.host, bridge.port, bridge.scheme, bridge.protocol, bridge.qos) == ("127.0.0.1", 1883, "mqtt", 5, 1)
+    assert bridge.max_messages >= 100_000 and bridge.policy == "drop_oldest"
+    assert bridge.client_id == "roost-bridge-cloud"
+    assert _parse(url="mqtts://cloud.example.com").port == 8883
+    assert parse_config({}).bridges == ()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"url": "ftp://h"}, r"bridge\[0\]\.url: unknown scheme 'ftp'"),
+        ({"url": "mqtt://"}, r"bridge\[0\]\.url: .* names no host"),
+        ({"url": "mqtt://h/path"}, r"bridge\[0\]\.url: .*no path"),
+        ({"url": "ws://h"}, r"bridge\[0\]\.url: the ws:// scheme is not supported"),
+        ({"name": "a b"}, r"bridge\[0\]\.name"),
+        ({"forward": ["a/#/b"]}, r"bridge\[0\]\.forward: 'a/#/b' is not a valid topic filter"),
+        ({"forward": ["$SYS/#"]}, r"bridge\[0\]\.forward: '\$SYS/#': \$ topics"),
+        ({"subscribe": ["$share/g/x"]}, r"bridge\[0\]\.subscribe"),
+        ({"forward": [], "subscribe": []}, r"bridge\[0\]\.forward: a bridge with neither"),
+        ({"qos": 3}, r"bridge\[0\]\.qos: expected an integer from 0 to 2"),
+        ({"policy": "drop"}, r"bridge\[0\]\.policy: expected one of drop_oldest, refuse"),
+        ({"remote_prefix": "a/+/"}, r"bridge\[0\]\.remote_prefix"),
+        ({"protocol": "3"}, r"bridge\[0\]\.protocol"),
+        ({"forwrd": ["x"]}, r"unknown configuration key: bridge\[0\]\.forwrd"),
+        ({"url": "mqtts://h", "ca_file": "/no/such/ca.pem"}, r"bridge\[0\]\.ca_file: cannot read '/no/such/ca.pem'"),
+        ({"ca_file": "/etc/hostname"}, r"bridge\[0\]\.ca_file: TLS files need an mqtts:// url"),
+        # A 3.1.1 upstream without the bridge bit echoes what we forward back down: a loop.
+        ({"protocol": "3.1.1", "try_private": False, "subscribe": ["sensors/+/x"]},
+         r"bridge\[0\]\.subscribe: 'sensors/\+/x' overlaps forward filter 'sensors/#'.*loop"),
+        ({"keep_alive": 0}, r"bridge\[0\]\.keep_alive"),
+        ({"max_messages": 0}, r"bridge\[0\]\.max_messages"),
+    ],
+)
+def test_bad_bridge_config(table: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _parse(**table)
+
+
+def test_unreadable_or_bad_ca_file(tmp_path: Path) -> None:
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"bridge\[0\]\.ca_file: cannot use the TLS files"):
+        _parse(url="mqtts://h", ca_file=str(garbage))
+
+
+def test_two_bridges_with_one_name() -> None:
+    table = {"name": "cloud", "url": "mqtt://h", "forward": ["a"]}
+    with pytest.raises(ConfigError, match=r"bridge\[1\]\.name: 'cloud' names two bridges"):
+        parse_config({"bridge": [table, table]})
+
+
+def test_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "roost.toml"
+    path.write_text('[[bridge]]\nname = "cloud"\nurl = "mqtt://127.0.0.1:1884"\nforward = ["sensors/#"]\n'
+                    'subscribe = ["cmd/#"]\nremote_prefix = "site1/"\nqos = 2\n')
+    [bridge] = load_config(path).bridges
+    assert (bridge.remote_prefix, bridge.qos, bridge.subscribe) == ("site1/", 2, ("cmd/#",))
+    path.write_text('[bridge]\nname = "cloud"\n')
+    with pytest.raises(ConfigError, match=r"bridge: expected an array of tables"):
+        load_config(path)
