@@ -99,7 +99,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig, link: UpstreamLink | None = None) -> None:
         self.config = config
         self.broker: Broker = None  # type: ignore[assignment]  # given to start()
-        self.link: UpstreamLink = link if link is not None else MQTTLink(config)
+        self.link: UpstreamLink = link if link is not None else make_link(config)
         self.key = f"\x00bridge\x00{config.name}"  # no client's session key contains U+0000 [MQTT-1.5.4-2]
         self.mount = ""
         self.origin: str | None = None
@@ -341,7 +341,7 @@ class Bridge:
         return {
             "name": self.config.name,
             "url": self.config.safe_url,
-            "protocol": "5" if self.config.protocol == 5 else "3.1.1",
+            "protocol": "nats" if self.config.nats is not None else "5" if self.config.protocol == 5 else "3.1.1",
             "user": self.config.user,
             "forward": list(self.config.forward),
             "subscribe": list(self.config.subscribe),
@@ -373,6 +373,16 @@ class Bridge:
                 "dropped": outbox.dropped if outbox is not None else 0,
             },
         }
+
+
+def make_link(config: BridgeConfig) -> UpstreamLink:
+    """The link the url's scheme asks for (uvicorn's `auto.py` idea): NATS JetStream for nats:// and tls://,
+    MQTT otherwise. nats-py is imported only when a NATS bridge is configured."""
+    if config.nats is not None:
+        from bridge.nats_link import NATSLink
+
+        return NATSLink(config, config.nats)
+    return MQTTLink(config)
 
 
 class RefuseWhenFull(Hook):

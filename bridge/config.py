@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from bridge.nats_config import NATS_SCHEMES, NatsSettings, parse_nats, server_address
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.errors import ConfigError
 from broker.topic_match import filters_overlap
@@ -42,7 +43,7 @@ class BridgeConfig:
 
     name: str
     url: str
-    scheme: str  # "mqtt" or "mqtts"
+    scheme: str  # "mqtt", "mqtts", or "nats" (a NATS JetStream upstream: see `nats`)
     host: str
     port: int
     username: str | None = None
@@ -72,16 +73,19 @@ class BridgeConfig:
     qos0_queue: int = 1_000  # QoS 0 messages held in memory while the link is down
     drain_rate: float = 1_000.0  # messages/s when sending a backlog read back from disk; 0: no pacing
     commit_interval: float = 0.005  # how long a commit waits for more messages to ride along
+    nats: NatsSettings | None = None  # a nats:// or tls:// url: the NATS keys (bridge/nats_config.py)
 
     @property
     def safe_url(self) -> str:
         """The url without credentials, for logs and the API."""
+        if self.nats is not None:
+            return ",".join(self.nats.servers)
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def tls(self) -> bool:
-        return self.scheme == "mqtts"
+        return self.scheme == "mqtts" or (self.nats is not None and self.nats.tls)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for an mqtts:// link: the peer verified against `ca_file` (or the system's CAs),
@@ -187,7 +191,11 @@ def _parse_one(table: Any, prefix: str) -> BridgeConfig:
     url = keys.get("url", str, None)
     if not url:
         raise ConfigError(f"{prefix}url: a bridge needs the upstream's url (mqtt://host:port or mqtts://...)")
-    scheme, host, port, url_user, url_password = _parse_url(url, prefix + "url")
+    nats_url = url.split("://", 1)[0].strip().lower() in NATS_SCHEMES
+    if nats_url:
+        scheme, host, port, url_user, url_password = "nats", "", 0, None, None
+    else:
+        scheme, host, port, url_user, url_password = _parse_url(url, prefix + "url")
     protocol_value = keys.get("protocol", (str, int), 5)
     protocol = {5: 5, "5": 5, "5.0": 5, 4: 4, "3.1.1": 4, "4": 4}.get(protocol_value)
     if protocol is None:
@@ -208,8 +216,13 @@ def _parse_one(table: Any, prefix: str) -> BridgeConfig:
     key_file = keys.file("key_file")
     if key_file is not None and cert_file is None:
         raise ConfigError(f"{prefix}key_file: given without cert_file")
-    if scheme != "mqtts" and (ca_file or cert_file):
+    if scheme not in ("mqtts", "nats") and (ca_file or cert_file):
         raise ConfigError(f"{prefix}ca_file: TLS files need an mqtts:// url, got {url!r}")
+    nats = None
+    if nats_url:
+        nats, url_user, url_password = parse_nats(keys, url, remote_prefix, subscribe, name,
+                                                  tls_files=bool(ca_file or cert_file))
+        host, port = server_address(nats.servers[0])
     reconnect_min = keys.number("reconnect_min", 0.5, 0.01, 3600.0)
     config = BridgeConfig(
         name=name,
@@ -244,6 +257,7 @@ def _parse_one(table: Any, prefix: str) -> BridgeConfig:
         qos0_queue=keys.integer("qos0_queue", 1_000, 0, 1_000_000),
         drain_rate=keys.number("drain_rate", 1_000.0, 0.0, 1e9),
         commit_interval=keys.number("commit_interval", 0.005, 0.0, 10.0),
+        nats=nats,
     )
     keys.done()
     if not forward and not subscribe:
@@ -264,10 +278,10 @@ def _parse_url(url: str, key: str) -> tuple[str, str, int, str | None, str | Non
     except ValueError as exc:
         raise ConfigError(f"{key}: {url!r} is not a valid url ({exc})") from exc
     scheme = parts.scheme.lower()
-    if scheme in ("ws", "wss", "nats"):
+    if scheme in ("ws", "wss"):
         raise ConfigError(f"{key}: the {scheme}:// scheme is not supported by this Roost yet (use mqtt:// or mqtts://)")
     if scheme not in _DEFAULT_PORTS:
-        raise ConfigError(f"{key}: unknown scheme {parts.scheme!r} in {url!r} (expected mqtt:// or mqtts://)")
+        raise ConfigError(f"{key}: unknown scheme {parts.scheme!r} in {url!r} (expected mqtt://, mqtts:// or nats://)")
     if not parts.hostname:
         raise ConfigError(f"{key}: {url!r} names no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 from broker.errors import ConfigError
 
-__all__ = ["NATS_SCHEMES", "NatsSettings", "parse_nats", "parse_nats_url"]
+__all__ = ["NATS_SCHEMES", "NatsSettings", "parse_nats", "parse_nats_url", "server_address"]
 
 NATS_SCHEMES = ("nats", "tls")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # no spaces, '.', '*', '>', path separators
@@ -61,6 +61,12 @@ class _KeyReader(Protocol):
     def integer(self, key: str, default: int, low: int, high: int) -> int: ...
     def number(self, key: str, default: float, low: float, high: float) -> float: ...
     def file(self, key: str) -> Path | None: ...
+
+
+def server_address(server: str) -> tuple[str, int]:
+    """`nats://[::1]:4222` -> ("::1", 4222), for one entry of `NatsSettings.servers`."""
+    host, _, port = server.split("//", 1)[1].rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def parse_nats_url(url: str, key: str) -> tuple[tuple[str, ...], bool, str | None, str | None]:

@@ -60,7 +60,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 
 from bridge.errors import LinkError
 from bridge.link import Command, LinkHandler
-from bridge.nats_config import NatsSettings
+from bridge.config import BridgeConfig
+from bridge.nats_config import NatsSettings, server_address
 from bridge.nats_headers import MSG_ID, ORIGIN, headers_to_properties, properties_to_headers
 from bridge.nats_subjects import SubjectError, filter_to_subjects, stream_subjects, subject_to_topic, topic_to_subject
 from bridge.nkeys import NkeyClient
@@ -89,8 +90,8 @@ def message_id(client_id: str, entry: OutboxEntry) -> str:
 class NATSLink:
     """An `UpstreamLink` to a NATS server or cluster with JetStream."""
 
-    def __init__(self, config: Any, settings: NatsSettings, clock: Callable[[], float] = time.monotonic) -> None:
-        self.config = config  # bridge.config.BridgeConfig (duck-typed: the shared keys)
+    def __init__(self, config: BridgeConfig, settings: NatsSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
         self.settings = settings
         self.window = config.inflight
         self.congested = False
@@ -182,15 +183,6 @@ class NATSLink:
 
     # -- connecting -----------------------------------------------------------------------------------------
 
-    def _tls_context(self) -> ssl.SSLContext | None:
-        config = self.config
-        if not self.settings.tls:
-            return None
-        context = ssl.create_default_context(cafile=str(config.ca_file) if config.ca_file else None)
-        if config.cert_file is not None:
-            context.load_cert_chain(str(config.cert_file), str(config.key_file) if config.key_file else None)
-        return context
-
     async def _open(self) -> NkeyClient:
         """Connect to the first server that answers, in random order (spreading a fleet over the cluster)."""
         config, settings = self.config, self.settings
@@ -215,10 +207,9 @@ class NATSLink:
                 "closed_cb": self._on_disconnected,
                 "pending_size": 8 * 1024 * 1024,
             }
-            tls = self._tls_context()
-            if tls is not None:
-                options["tls"] = tls
-                options["tls_hostname"] = server.rsplit(":", 1)[0].split("//", 1)[1].strip("[]")
+            if settings.tls:
+                options["tls"] = config.ssl_context()
+                options["tls_hostname"] = server_address(server)[0]
             if settings.creds_file is not None:
                 options["user_credentials"] = str(settings.creds_file)
             elif settings.nkey_seed_file is not None:
