@@ -28,7 +28,6 @@ What it promises, whatever `[storage] durability` says (the outbox's whole job i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -305,9 +304,15 @@ class Outbox:
     async def run(self) -> None:
         """Commit what changed, enforce the caps, read back from disk; until cancelled (then one last commit)."""
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), _SWEEP_EVERY)
+                # Woken by a change, or after _SWEEP_EVERY for the age cap. (Not asyncio.wait_for, which
+                # before Python 3.12 can swallow a cancellation that meets a wake-up.)
+                timer = loop.call_later(_SWEEP_EVERY, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
                 if self._pending and self.commit_interval:
                     await asyncio.sleep(self.commit_interval)  # let what arrives meanwhile ride along
                 self._wake.clear()

@@ -79,3 +79,27 @@ def test_from_a_file(tmp_path: Path) -> None:
     path.write_text('[bridge]\nname = "cloud"\n')
     with pytest.raises(ConfigError, match=r"bridge: expected an array of tables"):
         load_config(path)
+
+
+def test_config_example_documents_every_key() -> None:
+    """config.example.toml's commented [[bridge]] block names every key and parses as it is written."""
+    import tomllib
+    from dataclasses import fields
+
+    from bridge.config import BridgeConfig
+
+    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    block = text[text.index("# [[bridge]]"):]
+    lines = []
+    for line in block.splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#  ") or line == "#":
+            continue  # a comment's continuation
+        lines.append(line[2:].split("  #")[0])
+    table = tomllib.loads("\n".join(lines))["bridge"][0]
+    derived = {"scheme", "host", "port"}  # from the url
+    assert set(table) == {f.name for f in fields(BridgeConfig)} - derived
+    for key in ("ca_file", "cert_file", "key_file"):
+        table.pop(key)  # example paths that do not exist here
+    assert parse_config({"bridge": [table]}).bridges[0].name == "cloud"
