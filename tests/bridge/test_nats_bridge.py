@@ -23,7 +23,8 @@ import nats
 import pytest
 
 from bridge.nats_headers import MSG_ID
-from tests.bridge.nats_cluster import NatsCluster, NatsServer, nats_cluster, nats_mqtt  # noqa: F401 (fixtures)
+from bench.nats_cluster import NatsCluster, NatsServer
+from tests.bridge.nats_fixtures import nats_cluster, nats_mqtt  # noqa: F401 (fixtures)
 from tests.bridge.test_faults import _gateway_process
 from tests.bridge.upstreams import bridge_status, bridge_table, gateway, subscriber, wait_connected, wait_for
 from tests.durability.process import ROOST, RoostProcess

@@ -20,7 +20,8 @@ from bridge.nats_headers import MSG_ID
 from bridge.nats_link import NATSLink
 from broker.codec import Properties
 from storage.outbox import OutboxEntry
-from tests.bridge.nats_cluster import NatsCluster, NatsServer, nats_cluster  # noqa: F401 (fixture)
+from bench.nats_cluster import NatsCluster, NatsServer
+from tests.bridge.nats_fixtures import nats_cluster  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -12,7 +12,7 @@ from bridge.errors import LinkError
 from bridge.nats_config import NatsSettings
 from bridge.nats_link import NATSLink
 from bridge.nkeys import NkeyError, encode_seed, public_key, read_jwt, read_seed, sign
-from tests.bridge.nats_cluster import NatsServer
+from bench.nats_cluster import NatsServer, nats_server_binary
 from tests.bridge.test_nats_link import Handler, LinkConfig, Recorder, entry
 
 pytestmark = pytest.mark.timeout(60)
@@ -54,6 +54,7 @@ def test_a_seed_file_is_not_a_creds_file() -> None:
         read_jwt(encode_seed(bytes(32)))
 
 
+@pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed (the test extra has it)")
 async def test_nkey_and_password_users_authenticate_against_nats_server(tmp_path: Path) -> None:
     seed = encode_seed(os.urandom(32))
     seed_file = tmp_path / "user.nk"

