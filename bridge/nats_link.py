@@ -16,9 +16,11 @@ bridge; only this link differs. What it does on the wire, and why:
   subject, carrying `Nats-Msg-Id` (stable per outbox entry: `client_id:seq:enqueued-microseconds`, so a
   resend after a lost link or a `kill -9` is dropped by the stream as a duplicate) and
   `Nats-Expected-Stream`. The entry leaves the outbox (`handler.acked`) only when the PubAck comes. A
-  PubAck carrying an error (stream full with discard new, message too large, wrong stream) is final for
-  that message: it is reported as refused (0x97 for a limit, 0x80 otherwise) and counted by the bridge,
-  as an MQTT PUBACK with a failure code is. No PubAck within `ack_timeout`, or "no responders" (no
+  PubAck carrying an error (a stream with `discard: new` that is full, a message over its size limit) is
+  final for that message: it is reported as refused (0x97 for a limit, 0x80 otherwise), dropped and
+  counted by the bridge (`rejected`), as an MQTT PUBACK with a failure code is. "Expected stream does not
+  match" (the subject belongs to another stream) is configuration, not the message's fault: the link
+  closes and the message stays in the outbox. No PubAck within `ack_timeout`, or "no responders" (no
   stream takes the subject, or the cluster has no leader for it), closes the link: the bridge reconnects
   and resends, and the message id keeps that from storing it twice. QoS 2 needs no second phase: the
   PubAck with de-duplication is already exactly once into the stream, so `received`/`release` are not
@@ -74,6 +76,7 @@ log = logging.getLogger("roost.bridge")
 
 _EXPECTED_STREAM = "Nats-Expected-Stream"
 _LIMIT_ERRORS = frozenset({10077, 10078, 10027})  # max messages / bytes exceeded, and per-subject max
+_WRONG_STREAM = 10060  # the subject is in another stream than `stream`: configuration, not this message
 _REFUSED_LIMIT = 0x97  # Quota exceeded
 _REFUSED_OTHER = 0x80  # Unspecified error
 _REFUSED_TOPIC = 0x90  # Topic Name invalid: the topic has no NATS subject
@@ -157,8 +160,10 @@ class NATSLink:
         try:
             subject = topic_to_subject(topic, self.config.remote_prefix)
         except SubjectError as exc:
+            # Taken (True) and dropped: it will never have a subject, and a False would keep it at the head
+            # of the bridge's QoS 0 queue, in front of everything after it.
             log.debug("bridge %s: %s; QoS 0 message dropped", self.config.name, exc)
-            return False
+            return True
         headers = properties_to_headers(properties, retain)
         headers[ORIGIN] = self._origin
         self._push(subject, payload, "", headers)
@@ -373,6 +378,11 @@ class NATSLink:
         error = answer.get("error") if isinstance(answer, dict) else None
         if error:
             code = error.get("err_code", 0)
+            if code == _WRONG_STREAM:
+                # Not acknowledged: it stays in the outbox; the link closes and the bridge retries with backoff.
+                self._lost(f"JetStream: {error.get('description')} (the subject {held[0].topic!r} is not in "
+                           f"the stream {self.settings.stream!r})")
+                return
             log.warning("bridge %s: JetStream refused %r: %s (%s)", self.config.name, held[0].topic,
                         error.get("description"), code)
             self._last_error = f"JetStream refused a message: {error.get('description')}"
