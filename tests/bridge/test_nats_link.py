@@ -225,3 +225,25 @@ async def test_cannot_connect_names_every_server(tmp_path: Path) -> None:
         servers=("nats://127.0.0.1:1", "nats://127.0.0.1:2"), tls=False, stream="S"))
     with pytest.raises(Exception, match="127.0.0.1:1.*127.0.0.1:2|127.0.0.1:2.*127.0.0.1:1"):
         await link.connect(Handler(Recorder()))  # type: ignore[arg-type]
+
+
+async def test_qos0_goes_as_core_nats_and_comes_down_from_core_subscriptions(nats_cluster: NatsCluster) -> None:
+    recorder = Recorder()
+    link = NATSLink(LinkConfig(qos=0, subscribe=("cmd/+",)), settings(nats_cluster))
+    assert await link.connect(Handler(recorder)) is False  # type: ignore[arg-type]  (nothing kept while away)
+    assert link.send_qos0("sensors/q0", b"zero", False, Properties(content_type="text/plain"))
+    assert link.send_qos0("sensors/a b", b"no subject", False, Properties())  # taken and dropped
+    client = await nats.connect(nats_cluster.urls.split(","))
+    js = client.jetstream()
+    await client.publish("site1.cmd.light", b"on")  # core NATS, no stream acknowledgement
+    await recorder.wait(lambda: len(recorder.commands) == 1)
+    assert (recorder.commands[0].topic, recorder.commands[0].qos) == ("cmd/light", 0)
+    # The stream stores a QoS 0 message too (its subject is under the stream's), without a message id.
+    deadline = time.monotonic() + 10
+    while (await js.stream_info("TELEMETRY")).state.messages < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)  # core publishes have no acknowledgement to wait on
+    first = await js.get_msg("TELEMETRY", 1)
+    assert first.subject == "site1.sensors.q0" and first.data == b"zero"
+    assert first.headers is not None and MSG_ID not in first.headers
+    link.close("done")
+    await client.close()
