@@ -227,8 +227,7 @@ class NATSLink:
                 await asyncio.wait_for(client.connect(**options), 2 * config.connect_timeout + 1)
             except (nats.errors.Error, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
                 failures.append(f"{server}: {self._last_error or _describe(exc)}")
-                with contextlib.suppress(Exception):
-                    await client.close()
+                await _close_quietly(client)
                 continue
             self.connected_url = server
             self._last_error = ""
@@ -314,8 +313,7 @@ class NATSLink:
 
     async def _abandon(self, client: NkeyClient) -> None:
         self._client = None
-        with contextlib.suppress(Exception):
-            await client.close()
+        await _close_quietly(client)
         if self._gone is not None and not self._gone.done():
             self._gone.set_result("closed")
 
@@ -459,8 +457,9 @@ class NATSLink:
 
 
 async def _close_quietly(client: NkeyClient) -> None:
+    """Close, within a bound: nats-py's close can wait on a connection that a peer left half open."""
     with contextlib.suppress(Exception):
-        await client.close()
+        await asyncio.wait_for(client.close(), 5)
 
 
 def _describe(exc: BaseException) -> str:

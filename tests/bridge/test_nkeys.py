@@ -89,3 +89,48 @@ async def test_nkey_and_password_users_authenticate_against_nats_server(tmp_path
             await asyncio.wait_for(stranger.connect(Handler(Recorder())), 20)  # type: ignore[arg-type]
     finally:
         server.stop()
+
+
+@pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed (the test extra has it)")
+async def test_tls_with_a_ca_and_with_a_client_certificate(tmp_path: Path) -> None:
+    from bridge.config import parse_bridges
+    from certs.authority import issue_client, issue_server, new_authority
+
+    authority = new_authority("nats test CA")
+    server_cert = issue_server(authority, ["127.0.0.1", "localhost"])
+    client_cert = issue_client(authority, "gw-1")
+    files = {"ca": authority.certificate, "cert": server_cert.certificate, "key": server_cert.key,
+             "client_cert": client_cert.certificate, "client_key": client_cert.key,
+             "other_ca": new_authority("another CA").certificate}
+    paths = {}
+    for name, data in files.items():
+        paths[name] = tmp_path / f"{name}.pem"
+        paths[name].write_bytes(data)
+    server = NatsServer(tmp_path / "tls", "tls0", extra=(
+        f'tls {{ cert_file: "{paths["cert"]}", key_file: "{paths["key"]}", ca_file: "{paths["ca"]}", verify: true }}'
+    ))
+    server.write_config([])
+    server.start()
+
+    def bridge(**keys: str) -> NATSLink:
+        table = {"name": "fleet", "url": f"tls://127.0.0.1:{server.port}", "forward": ["sensors/#"],
+                 "remote_prefix": "site1/", "stream": "S", "connect_timeout": 3, **keys}
+        config = parse_bridges([table])[0]
+        assert config.nats is not None and config.tls
+        return NATSLink(config, config.nats)
+
+    try:
+        link = bridge(ca_file=str(paths["ca"]), cert_file=str(paths["client_cert"]), key_file=str(paths["client_key"]))
+        recorder = Recorder()
+        await link.connect(Handler(recorder))  # type: ignore[arg-type]
+        link.send(entry(1))
+        await recorder.wait(lambda: recorder.acked == [(1, 0)])
+        link.close("done")
+        await link.closed()
+        # The server's certificate is verified against ca_file; and the server wants ours (verify: true).
+        with pytest.raises(LinkError, match="(?i)certificate verify failed"):
+            await bridge(ca_file=str(paths["other_ca"])).connect(Handler(Recorder()))  # type: ignore[arg-type]
+        with pytest.raises(LinkError):
+            await bridge(ca_file=str(paths["ca"])).connect(Handler(Recorder()))  # type: ignore[arg-type]
+    finally:
+        server.stop()
