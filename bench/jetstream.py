@@ -84,13 +84,14 @@ class Gateway(RoostBroker):
         raise RuntimeError(f"{name} did not reach {value} within {timeout} s:\n{self.log_tail()}")
 
 
-async def _stream_messages(urls: str) -> int:
+async def stream_messages(urls: str, stream: str = STREAM) -> int:
+    """How many messages `stream` holds (0 when it does not exist yet)."""
     import nats
     import nats.js.errors
 
     client = await nats.connect(urls.split(","))
     try:
-        return (await client.jetstream().stream_info(STREAM)).state.messages
+        return (await client.jetstream().stream_info(stream)).state.messages
     except nats.js.errors.NotFoundError:
         return 0
     finally:
@@ -101,7 +102,7 @@ def _wait_stream(urls: str, count: int, timeout: float) -> float:
     deadline = time.perf_counter() + timeout
     seen = 0
     while time.perf_counter() < deadline:
-        seen = asyncio.run(_stream_messages(urls))
+        seen = asyncio.run(stream_messages(urls))
         if seen >= count:
             return time.perf_counter()
         time.sleep(0.02)  # polled: JetStream has no "this many stored" event for an outside observer

@@ -81,15 +81,13 @@ def test_from_a_file(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_config_example_documents_every_key() -> None:
-    """config.example.toml's commented [[bridge]] block names every key and parses as it is written."""
+def _example_bridge(marker: str) -> dict[str, Any]:
+    """The commented [[bridge]] block of config.example.toml after `marker`, as TOML reads it uncommented."""
     import tomllib
-    from dataclasses import fields
-
-    from bridge.config import BridgeConfig
 
     text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
-    block = text[text.index("# [[bridge]]"):]
+    block = text[text.index(marker):]
+    block = block[block.index("# [[bridge]]"):]
     lines = []
     for line in block.splitlines():
         if not line.startswith("#"):
@@ -97,7 +95,16 @@ def test_config_example_documents_every_key() -> None:
         if line.startswith("#  ") or line == "#":
             continue  # a comment's continuation
         lines.append(line[2:].split("  #")[0])
-    table = tomllib.loads("\n".join(lines))["bridge"][0]
+    return tomllib.loads("\n".join(lines))["bridge"][0]  # type: ignore[no-any-return]
+
+
+def test_config_example_documents_every_key() -> None:
+    """config.example.toml's commented [[bridge]] block names every key and parses as it is written."""
+    from dataclasses import fields
+
+    from bridge.config import BridgeConfig
+
+    table = _example_bridge("# [[bridge]]")
     derived = {"scheme", "host", "port", "nats"}  # from the url
     assert set(table) == {f.name for f in fields(BridgeConfig)} - derived
     for key in ("ca_file", "cert_file", "key_file"):
@@ -108,22 +115,11 @@ def test_config_example_documents_every_key() -> None:
 def test_config_example_documents_every_nats_key() -> None:
     """The NATS [[bridge]] block of config.example.toml names every NATS key and parses once one of its two
     (exclusive) credential files is taken out."""
-    import tomllib
     from dataclasses import fields
 
     from bridge.nats_config import NatsSettings
 
-    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
-    block = text[text.index("# A bridge into a NATS JetStream cluster"):]
-    block = block[block.index("# [[bridge]]"):]
-    lines = []
-    for line in block.splitlines():
-        if not line.startswith("#"):
-            break
-        if line.startswith("#  ") or line == "#":
-            continue
-        lines.append(line[2:].split("  #")[0])
-    table = tomllib.loads("\n".join(lines))["bridge"][0]
+    table = _example_bridge("# A bridge into a NATS JetStream cluster")
     assert {f.name for f in fields(NatsSettings)} - {"servers", "tls"} <= set(table)
     table.pop("creds_file")
     table.pop("nkey_seed_file")

@@ -23,6 +23,7 @@ import nats
 import pytest
 
 from bridge.nats_headers import MSG_ID
+from bench.jetstream import stream_messages
 from bench.nats_cluster import NatsCluster, NatsServer
 from tests.bridge.nats_fixtures import nats_cluster, nats_mqtt  # noqa: F401 (fixtures)
 from tests.bridge.test_faults import _gateway_process
@@ -64,15 +65,7 @@ async def _stream_contents(urls: str) -> list[tuple[str, bytes, str]]:
 
 
 def _stream_count(urls: str) -> int:
-    async def count() -> int:
-        client = await nats.connect(urls.split(","))
-        try:
-            return (await client.jetstream().stream_info(STREAM)).state.messages
-        except nats.js.errors.NotFoundError:
-            return 0
-        finally:
-            await client.close()
-    return asyncio.run(count())
+    return asyncio.run(stream_messages(urls, STREAM))
 
 
 def _connected_node(cluster: NatsCluster, client_name: str) -> NatsServer:
