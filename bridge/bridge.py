@@ -19,8 +19,9 @@ publishers back off; with "drop_oldest" the oldest messages not in flight make r
 
 The link is retried with exponential backoff and full jitter (`reconnect_min` doubling up to
 `reconnect_max`, a random delay in the upper half), reset once a link has stayed up for 10 s. A backlog
-read back from disk drains at `drain_rate` messages per second (a token bucket), so a long outage does not
-take the gateway's loop and uplink from its live traffic; messages keep their order either way.
+that waited when the link came up drains at `drain_rate` messages per second (a token bucket), so a long
+outage does not take the gateway's loop and uplink from its live traffic (QoS 0 goes at once, and the
+local broker keeps its loop); QoS 1/2 messages keep their order, new ones after the backlog.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from broker.session import Message, Session, SubscriptionRecord
 from broker.topic_match import topic_matches
 from storage.outbox import Outbox, OutboxEntry, open_outbox
 
-__all__ = ["Bridge", "BridgeCounters", "RefuseWhenFull"]
+__all__ = ["Bridge", "BridgeCounters", "RefuseWhenFull", "link_for"]
 
 log = logging.getLogger("roost.bridge")
 
@@ -99,7 +100,7 @@ class Bridge:
     def __init__(self, config: BridgeConfig, link: UpstreamLink | None = None) -> None:
         self.config = config
         self.broker: Broker = None  # type: ignore[assignment]  # given to start()
-        self.link: UpstreamLink = link if link is not None else make_link(config)
+        self.link: UpstreamLink = link if link is not None else link_for(config)
         self.key = f"\x00bridge\x00{config.name}"  # no client's session key contains U+0000 [MQTT-1.5.4-2]
         self.mount = ""
         self.origin: str | None = None
@@ -119,6 +120,8 @@ class Bridge:
         self._tokens_at = 0.0
         self._pump_timer: asyncio.TimerHandle | None = None
         self._stopping = False
+        self._pumping = False
+        self._backlog_upto = 0  # outbox messages up to here were waiting when the link came up (paced)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
@@ -132,7 +135,7 @@ class Bridge:
             max_age=config.max_age, commit_interval=config.commit_interval,
         )
         outbox.on_ready = self._pump
-        self.link.on_writable = self._pump  # type: ignore[attr-defined]
+        self.link.on_writable = self._pump
         session = Session(self.key)
         broker.sessions[self.key] = session
         broker.connections[self.key] = _Receiver(self)  # type: ignore[assignment]
@@ -179,6 +182,10 @@ class Bridge:
             self.connected, self.state, self.connected_since = True, "connected", time.time()
             log.info("bridge %s: connected to %s (session %s)", self.config.name, self.config.safe_url,
                      "resumed" if self.session_present else "new")
+            assert self.outbox is not None
+            # What waited when the link came up is the backlog, drained at drain_rate; what comes after is
+            # live traffic, sent as fast as the link takes it.
+            self._backlog_upto = self.outbox.last_seq
             self._pump()
             reason = await self.link.closed()
             self.connected, self.connected_since = False, None
@@ -239,8 +246,15 @@ class Bridge:
     def _pump(self) -> None:
         """Send what the link has room for: the QoS 0 queue, then outbox messages in order, the backlog
         paced by `drain_rate`."""
-        if not self.connected or self._stopping:
-            return
+        if not self.connected or self._stopping or self._pumping:
+            return  # (an acknowledgement during a send: the running loop goes on, no recursion)
+        self._pumping = True
+        try:
+            self._pump_now()
+        finally:
+            self._pumping = False
+
+    def _pump_now(self) -> None:
         link, outbox = self.link, self.outbox
         assert outbox is not None
         queue = self._qos0
@@ -251,9 +265,9 @@ class Bridge:
             queue.popleft()
             self.counters.qos0_sent += 1
         rate = self.config.drain_rate
-        while outbox.in_flight < link.window and not getattr(link, "congested", False):
-            paced = rate and outbox.backlog_on_disk
-            if paced and not self._take_token(rate):
+        while link.up and outbox.in_flight < link.window and not link.congested:
+            next_seq = outbox.next_seq()
+            if rate and next_seq is not None and next_seq <= self._backlog_upto and not self._take_token(rate):
                 break
             entry = outbox.take()
             if entry is None:
@@ -262,8 +276,6 @@ class Bridge:
             if entry.dup:
                 self.counters.resent += 1
             link.send(entry)
-            if not self.connected:
-                return  # the send found the link broken
 
     def _take_token(self, rate: float) -> bool:
         now = time.monotonic()
@@ -350,8 +362,8 @@ class Bridge:
             "connected": self.connected,
             "connected_since": self.connected_since,
             "session_present": self.session_present,
-            "subscribed": bool(getattr(self.link, "subscribed", False)),
-            "subscribe_failures": list(getattr(self.link, "subscribe_failures", ())),
+            "subscribed": self.link.subscribed,
+            "subscribe_failures": list(self.link.subscribe_failures),
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "connects": self.connects,
@@ -375,16 +387,6 @@ class Bridge:
         }
 
 
-def make_link(config: BridgeConfig) -> UpstreamLink:
-    """The link the url's scheme asks for (uvicorn's `auto.py` idea): NATS JetStream for nats:// and tls://,
-    MQTT otherwise. nats-py is imported only when a NATS bridge is configured."""
-    if config.nats is not None:
-        from bridge.nats_link import NATSLink
-
-        return NATSLink(config, config.nats)
-    return MQTTLink(config)
-
-
 class RefuseWhenFull(Hook):
     """`policy = "refuse"`: a QoS 1/2 PUBLISH that a full bridge would have to forward is answered 0x97
     (Quota exceeded), so the publisher backs off and keeps it [MQTT-3.3.5-2 context]; 3.1.1 clients, who
@@ -405,6 +407,16 @@ class RefuseWhenFull(Hook):
                 bridge.counters.refused += 1
                 return 0x97
         return 0
+
+
+def link_for(config: BridgeConfig) -> UpstreamLink:
+    """The link for the url's scheme (as uvicorn's `auto.py` picks a protocol): NATS JetStream for nats://
+    and tls:// (nats-py is imported only when such a bridge is configured), MQTT for mqtt:// and mqtts://."""
+    if config.nats is not None:
+        from bridge.nats_link import NATSLink
+
+        return NATSLink(config, config.nats)
+    return MQTTLink(config)
 
 
 def _hop_properties(properties: Properties) -> Properties:

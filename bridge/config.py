@@ -71,7 +71,7 @@ class BridgeConfig:
     max_age: float = 7 * 86_400.0  # 0: no age limit
     policy: str = "drop_oldest"  # or "refuse": new QoS 1/2 messages get 0x97 while the outbox is full
     qos0_queue: int = 1_000  # QoS 0 messages held in memory while the link is down
-    drain_rate: float = 1_000.0  # messages/s when sending a backlog read back from disk; 0: no pacing
+    drain_rate: float = 1_000.0  # messages/s for the backlog that waited while the link was down; 0: unpaced
     commit_interval: float = 0.005  # how long a commit waits for more messages to ride along
     nats: NatsSettings | None = None  # a nats:// or tls:// url: the NATS keys (bridge/nats_config.py)
 

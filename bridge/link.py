@@ -63,6 +63,14 @@ class UpstreamLink(Protocol):
     """One upstream protocol: MQTT now, NATS later."""
 
     window: int  # how many outbox messages may be unacknowledged at once (ours and the upstream's limit)
+    congested: bool  # the transport's write buffer is above its mark: send nothing more for now
+    on_writable: Callable[[], None]  # set by the bridge: called when a congested link can take more
+    subscribed: bool  # the `subscribe` filters were acknowledged upstream (at least once in this process)
+    subscribe_failures: tuple[str, ...]  # filters the upstream refused
+
+    @property
+    def up(self) -> bool:
+        """Between a successful `connect()` and the loss of the link."""
 
     async def connect(self, handler: LinkHandler) -> bool:
         """Open the link; True when the upstream kept our session. Raises LinkError."""
@@ -71,8 +79,9 @@ class UpstreamLink(Protocol):
         """Send an outbox message (`entry.dup`: it may have been sent before; `entry.released`: only its
         release is left to send)."""
 
-    def send_qos0(self, topic: str, payload: bytes, retain: bool, properties: Properties) -> None:
-        """Send a QoS 0 message (`topic` local: the link puts the remote prefix on, as for `send`)."""
+    def send_qos0(self, topic: str, payload: bytes, retain: bool, properties: Properties) -> bool:
+        """Send a QoS 0 message (`topic` local: the link puts the remote prefix on, as for `send`); False
+        when it cannot now (down or congested): the bridge queues or drops it, counted."""
 
     def release(self, entry: OutboxEntry) -> None:
         """QoS 2: the PUBREC of `entry` is on disk; send what completes it (PUBREL)."""

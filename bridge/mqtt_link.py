@@ -163,13 +163,22 @@ class MQTTLink:
         if entry.released:
             self._write(client.release(packet_id, now))
             return
-        qos = min(entry.qos, self._max_qos, self.config.qos) or 1
+        qos = min(entry.qos, self._max_qos, self.config.qos)
         retain = entry.retain and self._retain_available
         properties = entry.properties
         if entry.expires_at is not None and self.config.protocol == 5:
             # What is left of the Message Expiry Interval goes with it [MQTT-3.3.2-6].
             left = max(1, int(entry.expires_at - time.time() + 0.999))
             properties = replace(properties, message_expiry_interval=left)
+        if qos == 0:
+            # The upstream takes no QoS 1 (Maximum QoS 0 in its CONNACK [MQTT-3.2.2-11]): sent as QoS 0,
+            # which is all it promises, and done.
+            del self._inflight[packet_id]
+            self._write(client.publish(self.config.remote_prefix + entry.topic, entry.payload, 0, retain, None,
+                                       False, properties, now))
+            assert self._handler is not None
+            self._handler.acked(entry, 0)
+            return
         self._write(client.publish(self.config.remote_prefix + entry.topic, entry.payload, qos, retain, packet_id,
                                    entry.dup, properties, now))
 
@@ -199,6 +208,10 @@ class MQTTLink:
     async def closed(self) -> str:
         assert self._gone is not None
         return await asyncio.shield(self._gone)
+
+    @property
+    def up(self) -> bool:
+        return self._wire is not None and self._client is not None and self._client.connected
 
     @property
     def in_flight(self) -> int:

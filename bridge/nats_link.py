@@ -99,7 +99,8 @@ class NATSLink:
         self.window = config.inflight
         self.congested = False
         self.on_writable: Callable[[], None] = lambda: None
-        self.subscribe_failures: tuple[str, ...] = ()
+        self.subscribe_failures: tuple[str, ...] = ()  # NATS refuses a bad subscription by failing connect()
+        self.subscribed = False  # the consumer (or core subscriptions) for `subscribe` set up at least once
         self.connected_url: str | None = None
         self.stream_created = False
         self._clock = clock
@@ -183,6 +184,10 @@ class NATSLink:
         return await asyncio.shield(self._gone)
 
     @property
+    def up(self) -> bool:
+        return self._client is not None and self._gone is not None and not self._gone.done()
+
+    @property
     def in_flight(self) -> int:
         return len(self._inflight)
 
@@ -248,11 +253,13 @@ class NATSLink:
         if self.config.qos == 0:
             for subject in subjects:
                 await client.subscribe(subject, cb=self._on_core_command)
+            self.subscribed = True
             return False
         kept = await self._ensure_consumer(js, subjects)
         subscription = await js.pull_subscribe_bind(durable=self.settings.consumer, stream=self.settings.stream)
         self._tasks.append(asyncio.get_running_loop().create_task(
             self._puller(client, subscription), name=f"nats-pull-{self.config.name}"))
+        self.subscribed = True
         return kept
 
     async def _ensure_stream(self, js: Any) -> None:

@@ -225,6 +225,17 @@ class Outbox:
         return None
 
     @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest message added (0: none yet)."""
+        return self._next_seq - 1
+
+    def next_seq(self) -> int | None:
+        """The sequence number `take()` would look at next, if any is committed and not taken."""
+        if self._ready:
+            return self._ready[0].seq
+        return self._loaded_upto + 1 if self._committed_upto > self._loaded_upto else None
+
+    @property
     def backlog_on_disk(self) -> bool:
         """Whether messages wait on disk that are not in memory yet (the sender is draining a backlog)."""
         return self._committed_upto > self._loaded_upto
