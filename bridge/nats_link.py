@@ -348,6 +348,9 @@ class NATSLink:
                 await client.publish(subject, payload, reply=reply, headers=headers)
         except (nats.errors.Error, OSError) as exc:
             self._lost(f"NATS publish failed: {_describe(exc)}")
+        except Exception as exc:  # a bug must not leave a link that looks up and sends nothing
+            log.exception("bridge %s: the NATS sender failed", self.config.name)
+            self._lost(f"NATS sender failed: {_describe(exc)}")
 
     async def _ticker(self, client: NkeyClient) -> None:
         """Close the link when a PubAck is overdue: the bridge then reconnects and resends."""
@@ -408,6 +411,9 @@ class NATSLink:
         except (nats.errors.Error, OSError) as exc:
             if self._client is client:
                 self._lost(f"NATS consumer failed: {_describe(exc)}")
+        except Exception as exc:  # as for the sender: never a silent stall
+            log.exception("bridge %s: the NATS consumer loop failed", self.config.name)
+            self._lost(f"NATS consumer failed: {_describe(exc)}")
 
     async def _on_core_command(self, msg: Msg) -> None:
         client = self._client
