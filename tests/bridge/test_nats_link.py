@@ -174,7 +174,9 @@ async def test_commands_come_down_from_a_durable_consumer_and_wait_while_offline
         await js.publish(f"site1.cmd.n{index}", str(index).encode())
     recorder.commands.clear()
     assert await link.connect(Handler(recorder)) is True  # type: ignore[arg-type]  (the consumer was kept)
-    await recorder.wait(lambda: len(recorder.commands) == 5)
+    # A command the consumer's leader handed to a pull request of the closed connection comes again after
+    # ack_wait (ack_timeout, 5 s here): a wait of several ack_waits.
+    await recorder.wait(lambda: len(recorder.commands) == 5, timeout=45)
     # Every one, but not necessarily in order: a pull request of the closed connection may still have
     # been open on the consumer's leader, which then redelivers that message after ack_wait.
     assert sorted(c.topic for c in recorder.commands) == [f"cmd/n{i}" for i in range(5)]
