@@ -7,8 +7,9 @@ little-endian. The seed's two prefix bytes hold `S` and the key type (`U` for a 
 
 `NkeyClient` is nats-py's client with its nkeys step (`_setup_nkeys_connect`, which nats-py runs when a
 connect names `user_credentials` or `nkeys_seed`) done here: it sends the user JWT from a creds file, or
-the public key for a plain nkey user, and the nonce signed with the seed. The bridge tests authenticate
-with both against a real nats-server.
+the public key for a plain nkey user, and the nonce signed with the seed. tests/bridge/test_nkeys.py
+authenticates with both against a real nats-server (a creds file against one in operator mode, with
+JWTs it issues itself).
 """
 
 from __future__ import annotations

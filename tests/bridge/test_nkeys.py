@@ -11,7 +11,7 @@ import pytest
 from bridge.errors import LinkError
 from bridge.nats_config import NatsSettings
 from bridge.nats_link import NATSLink
-from bridge.nkeys import NkeyError, encode_seed, public_key, read_jwt, read_seed, sign
+from bridge.nkeys import NkeyError, encode_public, encode_seed, public_key, read_jwt, read_seed, sign
 from bench.nats_cluster import NatsServer, nats_server_binary
 from tests.bridge.test_nats_link import Handler, LinkConfig, Recorder, entry
 
@@ -132,5 +132,75 @@ async def test_tls_with_a_ca_and_with_a_client_certificate(tmp_path: Path) -> No
             await bridge(ca_file=str(paths["other_ca"])).connect(Handler(Recorder()))  # type: ignore[arg-type]
         with pytest.raises(LinkError):
             await bridge(ca_file=str(paths["ca"])).connect(Handler(Recorder()))  # type: ignore[arg-type]
+    finally:
+        server.stop()
+
+
+class _Key:
+    """An nkey pair of a given type (operator O, account A, user U) for the JWTs below."""
+
+    def __init__(self, prefix: int) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+        self.raw = os.urandom(32)
+        self.key = Ed25519PrivateKey.from_private_bytes(self.raw)
+        self.public = encode_public(self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw), prefix)
+
+
+def _jwt(signer: _Key, subject: _Key, nats: dict[str, object]) -> str:
+    """A NATS JWT (v2 claims, alg ed25519-nkey), as `nsc` would issue it."""
+    import base64
+    import hashlib
+    import json
+    import time
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    claims: dict[str, object] = {"jti": "", "iat": int(time.time()), "iss": signer.public, "sub": subject.public,
+                                 "name": subject.public[:8], "nats": nats}
+    claims["jti"] = base64.b32encode(hashlib.new("sha512_256", json.dumps(claims).encode()).digest()).decode().rstrip("=")
+    payload = b64(json.dumps(claims).encode())
+    return f"{header}.{payload}.{b64(signer.key.sign(f'{header}.{payload}'.encode()))}"
+
+
+@pytest.mark.skipif(nats_server_binary() is None, reason="nats-server not installed (the test extra has it)")
+async def test_a_creds_file_authenticates_against_an_operator_mode_nats_server(tmp_path: Path) -> None:
+    operator, account, system, user = _Key(14 << 3), _Key(0), _Key(0), _Key(20 << 3)
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
+                 "conn": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+    account_jwt = _jwt(operator, account, {"type": "account", "version": 2, "limits": unlimited})
+    system_jwt = _jwt(operator, system, {"type": "account", "version": 2})
+    server = NatsServer(tmp_path / "op", "op0", extra=(
+        f'operator: "{_jwt(operator, operator, {"type": "operator", "version": 2})}"\n'
+        f"system_account: {system.public}\nresolver: MEMORY\n"
+        f'resolver_preload: {{ {account.public}: "{account_jwt}", {system.public}: "{system_jwt}" }}'
+    ))
+    server.write_config([])
+    server.start()
+
+    def creds(signer: _Key, name: str) -> Path:
+        path = tmp_path / name
+        user_jwt = _jwt(signer, user, {"type": "user", "version": 2, "subs": -1, "data": -1, "payload": -1})
+        path.write_text(CREDS.replace("eyJ0eXAiOiJKV1QiLCJhbGciOiJlZDI1NTE5LW5rZXkifQ.e30.c2ln", user_jwt)
+                        .format(seed=encode_seed(user.raw)))
+        return path
+
+    try:
+        recorder = Recorder()
+        link = NATSLink(LinkConfig(subscribe=()), NatsSettings((server.url,), False, "S",
+                                                               creds_file=creds(account, "good.creds")))
+        await link.connect(Handler(recorder))  # type: ignore[arg-type]
+        link.send(entry(1))
+        await recorder.wait(lambda: recorder.acked == [(1, 0)])
+        link.close("done")
+        await link.closed()
+        # A user JWT signed by an account the server does not know is refused.
+        stranger = NATSLink(LinkConfig(subscribe=(), connect_timeout=2),
+                            NatsSettings((server.url,), False, "S", creds_file=creds(_Key(0), "bad.creds")))
+        with pytest.raises(LinkError, match="(?i)authorization"):
+            await asyncio.wait_for(stranger.connect(Handler(Recorder())), 20)  # type: ignore[arg-type]
     finally:
         server.stop()
