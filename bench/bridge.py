@@ -17,7 +17,9 @@ records which numbers arrive. Three scenarios, each on fresh processes:
 - `forward`: messages/s from the first PUBLISH to the gateway until the last one reached the subscriber;
 - `drain`: the upstream is stopped (gracefully: it keeps the subscriber's session), N messages are
   published and acknowledged by the gateway, the outage lasts `--outage` seconds, the upstream starts
-  again and the subscriber reconnects at once: N / (upstream start -> the N-th message at the subscriber);
+  again and the subscriber reconnects at once: N / (the first -> the N-th message at the subscriber), and
+  `reconnect_s`, upstream start -> the first message (the bridges' reconnect backoff: both are capped at
+  5 s here, Roost `reconnect_max = 5.0`, Mosquitto `restart_timeout 1 5`);
 - `kill`: the gateway gets SIGKILL once a third of N are acknowledged, and is started again on the same
   data; lost = acknowledged to the publisher but never at the subscriber (after the gateway restarted and
   went quiet for 5 s); duplicates = copies beyond the first;
@@ -136,6 +138,7 @@ class Subscriber:
 
     port: int
     arrivals: list[int] = field(default_factory=list)
+    first_at: float = 0.0
     last_at: float = 0.0
     stopping: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -182,6 +185,7 @@ class Subscriber:
                             acks.append(wire.puback_packet(packet_id))
                     if frames:
                         self.last_at = time.perf_counter()
+                        self.first_at = self.first_at or self.last_at
                     buf = buf[used:]
                     try:
                         if acks:
@@ -273,7 +277,7 @@ def pair(kind: str) -> Iterator[tuple[Process, Process, Subscriber]]:
                 raise RuntimeError(f"the {kind} gateway's bridge did not carry a probe within 30 s")
             subscriber.stop()
             subscriber.arrivals.clear()
-            subscriber.last_at = 0.0
+            subscriber.first_at = subscriber.last_at = 0.0
             yield up, gw, subscriber
         finally:
             subscriber.stop()
@@ -302,7 +306,9 @@ def drain(kind: str, messages: int, outage: float) -> dict[str, float]:
         subscriber.start()
         subscriber.wait_for(set(acked), quiet=15, timeout=600)
         arrived = len(set(subscriber.arrivals) & set(acked))
-        return {"messages_s": arrived / (subscriber.last_at - started), "arrived": arrived, "acked": len(acked)}
+        return {"messages_s": arrived / (subscriber.last_at - subscriber.first_at), "arrived": arrived,
+                "acked": len(acked), "reconnect_s": subscriber.first_at - started,
+                "with_reconnect_messages_s": arrived / (subscriber.last_at - started)}
 
 
 def kill(kind: str, messages: int) -> dict[str, float]:
@@ -310,13 +316,7 @@ def kill(kind: str, messages: int) -> dict[str, float]:
         subscriber.start()
         acked: list[int] = []
         publish(gw.port, 0, messages, acked, stop_after=messages // 3)
-        gw.kill()
-        gw.start()
-        subscriber.wait_for(set(acked), quiet=5, timeout=120)
-        time.sleep(1.0)  # late duplicates still on their way are counted too
-        received = set(subscriber.arrivals)
-        return {"acked": len(acked), "lost": len(set(acked) - received),
-                "duplicates": len(subscriber.arrivals) - len(received)}
+        return _kill_and_count(gw, subscriber, acked, quiet=5)
 
 
 def kill_drain(kind: str, messages: int) -> dict[str, float]:
@@ -330,13 +330,18 @@ def kill_drain(kind: str, messages: int) -> dict[str, float]:
         deadline = time.perf_counter() + 120
         while len(subscriber.arrivals) < messages // 3 and time.perf_counter() < deadline:
             time.sleep(0.01)  # watching the drain: kill once a third is through
-        gw.kill()
-        gw.start()
-        subscriber.wait_for(set(acked), quiet=10, timeout=300)
-        time.sleep(1.0)  # late duplicates still on their way are counted too
-        received = set(subscriber.arrivals)
-        return {"acked": len(acked), "lost": len(set(acked) - received),
-                "duplicates": len(subscriber.arrivals) - len(received)}
+        return _kill_and_count(gw, subscriber, acked, quiet=10)
+
+
+def _kill_and_count(gw: Process, subscriber: Subscriber, acked: list[int], quiet: float) -> dict[str, float]:
+    """SIGKILL the gateway, start it again on its data, and count what the subscriber never got."""
+    gw.kill()
+    gw.start()
+    subscriber.wait_for(set(acked), quiet=quiet, timeout=300)
+    time.sleep(1.0)  # late duplicates still on their way are counted too
+    received = set(subscriber.arrivals)
+    return {"acked": len(acked), "lost": len(set(acked) - received),
+            "duplicates": len(subscriber.arrivals) - len(received)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("kill_drain", kill_drain(kind, args.messages)),
             ):
                 rows.setdefault(f"{kind} {name}", []).append(result)
-                print(f"{kind:9} {name:10} " + "  ".join(f"{k}={v:.0f}" for k, v in result.items()), flush=True)
+                print(f"{kind:9} {name:10} " + "  ".join(f"{k}={v:.1f}" for k, v in result.items()), flush=True)
     command = "python -m bench.bridge " + shlex.join(argv if argv is not None else sys.argv[1:])
     print(f"\ncommand: {command}\nmosquitto: {mosquitto_version()}")
     return 0
