@@ -201,6 +201,7 @@ class NATSLink:
         failures: list[str] = []
         for server in servers:
             client = NkeyClient()
+            on_error, on_disconnected = self._callbacks(client)
             options: dict[str, Any] = {
                 "servers": [server],
                 "name": config.client_id,
@@ -212,9 +213,9 @@ class NATSLink:
                 "reconnect_time_wait": 0,
                 "ping_interval": config.keep_alive,
                 "max_outstanding_pings": 2,
-                "error_cb": self._on_error,
-                "disconnected_cb": self._on_disconnected,
-                "closed_cb": self._on_disconnected,
+                "error_cb": on_error,
+                "disconnected_cb": on_disconnected,
+                "closed_cb": on_disconnected,
                 "pending_size": 8 * 1024 * 1024,
             }
             if settings.tls:
@@ -444,12 +445,20 @@ class NATSLink:
 
     # -- losing the link ------------------------------------------------------------------------------------
 
-    async def _on_error(self, exc: Exception) -> None:
-        self._last_error = _describe(exc)
-        log.debug("bridge %s: NATS error: %s", self.config.name, self._last_error)
+    def _callbacks(self, client: NkeyClient) -> tuple[Callable[[Exception], Any], Callable[[], Any]]:
+        """nats-py's error and disconnect callbacks for one client. Bound to it: a client of an earlier
+        link, still closing in the background, must not close the link that replaced it."""
 
-    async def _on_disconnected(self) -> None:
-        self._lost(f"NATS connection lost{': ' + self._last_error if self._last_error else ''}")
+        async def on_error(exc: Exception) -> None:
+            if self._client is None or self._client is client:
+                self._last_error = _describe(exc)
+                log.debug("bridge %s: NATS error: %s", self.config.name, self._last_error)
+
+        async def on_disconnected() -> None:
+            if self._client is client:
+                self._lost(f"NATS connection lost{': ' + self._last_error if self._last_error else ''}")
+
+        return on_error, on_disconnected
 
     def _lost(self, reason: str) -> None:
         client, self._client = self._client, None

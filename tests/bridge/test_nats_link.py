@@ -43,7 +43,7 @@ class LinkConfig:
     qos: int = 1
     keep_alive: int = 5
     inflight: int = 64
-    ack_timeout: float = 5.0
+    ack_timeout: float = 20.0  # a loaded 2-core machine running three servers can be slow to PubAck
     connect_timeout: float = 5.0
     qos0_queue: int = 1000
 
@@ -72,7 +72,7 @@ class Recorder:
     def command_done(self, ref: int) -> None:
         raise AssertionError("no QoS 2 refs on NATS")
 
-    async def wait(self, condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    async def wait(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
             remaining = deadline - time.monotonic()
@@ -156,7 +156,7 @@ async def test_forward_creates_the_r3_stream_and_every_message_is_stored_once(na
 
 async def test_commands_come_down_from_a_durable_consumer_and_wait_while_offline(nats_cluster: NatsCluster) -> None:
     recorder = Recorder()
-    link = NATSLink(LinkConfig(subscribe=("cmd/#",)), settings(nats_cluster))
+    link = NATSLink(LinkConfig(subscribe=("cmd/#",), ack_timeout=5.0), settings(nats_cluster))  # ack_wait 5 s
     assert await link.connect(Handler(recorder)) is False  # type: ignore[arg-type]  (a new consumer)
     client = await nats.connect(nats_cluster.urls.split(","))
     js = client.jetstream()
