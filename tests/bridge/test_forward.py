@@ -154,3 +154,24 @@ def test_puback_only_once_on_disk(tmp_path: Path) -> None:
         assert status["backlog"]["messages"] == 3 and not status["connected"]
         assert status["state"] in ("connecting", "backoff")
         publisher.disconnect()
+
+
+def test_strict_durability_and_the_outbox_hold_together(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """With `[storage] durability = "strict"` a PUBACK waits for both commits (the broker state's, for a
+    persistent subscriber, and the outbox's); acknowledgements keep their order [MQTT-4.6.0-2]."""
+    from tests.bridge.upstreams import gateway_document
+
+    upstream = subscriber(mosquitto.port, "site1/#")
+    document = gateway_document(tmp_path / "gw", bridge_table(mosquitto.port))
+    document["storage"] = {"durability": "strict"}
+    gw = RoostThread(document).start()
+    try:
+        wait_connected(gw)
+        local = subscriber(gw.mqtt_port, "sensors/#", qos=1, version=4, client_id="keeper", clean=False)
+        _forward_and_check(gw.mqtt_port, upstream, 1, count=30)
+        _forward_and_check(gw.mqtt_port, upstream, 2, count=30)
+        assert [local.expect().payload for _ in range(60)] == [f"m{i}".encode() for i in range(30)] * 2
+        local.disconnect()
+    finally:
+        gw.stop()
+    upstream.disconnect()
