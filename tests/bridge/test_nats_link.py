@@ -176,7 +176,15 @@ async def test_commands_come_down_from_a_durable_consumer_and_wait_while_offline
     assert await link.connect(Handler(recorder)) is True  # type: ignore[arg-type]  (the consumer was kept)
     # A command the consumer's leader handed to a pull request of the closed connection comes again after
     # ack_wait (ack_timeout, 5 s here): a wait of several ack_waits.
-    await recorder.wait(lambda: len(recorder.commands) == 5, timeout=45)
+    try:
+        await recorder.wait(lambda: len(recorder.commands) == 5, timeout=45)
+    except AssertionError as exc:  # the consumer's view, for the evidence (seen once, under load)
+        info = await js.consumer_info("TELEMETRY", "roost-fleet")
+        raise AssertionError(
+            f"{exc}; consumer: ack pending {info.num_ack_pending}, redelivered {info.num_redelivered}, pending "
+            f"{info.num_pending}, delivered {info.delivered}, ack floor {info.ack_floor}; link up {link.up}; "
+            f"came down {[c.topic for c in recorder.commands]}"
+        ) from exc
     # Every one, but not necessarily in order: a pull request of the closed connection may still have
     # been open on the consumer's leader, which then redelivers that message after ack_wait.
     assert sorted(c.topic for c in recorder.commands) == [f"cmd/n{i}" for i in range(5)]
