@@ -6,7 +6,7 @@ measured, so this counts instructions instead, which do not depend on what else 
     valgrind --tool=callgrind python -m bench.acl_cost KIND N
 
 runs N QoS 0 PUBLISH packets (in reads of 100) from one client to one subscriber on `bench/#` through
-Roost's real connection, broker and hooks (a fake transport stands in for the socket), for KIND:
+Roost's real protocol engine, broker and hooks (the sans-IO engine needs no socket), for KIND:
 `anonymous` (the anonymous ACL), `acl` (a tenant's MQTT-instance credentials: mount point and the storage
 ACL hook, quota off) or `quota` (the same with the hourly quota meter on). `python -m bench.acl_cost
 --report` runs all three under callgrind for 0 and 20,000 messages and prints instructions per message.
@@ -14,15 +14,15 @@ ACL hook, quota off) or `quota` (the same with the hourly quota meter on). `pyth
 
 from __future__ import annotations
 
-import asyncio
 import re
 import subprocess
 import sys
 from typing import Any
 
 from broker.codec import Connect, Publish, Subscribe, Subscription, encode
-from broker.connection import MQTTConnection
+from broker.clock import ManualClock
 from broker.core import Broker
+from broker.engine import Connection
 from broker.hooks import AnonymousHook, HookChain
 from broker.settings import BrokerSettings
 from storage.access import PlanTerms, StorageAuthHook
@@ -33,38 +33,7 @@ from storage.usage import UsageMeter
 KINDS = ("anonymous", "acl", "quota")
 
 
-class _Transport:
-    """Just enough of an asyncio transport: counts what would be written."""
-
-    def __init__(self) -> None:
-        self.written = 0
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 1234) if name == "peername" else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
-async def run(kind: str, messages: int) -> None:
+def run(kind: str, messages: int) -> None:
     snapshot = AuthSnapshot(
         {1: AuthUser(1, "a" * 24, False, True, "enterprise")},
         {"bench": InstanceCredential("bench", hash_secret("pw"), 1, 1)},
@@ -73,22 +42,22 @@ async def run(kind: str, messages: int) -> None:
     )
     usage = UsageMeter(None) if kind == "quota" else None  # type: ignore[arg-type]  # never flushed here
     storage = StorageAuthHook(snapshot, usage=usage, plan_terms=lambda plan: PlanTerms(0, 30))
-    broker = Broker(BrokerSettings(), HookChain([storage, AnonymousHook(True)]))
+    broker = Broker(BrokerSettings(), HookChain([storage, AnonymousHook(True)]), clock=ManualClock())
     credentials: dict[str, Any] = {} if kind == "anonymous" else {"username": "bench", "password": b"pw"}
-    subscriber, sub_transport = MQTTConnection(broker), _Transport()
-    subscriber.connection_made(sub_transport)  # type: ignore[arg-type]
-    subscriber.data_received(
+    subscriber = Connection(broker, remote_address="127.0.0.1:1234")
+    subscriber.receive_data(
         encode(Connect("sub", protocol_version=4, **credentials), 4)
-        + encode(Subscribe(1, (Subscription("bench/#", 0),)), 4)
+        + encode(Subscribe(1, (Subscription("bench/#", 0),)), 4),
+        0.0,
     )
-    publisher = MQTTConnection(broker)
-    publisher.connection_made(_Transport())  # type: ignore[arg-type]
-    publisher.data_received(encode(Connect("pub", protocol_version=4, **credentials), 4))
+    publisher = Connection(broker, remote_address="127.0.0.1:1235")
+    publisher.receive_data(encode(Connect("pub", protocol_version=4, **credentials), 4), 0.0)
     chunk = encode(Publish("bench/1", b"x" * 64, 0), 4) * 100
+    written = 0
     for _ in range(messages // 100):
-        publisher.data_received(chunk)
-        subscriber._flush()
-    if messages and not sub_transport.written:
+        publisher.receive_data(chunk, 0.0)
+        written += len(subscriber.data_to_send())
+    if messages and not written:
         raise SystemExit(f"{kind}: nothing was delivered")
 
 
@@ -118,6 +87,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--report"]:
         report()
     elif len(sys.argv) == 3 and sys.argv[1] in KINDS:
-        asyncio.run(run(sys.argv[1], int(sys.argv[2])))
+        run(sys.argv[1], int(sys.argv[2]))
     else:
         raise SystemExit(__doc__)

@@ -286,6 +286,9 @@ class RoostBroker(Broker):
             "    outputs.append(json.loads(buffer.getvalue()))\n"
             "print(json.dumps(outputs))\n"
         )
+        # The management commands refuse a data folder that does not exist (a new, empty database made by
+        # mistake); making the folder here works with every Roost revision, old ones without --create too.
+        (self.workdir / "data").mkdir(exist_ok=True)
         argv = [[*command, "--json", "--config", str(self.config_path)] for command in commands]
         done = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], cwd=self.workdir,
                               capture_output=True, text=True, timeout=60)

@@ -1,11 +1,11 @@
 """One bridge: local messages up through a durable outbox, upstream commands down, over one link.
 
-    local publisher -> Broker.publish -> _Receiver.send_message -> Bridge._forward -> Outbox (disk)
-                          (PUBACK held until the outbox commit: broker/ack_holds.py)      |
+    local publisher -> Broker.route -> _Receiver.send_message -> Bridge._forward -> Outbox (disk)
+                          (PUBACK held until the outbox commit: broker/ack_holds.py)     |
                                                                   Bridge._pump -> link.send -> upstream
     upstream -> link -> Bridge.command -> Broker.publish (the local namespace, sender = the bridge)
 
-The receiver sits in the router like a connection (as the control plane's watchers do): one session whose
+The receiver is a `DeliveryReceiver` in the router (as the control plane's watchers are): one session whose
 subscriptions are the `forward` filters inside the bridged namespace, at QoS 0 with No Local and Retain As
 Published, so the router hands it every matching message synchronously, with the message's own QoS and
 retain flag, and never queues for it. What the bridge publishes locally carries its session key as
@@ -41,7 +41,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import LinkError
 from bridge.link import Command, UpstreamLink
 from bridge.mqtt_link import MQTTLink
-from broker.codec import EMPTY_PROPERTIES, Properties
+from broker.codec import EMPTY_PROPERTIES, Properties, Will
 from broker.codec.topics import validate_topic_name
 from broker.core import Broker
 from broker.errors import ProtocolError
@@ -73,13 +73,16 @@ class BridgeCounters:
 
 
 class _Receiver:
-    """What the router needs of a connection, for the bridge (as `BrokerService.watch`'s watcher): every
-    matching message is handed over synchronously at QoS 0, never queued or in flight. It has no `client`,
-    so it is no MQTT client: listings, kicks and ACL checks pass it by."""
+    """The bridge's `broker.receivers.DeliveryReceiver` (as `BrokerService.watch`'s watcher is): every
+    matching message is handed over synchronously at QoS 0, never queued or in flight, so the router needs
+    nothing special for it. It has no `client`, so it is no MQTT client: listings, kicks and ACL checks
+    pass it by. A QoS 1/2 message it takes into the outbox holds its publisher's acknowledgement until the
+    commit (`Broker.ack_holds`, broker/ack_holds.py)."""
 
     client = None
-    session = None
-    congested = False
+    congested = False  # never: QoS 0 that cannot go up waits in the bridge's own bounded queue
+    inflight_limit = 0  # never used: its subscriptions are QoS 0, so nothing is ever in flight to it
+    held_sends = 0
     plain_form = None  # takes no PUBLISH bytes as they are: Broker.publish_plain makes it a Message
 
     def __init__(self, bridge: Bridge) -> None:
@@ -89,6 +92,12 @@ class _Receiver:
                      packet_id: int | None, dup: bool = False) -> bool:
         self.bridge._forward(message, retain)
         return True
+
+    def send_plain(self, data: bytes) -> bool:
+        raise AssertionError("a bridge has no plain form")  # plain_form is None: never called
+
+    def taken_over(self) -> Will | None:
+        return None  # no client takes over a bridge's key (it starts with U+0000)
 
     def close_for_admin(self) -> None:
         """Nothing to close: the bridge ends with Roost."""
@@ -138,7 +147,7 @@ class Bridge:
         self.link.on_writable = self._pump
         session = Session(self.key)
         broker.sessions[self.key] = session
-        broker.connections[self.key] = _Receiver(self)  # type: ignore[assignment]
+        broker.connections[self.key] = _Receiver(self)
         for topic_filter in config.forward:
             broker.subscribe(session, SubscriptionRecord(mount + topic_filter, 0, no_local=True, retain_as_published=True))
         self._tasks.append(asyncio.create_task(outbox.run(), name=f"bridge-{config.name}-outbox"))

@@ -1,8 +1,10 @@
 """`[[bridge]]` tables -> `BridgeConfig`, validated before anything starts.
 
-Each bridge is one array-of-tables entry in the config file. As for every other key, a bad value stops
-start-up with a `ConfigError` naming it (`bridge[0].url: unknown scheme 'ftp' ...`); an unknown key is
-refused, because a misspelt `forward` is a gateway that silently forwards nothing. What cannot be
+Each bridge is one array-of-tables entry in the config file. As for every other key, a bad value is a
+problem naming it (`bridge[0].url: unknown scheme 'ftp' ...`), reported with the file's others
+(`control/config.py`'s list, `roost check-config`), and stops start-up; an unknown key is refused, with the
+closest known one, because a misspelt `forward` is a gateway that silently forwards nothing. TLS file
+paths (`ca_file`, `cert_file`, `key_file`) are relative to the config file, as [tls]'s are. What cannot be
 checked without the database (does `user` exist?) is checked when the bridge starts, with the same kind of
 message (see `bridge/manager.py`).
 
@@ -16,6 +18,7 @@ answers by not echoing a bridge's own messages); without it, a `forward` filter 
 
 from __future__ import annotations
 
+import difflib
 import re
 import ssl
 from collections.abc import Sequence
@@ -96,86 +99,139 @@ class BridgeConfig:
         return context
 
 
-def parse_bridges(value: Any) -> tuple[BridgeConfig, ...]:
-    """Validate the `bridge` array of tables (None: no bridges)."""
+def parse_bridges(value: Any, problems: list[str] | None = None, base: Path | None = None) -> tuple[BridgeConfig, ...]:
+    """Validate the `bridge` array of tables (None: no bridges).
+
+    With `problems` (the list `control/config.py` reports every problem of the file in), each problem is
+    added there and a bridge with any problem is left out, so one run of `roost check-config` shows them
+    all; without it, the first problem raises `ConfigError`. Relative TLS file paths are taken from `base`
+    (the config file's folder), as [tls]'s are; None: the working directory."""
     if value is None:
         return ()
+    report = _Report(problems)
     if isinstance(value, dict):
-        raise ConfigError("bridge: expected an array of tables ([[bridge]]), got a table ([bridge])")
+        report.fail("bridge: expected an array of tables ([[bridge]]), got a table ([bridge])")
+        return ()
     if not isinstance(value, list):
-        raise ConfigError(f"bridge: expected an array of tables ([[bridge]]), got {value!r}")
-    bridges = tuple(_parse_one(table, f"bridge[{index}].") for index, table in enumerate(value))
+        report.fail(f"bridge: expected an array of tables ([[bridge]]), got {value!r}")
+        return ()
+    bridges: list[BridgeConfig] = []
     seen: set[str] = set()
-    for index, bridge in enumerate(bridges):
+    for index, table in enumerate(value):
+        bridge = _parse_one(_Keys(table, f"bridge[{index}].", report, base))
+        if bridge is None:
+            continue
         if bridge.name in seen:
-            raise ConfigError(f"bridge[{index}].name: {bridge.name!r} names two bridges")
+            report.fail(f"bridge[{index}].name: {bridge.name!r} names two bridges")
+            continue
         seen.add(bridge.name)
-    return bridges
+        bridges.append(bridge)
+    return tuple(bridges)
+
+
+class _Report:
+    """Where problems go: a shared list, or (none given) raised at once."""
+
+    def __init__(self, problems: list[str] | None) -> None:
+        self.problems = problems
+
+    def fail(self, problem: str) -> None:
+        if self.problems is None:
+            raise ConfigError(problem)
+        self.problems.append(problem)
+
+    def count(self) -> int:
+        return len(self.problems) if self.problems is not None else 0
 
 
 class _Keys:
-    """Typed reads from one table, remembering which keys were used so the rest can be refused."""
+    """Typed reads from one table, remembering which keys were used so the rest can be refused. A bad value
+    is reported and its default used, so reading goes on and every problem of the table is found."""
 
-    def __init__(self, table: Any, prefix: str) -> None:
-        if not isinstance(table, dict):
-            raise ConfigError(f"{prefix.rstrip('.')}: expected a table")
-        self.table: dict[str, Any] = table
+    def __init__(self, table: Any, prefix: str, report: _Report, base: Path | None) -> None:
         self.prefix = prefix
+        self.report = report
+        self.base = base
         self.used: set[str] = set()
+        self.problems_before = report.count()
+        if not isinstance(table, dict):
+            self.fail(f"{prefix.rstrip('.')}: expected a table")
+            table = {}
+        self.table: dict[str, Any] = table
+
+    def fail(self, problem: str) -> None:
+        self.report.fail(problem)
+
+    @property
+    def failed(self) -> bool:
+        return self.report.count() > self.problems_before
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         self.used.add(key)
         value = self.table.get(key)
         if value is None:
             return default
-        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-            raise ConfigError(f"{self.prefix}{key}: expected {_KIND_NAMES.get(kind, kind)}, got {value!r}")
-        if not isinstance(value, kind):
-            raise ConfigError(f"{self.prefix}{key}: expected {_KIND_NAMES.get(kind, kind)}, got {value!r}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kind):
+            self.fail(f"{self.prefix}{key}: expected {_KIND_NAMES.get(kind, kind)}, got {value!r}")
+            return default
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
         value = self.get(key, (int, float), default)
         if not low <= value <= high:
-            raise ConfigError(f"{self.prefix}{key}: expected a number from {low} to {high}, got {value!r}")
+            self.fail(f"{self.prefix}{key}: expected a number from {low} to {high}, got {value!r}")
+            return default
         return float(value)
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
         value = self.get(key, int, default)
         if not low <= value <= high:
-            raise ConfigError(f"{self.prefix}{key}: expected an integer from {low} to {high}, got {value!r}")
+            self.fail(f"{self.prefix}{key}: expected an integer from {low} to {high}, got {value!r}")
+            return default
         return int(value)
 
     def filters(self, key: str) -> tuple[str, ...]:
         value = self.get(key, list, [])
+        valid: list[str] = []
         for item in value:
             if not isinstance(item, str):
-                raise ConfigError(f"{self.prefix}{key}: expected a list of topic filters, got {item!r} in it")
+                self.fail(f"{self.prefix}{key}: expected a list of topic filters, got {item!r} in it")
+                continue
             try:
                 validate_topic_filter(item)
             except Exception as exc:
-                raise ConfigError(f"{self.prefix}{key}: {item!r} is not a valid topic filter ({exc})") from exc
+                self.fail(f"{self.prefix}{key}: {item!r} is not a valid topic filter ({exc})")
+                continue
             if parse_shared(item)[0] is not None or item.startswith("$"):
-                raise ConfigError(f"{self.prefix}{key}: {item!r}: $ topics and shared subscriptions are not bridged")
-        return tuple(value)
+                self.fail(f"{self.prefix}{key}: {item!r}: $ topics and shared subscriptions are not bridged")
+                continue
+            valid.append(item)
+        return tuple(valid)
 
     def file(self, key: str) -> Path | None:
+        """A file that must be readable now; a relative path is relative to the config file's folder."""
         value = self.get(key, str, None)
         if not value:
             return None
         path = Path(value)
+        if self.base is not None and not path.is_absolute():
+            path = self.base / path
         try:
             with path.open("rb") as handle:
                 handle.read(1)
         except OSError as exc:
-            raise ConfigError(f"{self.prefix}{key}: cannot read {value!r}: {exc.strerror}") from exc
+            shown = repr(value) if str(path) == value else f"{value!r} ({path})"
+            self.fail(f"{self.prefix}{key}: cannot read {shown}: {exc.strerror}")
+            return None
         return path
 
     def done(self) -> None:
-        unknown = sorted(set(self.table) - self.used)
-        if unknown:
-            raise ConfigError(f"unknown configuration key{'s' if len(unknown) > 1 else ''}: "
-                              + ", ".join(self.prefix + key for key in unknown))
+        """Refuse keys nobody asked for, each with the closest known key: most likely a typo."""
+        for key in sorted(set(self.table) - self.used):
+            close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.6)
+            hint = f" (did you mean {self.prefix}{close[0]}?)" if close else ""
+            self.fail(f"{self.prefix}{key}: unknown configuration key{hint}")
 
 
 _KIND_NAMES: dict[Any, str] = {
@@ -183,50 +239,59 @@ _KIND_NAMES: dict[Any, str] = {
 }
 
 
-def _parse_one(table: Any, prefix: str) -> BridgeConfig:
-    keys = _Keys(table, prefix)
+def _parse_one(keys: _Keys) -> BridgeConfig | None:
+    """One [[bridge]] table; None when it has a problem (reported)."""
+    prefix = keys.prefix
     name = keys.get("name", str, None)
     if name is None or not _NAME.match(name):
-        raise ConfigError(f"{prefix}name: expected 1 to 64 letters, digits, '-' or '_', got {name!r}")
+        keys.fail(f"{prefix}name: expected 1 to 64 letters, digits, '-' or '_', got {name!r}")
     url = keys.get("url", str, None)
+    scheme, host, port, url_user, url_password = "", "", 0, None, None  # scheme "": no url to go by
     if not url:
-        raise ConfigError(f"{prefix}url: a bridge needs the upstream's url (mqtt://host:port or mqtts://...)")
-    nats_url = url.split("://", 1)[0].strip().lower() in NATS_SCHEMES
-    if nats_url:
-        scheme, host, port, url_user, url_password = "nats", "", 0, None, None
+        keys.fail(f"{prefix}url: a bridge needs the upstream's url (mqtt://host:port or mqtts://...)")
+    elif url.split("://", 1)[0].strip().lower() in NATS_SCHEMES:
+        scheme = "nats"  # a NATS JetStream upstream: the url is read by parse_nats below
     else:
-        scheme, host, port, url_user, url_password = _parse_url(url, prefix + "url")
+        try:
+            scheme, host, port, url_user, url_password = _parse_url(url, prefix + "url")
+        except ConfigError as exc:
+            keys.fail(str(exc))
     protocol_value = keys.get("protocol", (str, int), 5)
     protocol = {5: 5, "5": 5, "5.0": 5, 4: 4, "3.1.1": 4, "4": 4}.get(protocol_value)
     if protocol is None:
-        raise ConfigError(f"{prefix}protocol: expected 5 or \"3.1.1\", got {protocol_value!r}")
+        keys.fail(f"{prefix}protocol: expected 5 or \"3.1.1\", got {protocol_value!r}")
+        protocol = 5
     forward = keys.filters("forward")
     subscribe = keys.filters("subscribe")
     remote_prefix = keys.get("remote_prefix", str, "")
     if "+" in remote_prefix or "#" in remote_prefix or remote_prefix.startswith("$") or "\x00" in remote_prefix:
-        raise ConfigError(f"{prefix}remote_prefix: {remote_prefix!r} must be plain topic levels (no wildcards, no $)")
+        keys.fail(f"{prefix}remote_prefix: {remote_prefix!r} must be plain topic levels (no wildcards, no $)")
     try_private = keys.get("try_private", bool, True)
     if protocol == 4 and not try_private:
-        _refuse_echo(forward, subscribe, prefix)
+        try:
+            _refuse_echo(forward, subscribe, prefix)
+        except ConfigError as exc:
+            keys.fail(str(exc))
     policy = keys.get("policy", str, "drop_oldest")
     if policy not in POLICIES:
-        raise ConfigError(f"{prefix}policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
+        keys.fail(f"{prefix}policy: expected one of {', '.join(POLICIES)}, got {policy!r}")
     ca_file = keys.file("ca_file")
     cert_file = keys.file("cert_file")
     key_file = keys.file("key_file")
     if key_file is not None and cert_file is None:
-        raise ConfigError(f"{prefix}key_file: given without cert_file")
-    if scheme not in ("mqtts", "nats") and (ca_file or cert_file):
-        raise ConfigError(f"{prefix}ca_file: TLS files need an mqtts:// url, got {url!r}")
+        keys.fail(f"{prefix}key_file: given without cert_file")
+    if scheme and scheme not in ("mqtts", "nats") and (ca_file or cert_file):
+        keys.fail(f"{prefix}ca_file: TLS files need an mqtts:// url, got {url!r}")
     nats = None
-    if nats_url:
-        nats, url_user, url_password = parse_nats(keys, url, remote_prefix, subscribe, name,
+    if scheme == "nats":
+        nats, url_user, url_password = parse_nats(keys, url or "", remote_prefix, name or "",
                                                   tls_files=bool(ca_file or cert_file))
-        host, port = server_address(nats.servers[0])
+        if nats is not None:
+            host, port = server_address(nats.servers[0])
     reconnect_min = keys.number("reconnect_min", 0.5, 0.01, 3600.0)
     config = BridgeConfig(
-        name=name,
-        url=url,
+        name=name or "",
+        url=url or "",
         scheme=scheme,
         host=host,
         port=port,
@@ -260,14 +325,17 @@ def _parse_one(table: Any, prefix: str) -> BridgeConfig:
         nats=nats,
     )
     keys.done()
-    if not forward and not subscribe:
-        raise ConfigError(f"{prefix}forward: a bridge with neither forward nor subscribe filters does nothing")
+    if not forward and not subscribe and not keys.failed:
+        keys.fail(f"{prefix}forward: a bridge with neither forward nor subscribe filters does nothing")
+    if keys.failed:
+        return None
     if config.tls:
         try:
             config.ssl_context()
         except (ssl.SSLError, OSError, ValueError) as exc:
             key = "cert_file" if config.cert_file is not None and "PEM" not in str(exc) and config.ca_file is None else "ca_file"
-            raise ConfigError(f"{prefix}{key}: cannot use the TLS files: {exc}") from exc
+            keys.fail(f"{prefix}{key}: cannot use the TLS files: {exc}")
+            return None
     return config
 
 

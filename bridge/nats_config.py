@@ -53,7 +53,8 @@ class NatsSettings:
 
 
 class _KeyReader(Protocol):
-    """bridge/config.py's typed reader of one `[[bridge]]` table."""
+    """bridge/config.py's typed reader of one `[[bridge]]` table: a bad value is reported (`fail`) and the
+    default returned, so every problem of a file is told at once."""
 
     prefix: str
 
@@ -61,6 +62,7 @@ class _KeyReader(Protocol):
     def integer(self, key: str, default: int, low: int, high: int) -> int: ...
     def number(self, key: str, default: float, low: float, high: float) -> float: ...
     def file(self, key: str) -> Path | None: ...
+    def fail(self, problem: str) -> None: ...
 
 
 def server_address(server: str) -> tuple[str, int]:
@@ -99,52 +101,65 @@ def parse_nats_url(url: str, key: str) -> tuple[tuple[str, ...], bool, str | Non
     return tuple(servers), tls, user, password
 
 
-def parse_nats(keys: _KeyReader, url: str, remote_prefix: str, subscribe: tuple[str, ...], name: str,
-               tls_files: bool) -> tuple[NatsSettings, str | None, str | None]:
-    """The NATS settings of one bridge, plus user and password given in its url (None when not)."""
+def parse_nats(keys: _KeyReader, url: str, remote_prefix: str, name: str,
+               tls_files: bool) -> tuple[NatsSettings | None, str | None, str | None]:
+    """The NATS settings of one bridge, plus user and password given in its url (None when not). Every
+    problem is reported through `keys.fail`, naming the key; the settings are None when there was one."""
     prefix = keys.prefix
-    servers, tls, user, password = parse_nats_url(url, prefix + "url")
+    problems: list[str] = []
+    # Every key is read first, so none is taken for an unknown key when another is wrong.
+    stream = keys.get("stream", str, None)
+    consumer = keys.get("consumer", str, "") or f"roost-{name}"
+    replicas = keys.integer("replicas", 1, 1, 5)
+    duplicate_window = keys.number("duplicate_window", 3600.0, 1.0, 7 * 86_400.0)
+    creds_file = keys.file("creds_file")
+    nkey_seed_file = keys.file("nkey_seed_file")
+    servers: tuple[str, ...] = ()
+    tls, user, password = False, None, None
+    try:
+        servers, tls, user, password = parse_nats_url(url, prefix + "url")
+    except ConfigError as exc:
+        problems.append(str(exc))
     if not remote_prefix or not remote_prefix.endswith("/") or remote_prefix.startswith("/"):
-        raise ConfigError(
+        problems.append(
             f"{prefix}remote_prefix: a NATS bridge needs a remote_prefix like \"site1/\" (the first tokens of its "
             f"subjects, ending with '/'), got {remote_prefix!r}"
         )
-    if "." in remote_prefix or " " in remote_prefix:
-        raise ConfigError(f"{prefix}remote_prefix: {remote_prefix!r}: '.' and spaces have no place in a NATS token")
-    stream = keys.get("stream", str, None)
+    elif "." in remote_prefix or " " in remote_prefix:
+        problems.append(f"{prefix}remote_prefix: {remote_prefix!r}: '.' and spaces have no place in a NATS token")
     if not stream or not _STREAM_NAME.match(stream):
-        raise ConfigError(f"{prefix}stream: a NATS bridge needs the JetStream stream's name "
-                          f"(letters, digits, '-' or '_'), got {stream!r}")
-    consumer = keys.get("consumer", str, "") or f"roost-{name}"
+        problems.append(f"{prefix}stream: a NATS bridge needs the JetStream stream's name "
+                        f"(letters, digits, '-' or '_'), got {stream!r}")
     if not _STREAM_NAME.match(consumer):
-        raise ConfigError(f"{prefix}consumer: letters, digits, '-' or '_', got {consumer!r}")
-    creds_file = keys.file("creds_file")
-    nkey_seed_file = keys.file("nkey_seed_file")
+        problems.append(f"{prefix}consumer: letters, digits, '-' or '_', got {consumer!r}")
     if creds_file is not None and nkey_seed_file is not None:
-        raise ConfigError(f"{prefix}nkey_seed_file: give creds_file or nkey_seed_file, not both")
+        problems.append(f"{prefix}nkey_seed_file: give creds_file or nkey_seed_file, not both")
     for key, path in (("creds_file", creds_file), ("nkey_seed_file", nkey_seed_file)):
         if path is not None:
-            _check_seed_file(path, prefix + key)
+            problem = _check_seed_file(path, prefix + key)
+            if problem:
+                problems.append(problem)
+    for problem in problems:
+        keys.fail(problem)
+    if problems or stream is None:
+        return None, None, None
     settings = NatsSettings(
-        servers=servers,
-        tls=tls or tls_files,
-        stream=stream,
-        replicas=keys.integer("replicas", 1, 1, 5),
-        duplicate_window=keys.number("duplicate_window", 3600.0, 1.0, 7 * 86_400.0),
-        consumer=consumer,
-        creds_file=creds_file,
+        servers=servers, tls=tls or tls_files, stream=stream, replicas=replicas,
+        duplicate_window=duplicate_window, consumer=consumer, creds_file=creds_file,
         nkey_seed_file=nkey_seed_file,
     )
     return settings, user, password
 
 
-def _check_seed_file(path: Path, key: str) -> None:
-    """A creds file holds a user JWT and an nkey seed; a seed file holds one seed (`SU...`)."""
+def _check_seed_file(path: Path, key: str) -> str | None:
+    """A creds file holds a user JWT and an nkey seed; a seed file holds one seed (`SU...`). The problem,
+    or None."""
     from bridge.nkeys import NkeyError, read_seed
 
     try:
         read_seed(path.read_text())
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: cannot read {str(path)!r}: {exc}") from exc
+        return f"{key}: cannot read {str(path)!r}: {exc}"
     except NkeyError as exc:
-        raise ConfigError(f"{key}: {str(path)!r}: {exc}") from exc
+        return f"{key}: {str(path)!r}: {exc}"
+    return None

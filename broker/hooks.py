@@ -4,6 +4,11 @@ Modelled on Mosquitto's plugin interface: each hook answers ALLOW, DENY or DEFER
 in order and stops at the first answer that is not DEFER; if every hook defers, the answer is DENY. So a
 broker with no hook that vouches for a client refuses it: secure by default.
 
+Subscriptions follow Mosquitto's model: a SUBSCRIBE is granted when an allowed filter overlaps it, and
+refused when a denied filter covers it (so a SUBSCRIBE to exactly a denied topic is refused, and `#` is
+not). A filter granted only in part (`Decision.PARTIAL`) is filtered message by message: each message is
+checked with `authorize_read` at delivery, the answer cached by the chain until access changes.
+
 Every answer is synchronous: a hook answers from memory (the storage hook keeps an in-memory view of the
 database, refreshed in the background), so a CONNECT costs no task and a PUBLISH no await.
 
@@ -26,6 +31,7 @@ __all__ = [
     "ClientInfo",
     "ConnectRequest",
     "Decision",
+    "Grant",
     "Hook",
     "HookChain",
 ]
@@ -35,6 +41,22 @@ class Decision(enum.Enum):
     ALLOW = "allow"
     DENY = "deny"
     DEFER = "defer"
+    # Subscribe only: allowed in part (an allowed filter overlaps it, none covers it): each message is then
+    # checked with `authorize_read` before it is delivered.
+    PARTIAL = "partial"
+
+
+class Grant(enum.IntEnum):
+    """The chain's answer to a SUBSCRIBE: false when refused, so `if not grant` reads as before."""
+
+    NONE = 0  # refused
+    ALL = 1  # every message matching the filter may be read
+    PARTIAL = 2  # granted; each message is checked with `HookChain.authorize_read` at delivery
+
+
+_GRANTS = {Decision.ALLOW: Grant.ALL, Decision.PARTIAL: Grant.PARTIAL}
+# Answers of authorize_read kept per (session key, topic) until access changes.
+_READ_CACHE_LIMIT = 8_192
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +123,11 @@ class Hook:
     def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> Decision:
         return Decision.DEFER
 
+    def authorize_read(self, client: ClientInfo, topic: str) -> Decision:
+        """May `client` receive a message on `topic`? Asked only for subscriptions this hook granted with
+        `Decision.PARTIAL` (Mosquitto's READ access)."""
+        return Decision.DEFER
+
     def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         """An authorized PUBLISH is about to be routed. Return 0 to let it through, or a reason code to
         refuse it (0x97 Quota exceeded). Also where a hook records or counts messages; it runs on the hot
@@ -117,7 +144,7 @@ class Hook:
 class HookChain:
     """Asks hooks in order; the first non-DEFER answer wins; all-DEFER means DENY."""
 
-    __slots__ = ("_publish_hooks", "generation", "hooks")
+    __slots__ = ("_publish_hooks", "_reads", "generation", "hooks")
 
     def __init__(self, hooks: Sequence[Hook]) -> None:
         self.hooks: tuple[Hook, ...] = tuple(hooks)
@@ -126,9 +153,11 @@ class HookChain:
         # Bumped whenever an answer may have changed (credentials, ACLs): connections cache publish
         # decisions per topic and drop their cache when this moves.
         self.generation = 0
+        self._reads: dict[tuple[str, str], bool] = {}
 
     def invalidate(self) -> None:
         self.generation += 1
+        self._reads.clear()
 
     @property
     def publish_hook(self) -> Callable[[ClientInfo, str, bytes, int, bool], int] | None:
@@ -154,12 +183,29 @@ class HookChain:
                 return decision is Decision.ALLOW
         return False
 
-    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> bool:
+    def authorize_subscribe(self, client: ClientInfo, topic_filter: str) -> Grant:
         for hook in self.hooks:
             decision = hook.authorize_subscribe(client, topic_filter)
             if decision is not Decision.DEFER:
-                return decision is Decision.ALLOW
-        return False
+                return _GRANTS.get(decision, Grant.NONE)
+        return Grant.NONE
+
+    def authorize_read(self, client: ClientInfo, topic: str) -> bool:
+        """Whether a message on `topic` (the client's own name for it) reaches a subscription granted in
+        part. Answers are cached per client and topic until `invalidate()`, so a busy topic asks once."""
+        key = (client.session_key, topic)
+        allowed = self._reads.get(key)
+        if allowed is None:
+            allowed = False
+            for hook in self.hooks:
+                decision = hook.authorize_read(client, topic)
+                if decision is not Decision.DEFER:
+                    allowed = decision is Decision.ALLOW
+                    break
+            if len(self._reads) >= _READ_CACHE_LIMIT:
+                self._reads.clear()
+            self._reads[key] = allowed
+        return allowed
 
     def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
         for hook in self._publish_hooks:
@@ -182,8 +228,9 @@ class AnonymousHook(Hook):
 
     Clients that send a user name are left to other hooks (DEFER): with no other hook, they are refused.
     The ACL is three lists of filters: what anonymous clients may publish to, what they may subscribe to, and
-    what is denied for both (deny wins). A subscription is allowed only if an allowed filter covers all of it
-    and no denied filter overlaps it.
+    what is denied for both (deny wins). A subscription is refused when a denied filter covers it or no
+    allowed filter overlaps it; it is granted whole when an allowed filter covers it and no denied filter
+    overlaps it, else in part (`Decision.PARTIAL`: each message is checked by `authorize_read`).
     """
 
     def __init__(
@@ -217,8 +264,19 @@ class AnonymousHook(Hook):
         if not client.anonymous:
             return Decision.DEFER
         _, plain = parse_shared(topic_filter)
-        if any(filters_overlap(plain, f) for f in self.deny):
+        if any(filter_covers(f, plain) for f in self.deny):
             return Decision.DENY
-        if any(filter_covers(f, plain) for f in self.subscribe):
+        if not any(filters_overlap(f, plain) for f in self.subscribe):
+            return Decision.DENY
+        if any(filter_covers(f, plain) for f in self.subscribe) and not any(
+            filters_overlap(plain, f) for f in self.deny
+        ):
             return Decision.ALLOW
-        return Decision.DENY
+        return Decision.PARTIAL
+
+    def authorize_read(self, client: ClientInfo, topic: str) -> Decision:
+        if not client.anonymous:
+            return Decision.DEFER
+        if any(topic_matches(f, topic) for f in self.deny):
+            return Decision.DENY
+        return Decision.ALLOW if any(topic_matches(f, topic) for f in self.subscribe) else Decision.DENY

@@ -1,6 +1,8 @@
 """Network listeners: the only place where the broker opens sockets.
 
-A listener binds a port and makes one `MQTTConnection` per accepted connection. The TLS listener
+A listener binds a port and makes one `MQTTConnection` (the asyncio shell of the protocol engine) per
+accepted connection, registered in the `ServerState` it shares with every other listener (TLS, and the
+WebSocket route through `BrokerService.accept`); `ServerState.shutdown` closes them all. The TLS listener
 (`broker/tls.py`) is a `TCPListener` that accepts with its own protocol and upgrades each connection.
 """
 
@@ -11,9 +13,9 @@ import logging
 import socket
 
 from broker.connection import MQTTConnection
-from broker.core import Broker
+from broker.registry import ServerState
 
-__all__ = ["TCPListener"]
+__all__ = ["ServerState", "TCPListener"]
 
 log = logging.getLogger("roost.listeners")
 
@@ -21,8 +23,8 @@ log = logging.getLogger("roost.listeners")
 class TCPListener:
     """MQTT over plain TCP."""
 
-    def __init__(self, broker: Broker, host: str, port: int, name: str = "tcp") -> None:
-        self.broker = broker
+    def __init__(self, server: ServerState, host: str, port: int, name: str = "tcp") -> None:
+        self.server = server
         self.host = host
         self.requested_port = port
         self.name = name
@@ -30,7 +32,7 @@ class TCPListener:
 
     def _protocol(self) -> asyncio.Protocol:
         """The protocol for one accepted connection (the TLS listener accepts with its own)."""
-        return MQTTConnection(self.broker, self.name)
+        return MQTTConnection(self.server, self.name)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -52,7 +54,7 @@ class TCPListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
-        """Stop accepting new connections; existing ones are closed by `Broker.shutdown`."""
+        """Stop accepting new connections; existing ones are closed by `ServerState.shutdown`."""
         if self._server is not None:
             self._server.close()
             self._server = None

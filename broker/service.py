@@ -1,22 +1,29 @@
 """The narrow service API through which the control plane reaches the broker.
 
-The control plane never touches sessions or connections directly: it kicks clients, publishes messages and
-lists who is connected, through these few calls.
+The control plane never touches sessions or connections directly: it kicks clients, publishes messages,
+lists who is connected, reads plain snapshots of the broker's state (`snapshot()` for metrics and the
+dashboard) and hands WebSocket transports over (`accept`), through these few calls.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.codec import Will
 from broker.codec.topics import parse_shared, validate_topic_filter
+from broker.connection import MQTTConnection
 from broker.core import Broker
+from broker.engine import Connection
 from broker.hooks import ClientInfo
+from broker.persistence import Persistence
+from broker.registry import ServerState
 from broker.session import Message, Session, SubscriptionRecord
+from broker.stats import Stats
 
-__all__ = ["BrokerService", "ClientSummary", "Watch", "WatchedMessage"]
+__all__ = ["BrokerService", "BrokerSnapshot", "ClientSummary", "SessionSnapshot", "Watch", "WatchedMessage"]
 
 _WATCH_IDS = itertools.count(1)
 
@@ -44,14 +51,38 @@ class WatchedMessage:
     retain: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """One session as the metrics see it."""
+
+    key: str
+    connected: bool
+    queued: int
+    inflight: int
+    user_id: object  # the tenant's user id (ClientInfo.attributes["user_id"]), when the hook set one
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSnapshot:
+    """The broker's counters and sizes at one moment, detached from the live objects."""
+
+    started_at: float
+    stats: Stats
+    retained: int
+    sessions: tuple[SessionSnapshot, ...]
+    # The durable-state store's counters (commits, rows written, ...); `enabled` False without a store.
+    persistence: Persistence
+
+
 class _Watcher:
-    """What the router needs of a connection, for a subscriber inside the process: every message is
-    handed to a callback at QoS 0 (never queued, never in flight). It has no `client`, so it is no MQTT
-    client: `clients()`, kicks and ACL checks pass it by."""
+    """A `DeliveryReceiver` inside the process: every message is handed to a callback at QoS 0 (never
+    queued, never in flight). It has no `client`, so it is no MQTT client: `clients()`, kicks and ACL
+    checks pass it by."""
 
     client = None
-    session = None
     congested = False
+    inflight_limit = 0
+    held_sends = 0
     plain_form = None  # takes no PUBLISH bytes as they are: Broker.publish_plain makes it a Message
 
     def __init__(self, mount: str, callback: Callable[[WatchedMessage], None]) -> None:
@@ -63,6 +94,12 @@ class _Watcher:
         topic = message.topic[len(self.mount):] if message.topic.startswith(self.mount) else message.topic
         self.callback(WatchedMessage(topic, message.payload, message.qos, retain))
         return True
+
+    def send_plain(self, data: bytes) -> bool:
+        raise AssertionError("a watcher has no plain form")  # plain_form is None: never called
+
+    def taken_over(self) -> Will | None:
+        return None  # no client takes over a watcher's key (they start with U+0000)
 
     def close_for_admin(self) -> None:
         """Nothing to close: `Watch.close()` ends a watcher."""
@@ -82,8 +119,45 @@ class Watch:
 
 
 class BrokerService:
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, server: ServerState | None = None) -> None:
         self.broker = broker
+        # The open connections of the listeners (one is made when none is given: a broker without them).
+        self.server = server if server is not None else ServerState(broker)
+
+    @property
+    def closing(self) -> bool:
+        """The broker is shutting down (long-lived control-plane streams end)."""
+        return self.server.closing
+
+    def accept(self, listener: str) -> asyncio.Protocol:
+        """The protocol for one more MQTT connection on a transport the control plane accepted (MQTT over
+        WebSocket): the same connection every listener makes, registered with them."""
+        return MQTTConnection(self.server, listener)
+
+    def snapshot(self) -> BrokerSnapshot:
+        """Counters and session sizes now, for `/metrics` and the dashboard."""
+        broker = self.broker
+        connected = broker.connections
+        sessions = tuple(
+            SessionSnapshot(
+                key,
+                key in connected,
+                len(session.queue),
+                len(session.inflight),
+                session.client.attributes.get("user_id") if session.client is not None else None,
+            )
+            for key, session in broker.sessions.items()
+        )
+        return BrokerSnapshot(broker.started_at, broker.stats.copy(), len(broker.retained), sessions,
+                              broker.persistence)
+
+    def counters(self) -> dict[str, int]:
+        """The broker's plain counters now (see broker/stats.py)."""
+        return self.broker.stats.as_dict()
+
+    def is_connected(self, session_key: str) -> bool:
+        """Whether a client (or a watch) with this session key is connected now."""
+        return session_key in self.broker.connections
 
     def kick(
         self,
@@ -125,8 +199,7 @@ class BrokerService:
 
     def tenant_messages_sent(self, mount: str) -> int:
         """PUBLISH packets sent so far to the clients of one tenant namespace, connected or gone."""
-        live = sum(c.messages_sent for c in self.broker.open_connections if c.mount == mount)
-        return live + self.broker.sent_by_closed_mount.get(mount, 0)
+        return self.server.messages_sent(mount)
 
     def drop_tenant_retained(self, mount: str) -> int:
         """Remove every retained message in a tenant's namespace."""
@@ -139,6 +212,8 @@ class BrokerService:
     def clients(self) -> list[ClientSummary]:
         result = []
         for connection in self.broker.connected():
+            if not isinstance(connection, Connection):
+                continue  # a watcher, or another receiver that is no MQTT connection
             client = connection.client
             session = connection.session
             if client is None or session is None:
@@ -159,7 +234,7 @@ class BrokerService:
         return result
 
     def uptime(self) -> float:
-        return time.time() - self.broker.started_at
+        return self.broker.clock.time() - self.broker.started_at
 
     def watch(self, mount: str, topic_filter: str, callback: Callable[[WatchedMessage], None],
               *, retained: bool = True) -> Watch:
@@ -178,7 +253,7 @@ class BrokerService:
         session = Session(key)
         broker.sessions[key] = session
         watcher = _Watcher(mount, callback)
-        broker.connections[key] = watcher  # type: ignore[assignment]
+        broker.connections[key] = watcher
         internal = mount + topic_filter
         broker.subscribe(session, SubscriptionRecord(internal, 0))
         if retained:

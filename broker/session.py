@@ -18,7 +18,7 @@ from broker.codec import EMPTY_PROPERTIES, Properties, Will
 from broker.hooks import ClientInfo
 
 if TYPE_CHECKING:
-    import asyncio
+    from broker.clock import Timer
 
 __all__ = ["Delivery", "Message", "Session", "SubscriptionRecord", "NEVER_EXPIRES"]
 
@@ -71,6 +71,9 @@ class SubscriptionRecord:
     retain_as_published: bool = False
     retain_handling: int = 0
     subscription_id: int | None = None
+    # Granted in part (an allowed ACL filter overlaps it, none covers it): every message is checked against
+    # the reader's ACL at delivery (`HookChain.authorize_read`). Not stored: recomputed from the hooks.
+    partial: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -119,8 +122,8 @@ class Session:
     client: ClientInfo | None = None
     disconnected_at: float | None = None
     next_packet_id: int = 1
-    expiry_timer: asyncio.TimerHandle | None = None
-    will_timer: asyncio.TimerHandle | None = None
+    expiry_timer: Timer | None = None
+    will_timer: Timer | None = None
 
     def allocate_packet_id(self) -> int:
         """A packet identifier not used by any delivery in flight [MQTT-2.2.1-3]."""

@@ -79,6 +79,14 @@ class Stats:
     def dropped_by_reason(self) -> dict[str, int]:
         return {reason: getattr(self, name) for name, reason in DROP_REASONS.items()}
 
+    def copy(self) -> Stats:
+        """The counters at this moment, detached from the live ones (`BrokerService.snapshot`)."""
+        other = Stats()
+        for name in self.__slots__:
+            value = getattr(self, name)
+            setattr(other, name, value.copy() if isinstance(value, (list, Counter)) else value)
+        return other
+
     def as_dict(self) -> dict[str, int]:
         """The plain counters (the per-QoS and per-reason breakdowns have their own readers)."""
         values = {name: getattr(self, name) for name in self.__slots__ if isinstance(getattr(self, name), int)}

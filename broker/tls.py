@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from broker.listeners import TCPListener
+from broker.tls_chain import chain_with_issuers
 from broker.connection import MQTTConnection
-from broker.core import Broker
+from broker.registry import ServerState
 
 __all__ = ["TLSListener", "server_context"]
 
@@ -36,10 +38,25 @@ log = logging.getLogger("roost.listeners")
 
 def server_context(cert_file: str | Path, key_file: str | Path, client_ca_file: str | Path | None = None) -> ssl.SSLContext:
     """A TLS 1.2/1.3 server context for a PEM certificate chain and key; with `client_ca_file`, clients may
-    present a certificate signed by one of its CAs (mutual TLS), and one they present is verified."""
+    present a certificate signed by one of its CAs (mutual TLS), and one they present is verified.
+
+    Session resumption is on, as OpenSSL has it by default: TLS 1.3 tickets (two after each full
+    handshake) and TLS 1.2 tickets and session ids, so a device that reconnects skips the signature.
+
+    When the certificate file holds the server certificate alone and its issuer is among the client CAs
+    (Roost's own CA signs both), the issuer is loaded as the certificate's chain, so that OpenSSL does not
+    search the verify store for it at every handshake (see broker/tls_chain.py).
+    """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(str(cert_file), str(key_file))
+    chain = chain_with_issuers(Path(cert_file), Path(client_ca_file)) if client_ca_file is not None else None
+    if chain is None:
+        context.load_cert_chain(str(cert_file), str(key_file))
+    else:
+        with tempfile.NamedTemporaryFile(suffix=".pem") as file:
+            file.write(chain)
+            file.flush()
+            context.load_cert_chain(file.name, str(key_file))
     if client_ca_file is not None:
         context.load_verify_locations(cafile=str(client_ca_file))
         context.verify_mode = ssl.CERT_OPTIONAL
@@ -131,14 +148,14 @@ class TLSListener(TCPListener):
 
     def __init__(
         self,
-        broker: Broker,
+        server: ServerState,
         host: str,
         port: int,
         context: ssl.SSLContext,
         handshake_timeout: float = 10.0,
         name: str = "tls",
     ) -> None:
-        super().__init__(broker, host, port, name)
+        super().__init__(server, host, port, name)
         self.context = context
         self.handshake_timeout = handshake_timeout
         self.handshake_failures = 0
@@ -149,10 +166,10 @@ class TLSListener(TCPListener):
 
     def _upgrade(self, accepted: _Accepted) -> None:
         assert accepted.transport is not None
-        if self._server is None or self.broker.closing:
+        if self._server is None or self.server.closing:
             accepted.transport.abort()
             return
-        task = self.broker.loop.create_task(self._handshake(accepted))
+        task = asyncio.get_running_loop().create_task(self._handshake(accepted))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -161,7 +178,7 @@ class TLSListener(TCPListener):
         assert transport is not None
         peer = _peer(transport)
         upgrading = _Upgrading()
-        loop = self.broker.loop
+        loop = asyncio.get_running_loop()
         try:
             if transport.is_closing():
                 raise ConnectionResetError("closed by the peer before the handshake")
@@ -184,7 +201,7 @@ class TLSListener(TCPListener):
             return
         if tls_transport is None or upgrading.lost:
             return
-        connection = MQTTConnection(self.broker, self.name)
+        connection = MQTTConnection(self.server, self.name)
         tls_transport.set_protocol(connection)
         connection.connection_made(tls_transport)
         if upgrading.writing_paused:

@@ -1,11 +1,15 @@
 """The Starlette application served on the HTTP port.
 
 Routes stay thin: they read the request, call a service, and shape the response. `/health` for load
-balancers and systemd; `/v1/mqtt` and `/api/v1` for the two REST APIs (with `/api/v1/openapi.json`);
-`/metrics` for Prometheus (when a `Metrics` is given, which also times every HTTP request).
+balancers and systemd (503 with the reason when `health_problem()` names one, e.g. the data folder was
+deleted under the running server); `/v1/mqtt` and `/api/v1` for the two REST APIs (with
+`/api/v1/openapi.json`, and Swagger UI on it at `/docs`); `/metrics` for Prometheus (when a `Metrics` is
+given, which also times every HTTP request); `/setup` for the first administrator of a fresh Roost.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -15,26 +19,34 @@ from starlette.routing import BaseRoute, Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
-from control.api import bridges, certificates, dashboard_api, mqtt_instances, v1, websocket
+from control.api import bridges, certificates, dashboard_api, docs, mqtt_instances, v1, websocket
 from control.api.errors import EXCEPTION_HANDLERS
 from control.api.openapi import openapi_document
 from control.dashboard import routes as dashboard
+from control.dashboard import setup
 from control.metrics import HTTPMetricsMiddleware, Metrics
 from control.services import Services
 
 __all__ = ["create_app"]
 
 
-def create_app(service: BrokerService, services: Services, metrics: Metrics | None = None) -> Starlette:
+def create_app(
+    service: BrokerService,
+    services: Services,
+    metrics: Metrics | None = None,
+    health_problem: Callable[[], str | None] = lambda: None,
+) -> Starlette:
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse(
-            {
-                "status": "ok",
-                "version": VERSION,
-                "uptime_seconds": int(service.uptime()),
-                "clients_connected": len(service.clients()),
-            }
-        )
+        problem = health_problem()
+        body: dict[str, object] = {
+            "status": "ok" if problem is None else "unhealthy",
+            "version": VERSION,
+            "uptime_seconds": int(service.uptime()),
+            "clients_connected": len(service.clients()),
+        }
+        if problem is not None:
+            body["problem"] = problem
+        return JSONResponse(body, 200 if problem is None else 503)
 
     routes: list[BaseRoute] = [Route("/health", health, methods=["GET"])]
     routes += mqtt_instances.routes
@@ -49,6 +61,8 @@ def create_app(service: BrokerService, services: Services, metrics: Metrics | No
         return JSONResponse(document)
 
     routes.append(Route("/api/v1/openapi.json", openapi, methods=["GET"]))
+    routes += docs.routes  # Swagger UI on that document, from the swagger-ui-bundle package's files
+    routes += setup.routes  # the first administrator of a fresh Roost (a one-time link)
     middleware: list[Middleware] = []
     if metrics is not None:
         routes.append(Route("/metrics", metrics.endpoint, methods=["GET"]))  # not part of the REST API
@@ -58,7 +72,8 @@ def create_app(service: BrokerService, services: Services, metrics: Metrics | No
         routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS  # type: ignore[arg-type]
     )
     app.state.services = services
-    app.state.broker = service.broker
+    app.state.broker = service
+    app.state.first_run = setup.FirstRun()
     dashboard.install(app.state)
     # A password change, deactivation or deletion ends that user's dashboard sessions.
     services.context.user_listeners.append(app.state.dashboard_sessions.end_user)

@@ -3,11 +3,20 @@
 Every key has a default, so Roost runs with no file at all. Validation is strict: an unknown key or a value
 of the wrong type or range stops start-up with a `ConfigError` that names the key (`mqtt.port: expected an
 integer from 0 to 65535, got "x"`), because a typo that is silently ignored is a broker that is silently
-insecure. `config.example.toml` documents every key; keep the two in step.
+insecure. Every problem of a file is reported in one go (`ConfigProblems`), an unknown key with the
+closest known one ("did you mean mqtt.port?"), so one run of `roost check-config` shows all there is to fix.
+
+Where the file is (`find_config`): `--config FILE`, else `$ROOST_CONFIG`, else `./roost.toml`, else
+`/etc/roost/roost.toml`, else the built-in defaults: `roost serve` and every other command look in the same
+places, so the CLI works on the database the server serves. `config.example.toml` documents every key;
+keep the two in step.
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -16,10 +25,10 @@ from typing import Any
 from bridge.config import BridgeConfig, parse_bridges
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
-from control.plans import DEFAULT_PLANS, Plan
+from control.plans import DEFAULT_PLAN, DEFAULT_PLANS, Plan
 
 __all__ = [
-    "AnonymousACL", "Config", "HTTPConfig", "LogConfig", "MQTTConfig", "MetricsConfig", "StorageConfig", "TLSConfig",
+    "AnonymousACL", "CONFIG_ENV", "Config", "ConfigProblems", "SYSTEM_CONFIG", "find_config", "lan_address", "HTTPConfig", "LogConfig", "MQTTConfig", "MetricsConfig", "StorageConfig", "TLSConfig",
     "load_config", "parse_config",
 ]
 
@@ -39,6 +48,7 @@ class MQTTConfig:
     port: int = 1883
     allow_anonymous: bool = False
     # What the instance API tells devices to connect to (`server`, `port`); 0 = the MQTT port above.
+    # Empty in the file: the machine's LAN address (`lan_address()`), else "localhost".
     public_host: str = "localhost"
     public_port: int = 0
     anonymous: AnonymousACL = field(default_factory=AnonymousACL)
@@ -103,6 +113,9 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     plans: dict[str, Plan] = field(default_factory=lambda: dict(DEFAULT_PLANS))
+    # The plan of a user created without one (CLI, REST, first-run setup): unlimited, so a self-hoster's
+    # own devices are never throttled by surprise. The seed's plans keep their quotas for users given them.
+    default_plan: str = DEFAULT_PLAN
     bridges: tuple[BridgeConfig, ...] = ()  # [[bridge]]: see bridge/config.py
 
 
@@ -111,10 +124,54 @@ _LOG_FORMATS = ("text", "json")
 _DURABILITY = ("batched", "strict", "off")
 
 
+CONFIG_ENV = "ROOST_CONFIG"
+SYSTEM_CONFIG = Path("/etc/roost/roost.toml")
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in one configuration document; `problems` lists them, one sentence each."""
+
+    def __init__(self, problems: list[str], partial: Config | None = None) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+        # The configuration with the built-in default in place of each bad value: `check-config` goes on
+        # to check the files, folders and ports it names, so one run reports everything.
+        self.partial = partial
+
+
+def find_config(given: str | Path | None) -> Path | None:
+    """The configuration file to use: `given` (`--config`), else `$ROOST_CONFIG`, else `./roost.toml`,
+    else `/etc/roost/roost.toml`; None (the built-in defaults) when there is none. A file named by the
+    first two must exist (load_config says so if not); the last two are used only when they exist."""
+    if given:
+        return Path(given)
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        return Path(from_env)
+    for candidate in (Path("roost.toml"), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def lan_address() -> str | None:
+    """This machine's address on its LAN (the source address of its default route), or None.
+
+    Connecting a UDP socket sends nothing; it only asks the kernel which local address would be used.
+    192.0.2.1 is TEST-NET-1 (RFC 5737), which no one answers."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("192.0.2.1", 9))
+            address = str(probe.getsockname()[0])
+    except OSError:
+        return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read and validate a TOML file; `None` means the built-in defaults."""
     if path is None:
-        return Config()
+        return parse_config({})
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -124,7 +181,18 @@ def load_config(path: str | Path | None) -> Config:
         document = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    config = parse_config(document)
+    try:
+        config = parse_config(document, path.parent)
+    except ConfigProblems as exc:
+        if exc.partial is not None:
+            exc.partial = _anchor(exc.partial, path)
+        raise
+    return _anchor(config, path)
+
+
+def _anchor(config: Config, path: Path) -> Config:
+    """Make the file's relative paths relative to the file. (A bridge's TLS files are too, but already
+    while parsing, which reads them: `parse_config`'s `base`.)"""
     if not config.data_dir.is_absolute():
         # A relative data_dir is relative to the config file, so a service started from any working
         # directory finds the same data.
@@ -141,9 +209,11 @@ def load_config(path: str | Path | None) -> Config:
     return config
 
 
-def parse_config(document: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document and build the `Config`; raise `ConfigError` naming the bad key."""
-    reader = _Table(document, "")
+def parse_config(document: dict[str, Any], base: Path | None = None) -> Config:
+    """Validate a parsed TOML document and build the `Config`; raise `ConfigProblems` naming every bad key.
+    `base`: the config file's folder, which relative file paths of [[bridge]] are taken from (None: the
+    working directory)."""
+    reader = _Table(document, "", [])
     data_dir = Path(reader.string("data_dir", "roost-data", non_empty=True))
 
     mqtt_table = reader.table("mqtt")
@@ -176,7 +246,7 @@ def parse_config(document: dict[str, Any]) -> Config:
         host=mqtt_table.string("host", "0.0.0.0", non_empty=True),
         port=mqtt_table.integer("port", 1883, 0, 65_535),
         allow_anonymous=mqtt_table.boolean("allow_anonymous", False),
-        public_host=mqtt_table.string("public_host", "localhost", non_empty=True),
+        public_host=mqtt_table.string("public_host", "") or lan_address() or "localhost",
         public_port=mqtt_table.integer("public_port", 0, 0, 65_535),
         anonymous=anonymous,
         broker=broker,
@@ -193,7 +263,7 @@ def parse_config(document: dict[str, Any]) -> Config:
     tls_table = reader.table("tls")
     tls_files = {name: tls_table.string(name, "") or None for name in ("cert_file", "key_file", "client_ca_file")}
     if (tls_files["cert_file"] is None) != (tls_files["key_file"] is None):
-        raise ConfigError("tls.cert_file and tls.key_file: give both, or neither (Roost then makes its own)")
+        reader.fail("tls.cert_file and tls.key_file: give both, or neither (Roost then makes its own)")
     tls = TLSConfig(
         host=tls_table.string("host", mqtt.host, non_empty=True),
         port=tls_table.integer("port", 8883, 0, 65_535),
@@ -209,10 +279,10 @@ def parse_config(document: dict[str, Any]) -> Config:
     log_table = reader.table("log")
     level = log_table.string("level", "info").lower()
     if level not in _LOG_LEVELS:
-        raise ConfigError(f"log.level: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
+        log_table.fail(f"log.level: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}")
     log_format = log_table.string("format", "text").lower()
     if log_format not in _LOG_FORMATS:
-        raise ConfigError(f"log.format: expected one of {', '.join(_LOG_FORMATS)}, got {log_format!r}")
+        log_table.fail(f"log.format: expected one of {', '.join(_LOG_FORMATS)}, got {log_format!r}")
     log_table.done()
 
     metrics_table = reader.table("metrics")
@@ -226,7 +296,7 @@ def parse_config(document: dict[str, Any]) -> Config:
     storage_table = reader.table("storage")
     durability = storage_table.string("durability", "batched").lower()
     if durability not in _DURABILITY:
-        raise ConfigError(f"storage.durability: expected one of {', '.join(_DURABILITY)}, got {durability!r}")
+        storage_table.fail(f"storage.durability: expected one of {', '.join(_DURABILITY)}, got {durability!r}")
     storage_table.done()
 
     plans = dict(DEFAULT_PLANS)
@@ -245,12 +315,23 @@ def parse_config(document: dict[str, Any]) -> Config:
         )
         plan_table.done()
     plans_table.done()
-    bridges = parse_bridges(reader.raw("bridge"))
+    default_plan = reader.string("default_plan", DEFAULT_PLAN, non_empty=True)
+    if default_plan not in plans:
+        reader.fail(f"default_plan: no plan named {default_plan!r}{_did_you_mean(default_plan, plans)} "
+                    f"(plans: {', '.join(plans)})")
+        default_plan = DEFAULT_PLAN
+    # [[bridge]] validates itself (bridge/config.py), into the same problem list; its TLS files are read
+    # now, relative to the config file's folder.
+    bridges = parse_bridges(reader.raw("bridge"), reader.problems, base)
     reader.done()
-    return Config(
+    config = Config(
         data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level, format=log_format),
-        metrics=metrics, storage=StorageConfig(durability=durability), plans=plans, bridges=bridges,
+        metrics=metrics, storage=StorageConfig(durability=durability), plans=plans, default_plan=default_plan,
+        bridges=bridges,
     )
+    if reader.problems:
+        raise ConfigProblems(reader.problems, config)
+    return config
 
 
 def _replace(config: Config, **changes: Any) -> Config:
@@ -260,14 +341,26 @@ def _replace(config: Config, **changes: Any) -> Config:
 
 
 class _Table:
-    """Reads typed values out of one TOML table and remembers which keys were used, to refuse the rest."""
+    """Reads typed values out of one TOML table and remembers which keys were used, to refuse the rest.
 
-    def __init__(self, table: Any, prefix: str) -> None:
+    Given a `problems` list (shared by a table and its sub-tables), a bad value is written there and its
+    default is used instead, so that reading goes on and every problem of the file is found in one pass;
+    `parse_config` raises `ConfigProblems` at the end when there was any. Without one (a table read on
+    its own), the first problem raises `ConfigError` at once."""
+
+    def __init__(self, table: Any, prefix: str, problems: list[str] | None = None) -> None:
+        self.problems = problems
         if not isinstance(table, dict):
-            raise ConfigError(f"{prefix.rstrip('.')}: expected a table, got {_describe(table)}")
+            self.fail(f"{prefix.rstrip('.')}: expected a table, got {_describe(table)}")
+            table = {}
         self._table: dict[str, Any] = table
         self._prefix = prefix
         self._used: set[str] = set()
+
+    def fail(self, problem: str) -> None:
+        if self.problems is None:
+            raise ConfigError(problem)
+        self.problems.append(problem)
 
     def _get(self, key: str) -> Any:
         self._used.add(key)
@@ -287,14 +380,15 @@ class _Table:
 
     def table(self, key: str) -> _Table:
         value = self._get(key)
-        return _Table({} if value is None else value, self._name(key) + ".")
+        return _Table({} if value is None else value, self._name(key) + ".", self.problems)
 
     def string(self, key: str, default: str, non_empty: bool = False) -> str:
         value = self._get(key)
         if value is None:
             return default
         if not isinstance(value, str) or (non_empty and not value):
-            raise ConfigError(f"{self._name(key)}: expected a non-empty string, got {_describe(value)}")
+            self.fail(f"{self._name(key)}: expected a non-empty string, got {_describe(value)}")
+            return default
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -302,7 +396,8 @@ class _Table:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise ConfigError(f"{self._name(key)}: expected true or false, got {_describe(value)}")
+            self.fail(f"{self._name(key)}: expected true or false, got {_describe(value)}")
+            return default
         return value
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
@@ -310,7 +405,8 @@ class _Table:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ConfigError(f"{self._name(key)}: expected an integer from {low} to {high}, got {_describe(value)}")
+            self.fail(f"{self._name(key)}: expected an integer from {low} to {high}, got {_describe(value)}")
+            return default
         return value
 
     def number(self, key: str, default: float, low: float, high: float) -> float:
@@ -318,7 +414,8 @@ class _Table:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-            raise ConfigError(f"{self._name(key)}: expected a number from {low} to {high}, got {_describe(value)}")
+            self.fail(f"{self._name(key)}: expected a number from {low} to {high}, got {_describe(value)}")
+            return default
         return float(value)
 
     def filters(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -329,20 +426,26 @@ class _Table:
         if value is None:
             return default
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise ConfigError(f"{self._name(key)}: expected a list of topic filters, got {_describe(value)}")
+            self.fail(f"{self._name(key)}: expected a list of topic filters, got {_describe(value)}")
+            return default
+        valid = True
         for item in value:
             try:
                 validate_topic_filter(item)
             except Exception as exc:
-                raise ConfigError(f"{self._name(key)}: {item!r} is not a valid topic filter ({exc})") from exc
-        return tuple(value)
+                self.fail(f"{self._name(key)}: {item!r} is not a valid topic filter ({exc})")
+                valid = False
+        return tuple(value) if valid else default
 
     def done(self) -> None:
         """Refuse keys nobody asked for: most likely a typo of a real key."""
-        unknown = sorted(set(self._table) - self._used)
-        if unknown:
-            names = ", ".join(self._name(key) for key in unknown)
-            raise ConfigError(f"unknown configuration key{'s' if len(unknown) > 1 else ''}: {names}")
+        for key in sorted(set(self._table) - self._used):
+            self.fail(f"{self._name(key)}: unknown configuration key{_did_you_mean(key, self._used, self._prefix)}")
+
+
+def _did_you_mean(key: str, known: Any, prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {prefix}{close[0]}?)" if close else ""
 
 
 def _describe(value: Any) -> str:

@@ -7,13 +7,21 @@
         ├── LimitReached        the plan's limit on projects/devices/topics/instances is reached
         ├── ValidationFailed    fields are invalid (422); `fields` maps each field to its problem
         └── QuotaExceeded       the hourly message quota is used up (429); `limit` and `retry_after`
+    └── StartupError            `roost serve` cannot start as configured (a port in use, ...); the message
+                                names the address and the config key
 """
 
 from __future__ import annotations
 
 from broker.errors import RoostError
 
-__all__ = ["Forbidden", "LimitReached", "NotFound", "QuotaExceeded", "ServiceError", "ValidationFailed"]
+__all__ = [
+    "Forbidden", "LimitReached", "NotFound", "QuotaExceeded", "ServiceError", "StartupError", "ValidationFailed",
+]
+
+
+class StartupError(RoostError):
+    """Roost cannot start as configured; the message says what to change."""
 
 
 class ServiceError(RoostError):

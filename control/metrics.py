@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.codec import ReasonCode
-from broker.core import Broker
+from broker.service import BrokerService, SessionSnapshot
 from broker.settings import VERSION
 from broker.stats import DROP_REASONS
 from control.config import MetricsConfig
@@ -80,7 +80,7 @@ class Metrics:
 
     def watch(
         self,
-        broker: Broker,
+        broker: BrokerService,
         *,
         auth_hook: StorageAuthHook | None = None,
         usage: UsageMeter | None = None,
@@ -113,7 +113,7 @@ class BrokerCollector(Collector):
 
     def __init__(
         self,
-        broker: Broker,
+        broker: BrokerService,
         *,
         auth_hook: StorageAuthHook | None,
         usage: UsageMeter | None,
@@ -127,12 +127,12 @@ class BrokerCollector(Collector):
         self.config = config
 
     def collect(self) -> Iterator[Metric]:
-        broker = self.broker
-        stats = broker.stats
+        snapshot = self.broker.snapshot()
+        stats = snapshot.stats
         info = GaugeMetricFamily("roost_info", "Roost's version", labels=("version",))
         info.add_metric((VERSION,), 1)
         yield info
-        yield GaugeMetricFamily("roost_uptime_seconds", "Seconds since Roost started", time.time() - broker.started_at)
+        yield GaugeMetricFamily("roost_uptime_seconds", "Seconds since Roost started", time.time() - snapshot.started_at)
 
         yield GaugeMetricFamily("roost_mqtt_clients_connected", "MQTT clients connected now", stats.clients_connected)
         yield CounterMetricFamily("roost_mqtt_connections_opened", "MQTT network connections accepted",
@@ -168,20 +168,20 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily("roost_mqtt_messages_expired", "Queued messages that expired before delivery",
                                   stats.messages_expired)
 
-        yield GaugeMetricFamily("roost_mqtt_retained_messages", "Retained messages stored", len(broker.retained))
+        yield GaugeMetricFamily("roost_mqtt_retained_messages", "Retained messages stored", snapshot.retained)
         yield GaugeMetricFamily("roost_mqtt_subscriptions", "Subscriptions", stats.subscriptions)
-        sessions = list(broker.sessions.values())
+        sessions = snapshot.sessions
         yield GaugeMetricFamily("roost_mqtt_sessions", "Sessions, connected or not", len(sessions))
         yield GaugeMetricFamily("roost_mqtt_queued_messages", "Messages waiting in session queues",
-                                sum(len(s.queue) for s in sessions))
+                                sum(s.queued for s in sessions))
         yield GaugeMetricFamily("roost_mqtt_inflight_messages", "QoS 1 and 2 deliveries awaiting acknowledgement",
-                                sum(len(s.inflight) for s in sessions))
+                                sum(s.inflight for s in sessions))
 
         if self.auth_hook is not None and self.auth_hook.usage is not None:
             yield CounterMetricFamily("roost_quota_rejections",
                                       "Messages refused by the hourly quota: MQTT (0x97) and REST (429)",
                                       self.auth_hook.usage.rejections)
-        state = broker.persistence
+        state = snapshot.persistence
         if state.enabled:
             yield CounterMetricFamily("roost_state_commits", "Commits of the broker's durable state (sessions, "
                                       "their QoS 1/2 messages, retained messages)", state.commits)
@@ -202,19 +202,17 @@ class BrokerCollector(Collector):
         if self.config.per_tenant:
             yield from self._per_tenant(sessions)
 
-    def _per_tenant(self, sessions: list[Any]) -> Iterator[Metric]:
+    def _per_tenant(self, sessions: tuple[SessionSnapshot, ...]) -> Iterator[Metric]:
         """Bounded: the `max_tenants` busiest tenants by name (user id), the rest as `other`."""
         rows: dict[int, list[int]] = {}  # user id -> [clients connected, sessions, queued, messages this hour]
-        connected = self.broker.connections
         for session in sessions:
-            client = session.client
-            user_id = client.attributes.get("user_id") if client is not None else None
+            user_id = session.user_id
             if not isinstance(user_id, int):
                 continue
             row = rows.setdefault(user_id, [0, 0, 0, 0])
-            row[0] += session.key in connected
+            row[0] += session.connected
             row[1] += 1
-            row[2] += len(session.queue)
+            row[2] += session.queued
         if self.usage is not None:
             for user_id, used in self.usage.counts_this_hour().items():
                 rows.setdefault(user_id, [0, 0, 0, 0])[3] = used

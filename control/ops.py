@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from broker.errors import ConfigError, RoostError
-from control.config import Config, load_config
+from control.config import Config, ConfigProblems, load_config
 from storage.broker_state import STATE_FILE_NAME, STATE_MIGRATIONS
 from storage.database import DATABASE_FILE_NAME
 from storage.migrations import latest_version
@@ -73,25 +73,33 @@ class DataDirLock:
 # -- check-config ----------------------------------------------------------------------------------------------
 
 
-def check_config(path: str | None) -> tuple[Config | None, list[str]]:
+def check_config(path: str | Path | None) -> tuple[Config | None, list[str]]:
     """Validate a config file as `roost serve` would, and more: files it names, the data directory, the
     database's schema, port clashes. Returns the config (None if it does not parse) and every problem."""
     try:
         config = load_config(path)
+    except ConfigProblems as exc:
+        if exc.partial is None:
+            return None, exc.problems
+        # Go on with the defaults in place of the bad values: the files, folders and ports still count.
+        config, problems = exc.partial, list(exc.problems)
     except ConfigError as exc:
         return None, [str(exc)]
-    problems: list[str] = []
+    else:
+        problems = []
     tls = config.tls
+    unreadable = False
     for name in ("cert_file", "key_file", "client_ca_file"):
         file = getattr(tls, name)
         if file is not None and not os.access(file, os.R_OK):
             problems.append(f"tls.{name}: cannot read {file}")
-    if not problems and tls.cert_file is not None and tls.key_file is not None:
+            unreadable = True
+    if not unreadable and tls.cert_file is not None and tls.key_file is not None:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert_file, tls.key_file)
         except (ssl.SSLError, OSError) as exc:
             problems.append(f"tls.cert_file / tls.key_file: not a certificate chain and its key ({exc})")
-    if not problems and tls.client_ca_file is not None:
+    if not unreadable and tls.client_ca_file is not None:
         try:
             ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_verify_locations(tls.client_ca_file)
         except (ssl.SSLError, OSError) as exc:
@@ -163,12 +171,16 @@ class RestoreResult:
     previous: Path | None  # where the database that was replaced now is
 
 
-def backup(config: Config, target: Path) -> BackupResult:
-    """Copy `data_dir/roost.db` to `target`, consistently, whether or not Roost is running."""
+def backup(config: Config, target: Path | str) -> BackupResult:
+    """Copy `data_dir/roost.db` to `target`, consistently, whether or not Roost is running. A folder, or a
+    name ending in `/` (the folder is made), gets a dated file inside it."""
     source_path = config.data_dir / DATABASE_FILE_NAME
     if not source_path.is_file():
         raise OperationRefused(f"no database at {source_path}: check --config")
-    if target.is_dir():
+    folder = str(target).endswith(os.sep)
+    target = Path(target)
+    if folder or target.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
         target = target / f"roost-{time.strftime('%Y%m%dT%H%M%S')}.db"
     partial = target.with_name(target.name + ".partial")
     started = time.perf_counter()

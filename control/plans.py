@@ -3,15 +3,20 @@
 The four plans of icmqtt-rest-api-v1.md, with its hourly message quotas (100; 1,000; 10,000; unlimited).
 The document gives no numbers for the other limits; these defaults are Roost's, documented in
 docs/api.md, and every number can be changed in the config file (`[plans.NAME]`). 0 means unlimited.
+
+A fifth plan, "unlimited", is Roost's own: the default plan (`default_plan`) of users created without
+one. A self-hosted broker's owner is not a customer on a free tier: their own devices must never be
+throttled by surprise. The seed's four plans stay as the seed says for the users who are given them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_PLANS", "Plan", "UNLIMITED"]
+__all__ = ["DEFAULT_PLAN", "DEFAULT_PLANS", "Plan", "UNLIMITED"]
 
 UNLIMITED = 0
+DEFAULT_PLAN = "unlimited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,5 +41,6 @@ DEFAULT_PLANS: dict[str, Plan] = {
         Plan("starter", 1_000, 10, 50, 100, 3, 30),
         Plan("professional", 10_000, 20, 500, 1_000, 10, 90),
         Plan("enterprise", UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
+        Plan(DEFAULT_PLAN, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, UNLIMITED, 365),
     )
 }

@@ -5,19 +5,28 @@ uvicorn's own server does: stop accepting, ask each connection to close, wait up
 what is left, then write what is buffered (quota counts, message history) and close the database.
 The HTTP side is uvicorn's `Server.serve()` running as a task on the broker's loop; its signal capture is
 switched off because the process has one owner of SIGTERM and SIGINT: `run_until_signal` below.
+
+A listener that cannot bind stops start-up with a `StartupError` naming the address and the config key
+(`mqtt.port`, `tls.port`, `http.port`). Once running, Roost checks each second that its database is still
+the file in the data folder: a folder deleted or replaced under it turns `/health` unhealthy (503) and is
+logged, since the next `roost` command would otherwise write a database this server never reads. With a
+console (`roost serve`), start-up prints where the dashboard is and, while no user exists, the one-time
+setup link (control/dashboard/setup.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Coroutine, Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -25,20 +34,23 @@ from bridge.manager import Bridges
 from bridge.metrics import BridgeCollector
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
-from broker.listeners import TCPListener
+from broker.listeners import ServerState, TCPListener
 from broker.service import BrokerService
 from broker.settings import VERSION
 from broker.sys_topics import run_sys_topics
 from broker.tls import TLSListener
 from control.app import create_app
 from control.config import Config
+from control.errors import StartupError
+from control.local_control import LocalControl
 from control.metrics import Metrics
 from control.ops import DataDirLock
-from control.plans import DEFAULT_PLANS
+from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
+from storage.database import DATABASE_FILE_NAME, read_only_reason
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
 from storage.usage import UsageMeter
@@ -46,6 +58,25 @@ from storage.usage import UsageMeter
 __all__ = ["Roost"]
 
 log = logging.getLogger("roost")
+
+_BIND_REASONS = {
+    errno.EADDRINUSE: "the address is already in use (another program, or another Roost, listens there)",
+    errno.EACCES: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+    errno.EADDRNOTAVAIL: "this machine has no such address",
+}
+
+
+async def _bind(key: str, host: str, port: int, start: Callable[[], Awaitable[Any]]) -> Any:
+    """Run a listener's `start`, turning a failed bind into words that name the address and the key."""
+    try:
+        return await start()
+    except OSError as exc:
+        reason = _BIND_REASONS.get(exc.errno or 0, exc.strerror or str(exc))
+        host_key = key.rsplit(".", 1)[0] + ".host"
+        raise StartupError(
+            f"cannot listen on {host}:{port} ({key}): {reason}; stop what holds it, or set another {key} "
+            f"(or {host_key}) in the configuration"
+        ) from None
 
 
 class _EmbeddedUvicorn(uvicorn.Server):
@@ -59,8 +90,9 @@ class _EmbeddedUvicorn(uvicorn.Server):
 class Roost:
     """One Roost process: storage, broker, listeners and HTTP app. `start()`, then `stop()`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, console: TextIO | None = None) -> None:
         self.config = config
+        self.console = console  # where `roost serve` prints the dashboard URL and the setup link
         mqtt = config.mqtt
         # Credentials from the database first; anonymous access (when allowed) for clients with no user name.
         self.auth_hook = StorageAuthHook(plan_terms=self._plan_terms)
@@ -73,8 +105,9 @@ class Roost:
             ]
         )
         self.broker = Broker(mqtt.broker, hooks)
-        self.service = BrokerService(self.broker)
-        self.mqtt_listener = TCPListener(self.broker, mqtt.host, mqtt.port)
+        self.server_state = ServerState(self.broker)
+        self.service = BrokerService(self.broker, self.server_state)
+        self.mqtt_listener = TCPListener(self.server_state, mqtt.host, mqtt.port)
         self.tls = TLSFiles(config)
         self.tls_listener: TLSListener | None = None
         self.store: Store | None = None
@@ -87,9 +120,14 @@ class Roost:
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._http_socket: socket.socket | None = None
+        self.app: Any = None
+        self.local_control: LocalControl | None = None
+        self._database_identity: tuple[int, int] | None = None
+        self.health_problem: str | None = None
 
     def _plan_terms(self, plan_name: str) -> PlanTerms:
-        plan = self.config.plans.get(plan_name) or DEFAULT_PLANS["free"]
+        plans = self.config.plans
+        plan = plans.get(plan_name) or plans.get(self.config.default_plan) or DEFAULT_PLANS[DEFAULT_PLAN]
         return PlanTerms(plan.messages_per_hour, plan.retention_days)
 
     @property
@@ -115,6 +153,9 @@ class Roost:
     async def start(self) -> None:
         """Open everything; when this returns, both ports accept connections. The data directory is locked
         (`data_dir/roost.lock`) from here to `stop()`: `roost restore` refuses while it is held."""
+        data_dir = self.config.data_dir
+        if data_dir.is_dir() and (problem := read_only_reason(data_dir / DATABASE_FILE_NAME)) is not None:
+            raise StartupError(problem)  # before the lock file, which cannot be made there either
         self._lock.acquire("serve")
         try:
             await self._start()
@@ -135,7 +176,7 @@ class Roost:
         self.auth_hook.usage = usage
         self.auth_hook.recorder = recorder
         if self.metrics is not None:
-            self.metrics.watch(self.broker, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
+            self.metrics.watch(self.service, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
             self.metrics.registry.register(BridgeCollector(self.bridges))
             usage.on_flush = self.metrics.write_observer("quota")
             recorder.on_flush = self.metrics.write_observer("history")
@@ -152,11 +193,16 @@ class Roost:
             public_host=config.mqtt.public_host,
             public_port=config.mqtt.public_port or config.mqtt.port,
             certificates=self.tls.store,
+            default_plan=config.default_plan,
         )
         self._spawn(self.access.watch())
         self._spawn(usage.run())
         self._spawn(recorder.run())
-        await self.mqtt_listener.start()
+        self._database_identity = self._identify_database()
+        self._spawn(self._watch_data_dir())
+        self.local_control = LocalControl(config.data_dir, self.access.refresh)
+        await self.local_control.start()
+        await _bind("mqtt.port", config.mqtt.host, config.mqtt.port, self.mqtt_listener.start)
         await self._start_tls()
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
@@ -169,6 +215,58 @@ class Roost:
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
         )
+        if not await store.users.count():
+            token = self.app.state.first_run.open()
+            if self.console is not None:
+                self._print_first_run(token)
+        elif self.console is not None:
+            print(f"Dashboard: {self.dashboard_url}", file=self.console, flush=True)
+
+    @property
+    def dashboard_url(self) -> str:
+        """The dashboard's address for people on the LAN: the public host when listening on every address."""
+        http = self.config.http
+        host = self.config.mqtt.public_host if http.host in ("0.0.0.0", "::") else http.host
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.config.tls.https else "http"
+        return f"{scheme}://{host}:{self.http_port}/"
+
+    def _print_first_run(self, token: str) -> None:
+        """Printed to the console only, never logged: the link makes its visitor an administrator."""
+        print(
+            f"Dashboard: {self.dashboard_url}\n"
+            "No user exists yet. Create the first administrator in your browser (this link works once):\n"
+            f"    {self.dashboard_url}setup?token={token}\n"
+            "or on the command line: roost user add NAME --admin --password-stdin",
+            file=self.console, flush=True,
+        )
+
+    def _identify_database(self) -> tuple[int, int] | None:
+        try:
+            info = os.stat(self.config.data_dir / DATABASE_FILE_NAME)
+        except OSError:
+            return None
+        return (info.st_dev, info.st_ino)
+
+    async def _watch_data_dir(self, interval: float = 1.0) -> None:
+        """Each second, check that the database file is still the one this server has open."""
+        while True:
+            await asyncio.sleep(interval)
+            identity = self._identify_database()
+            if identity == self._database_identity:
+                if self.health_problem is not None:
+                    log.info("the database %s is back", self.config.data_dir / DATABASE_FILE_NAME)
+                    self.health_problem = None
+                continue
+            if self.health_problem is None:
+                what = "deleted" if identity is None else "replaced"
+                self.health_problem = (
+                    f"the database {self.config.data_dir / DATABASE_FILE_NAME} was {what} while Roost runs: "
+                    "what changes now is not saved where the next start reads it; restore the data folder "
+                    "and restart Roost"
+                )
+                log.error("%s", self.health_problem)
 
     async def _bridge_user(self, name: str) -> tuple[str, str] | None:
         """A bridge's `user`: the mount point of that user's namespace, and the name."""
@@ -205,17 +303,12 @@ class Roost:
         if tls.port:
             assert self.tls.mqtt_context is not None
             listener = self.tls_listener = TLSListener(
-                self.broker, tls.host, tls.port, self.tls.mqtt_context, tls.handshake_timeout
+                self.server_state, tls.host, tls.port, self.tls.mqtt_context, tls.handshake_timeout
             )
             self.tls.on_reload.append(lambda: setattr(listener, "context", self.tls.mqtt_context))
-            await listener.start()
+            await _bind("tls.port", tls.host, tls.port, listener.start)
         if tls.watch_interval:
             self._spawn(self.tls.watch(tls.watch_interval))
-
-    def _app(self) -> Any:
-        app = create_app(self.service, self.services, self.metrics)  # type: ignore[arg-type]
-        app.state.bridges = self.bridges  # GET /api/v1/bridges
-        return app
 
     async def _start_http(self) -> None:
         # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
@@ -224,13 +317,23 @@ class Roost:
         # proto IPPROTO_TCP, not 0: asyncio's own loop sets TCP_NODELAY on accepted sockets only then.
         sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((http.host, http.port))
-        sock.listen(1024)
+
+        async def listen() -> None:
+            sock.bind((http.host, http.port))
+            sock.listen(1024)
+
+        try:
+            await _bind("http.port", http.host, http.port, listen)
+        except StartupError:
+            sock.close()
+            raise
         sock.setblocking(False)
         self._http_socket = sock
         assert self.services is not None
+        self.app = create_app(self.service, self.services, self.metrics, lambda: self.health_problem)
+        self.app.state.bridges = self.bridges  # GET /api/v1/bridges
         uv_config = uvicorn.Config(
-            self._app(),
+            self.app,
             log_config=None,
             access_log=False,
             lifespan="off",
@@ -249,12 +352,14 @@ class Roost:
         await self.mqtt_listener.close()
         if self.tls_listener is not None:
             await self.tls_listener.close()
-        await self.broker.shutdown()
+        await self.server_state.shutdown()
         await self.bridges.stop()  # after the wills of the shutdown, which it may forward
         if self._http_task is not None:
             await self._http_task
         if self._http_socket is not None:
             self._http_socket.close()
+        if self.local_control is not None:
+            await self.local_control.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -13,7 +13,9 @@ noticed through `PRAGMA data_version` within the poll interval.
 
 Tenants: every client of a user lives under that user's mount point `$u{user_id}/`; MQTT-instance
 credentials may use any topic there, devices only their project's registered topics, as each topic's
-permission allows. `$SYS` is readable by admin users only.
+permission allows. A device's SUBSCRIBE is granted when a can_subscribe rule overlaps its filter
+(Mosquitto's model); when no rule covers all of it, each message is checked against the rules at delivery
+(`authorize_read`), so `#` brings the device exactly what its rules let it read. `$SYS` is readable by admin users only.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from datetime import timedelta
 from broker.codec.topics import parse_shared
 from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision, Hook
 from broker.service import BrokerService
-from broker.topic_match import filter_covers, topic_matches
+from broker.topic_match import filter_covers, filters_overlap, topic_matches
 from storage.auth_snapshot import AuthSnapshot, DeviceCredential, InstanceCredential, load_auth_snapshot
 from storage.clock import format_timestamp, utc_now
 from storage.recorder import MessageRecorder
@@ -80,10 +82,11 @@ class StorageAuthHook(Hook):
         self.recorder = recorder
         self.plan_terms = plan_terms
         self._quota_logged: dict[int, float] = {}  # user id -> until when their exhausted quota is logged
-        # Per-message caches, emptied with every new snapshot: plan terms by user, and the topic rule (or
-        # None) a project's topic is recorded under.
+        # Per-message caches, emptied with every new snapshot: plan terms by user, and the (project id,
+        # topic rule id) a message is recorded under (None: not recorded), by (project id, topic) for a
+        # device and by (-user id, topic) for an MQTT instance.
         self._terms: dict[int, PlanTerms] = {}
-        self._recorded_topics: dict[tuple[int, str], int | None] = {}
+        self._recorded_topics: dict[tuple[int, str], tuple[int, int] | None] = {}
         self._expiries: dict[int, tuple[int, str]] = {}
         # (project id, topic) -> may publish; cleared whenever the snapshot changes.
         self._publish_cache: dict[tuple[int, str], bool] = {}
@@ -190,13 +193,34 @@ class StorageAuthHook(Hook):
         project_id = attributes["project_id"]
         if project_id is None:
             return Decision.ALLOW
+        # Mosquitto's model: granted when a can_subscribe rule overlaps the filter; whole when one covers
+        # it, else in part, each message then checked by authorize_read at delivery.
+        rules = [rule.name for rule in self.snapshot.topics.get(project_id, ()) if rule.can_subscribe]
+        if any(filter_covers(rule, plain) for rule in rules):
+            return Decision.ALLOW
+        if any(filters_overlap(rule, plain) for rule in rules):
+            return Decision.PARTIAL
+        return Decision.DENY
+
+    def authorize_read(self, client: ClientInfo, topic: str) -> Decision:
+        """A message on `topic` reaches a device's partly granted subscription when a can_subscribe rule of
+        its project matches the topic (the broker caches the answer until access changes)."""
+        attributes = client.attributes
+        if "secret_hash" not in attributes:
+            return Decision.DEFER
+        if topic.startswith("$"):
+            return Decision.ALLOW if client.is_admin and topic.startswith("$SYS") else Decision.DENY
+        project_id = attributes["project_id"]
+        if project_id is None:
+            return Decision.ALLOW
         rules = self.snapshot.topics.get(project_id, ())
-        allowed = any(rule.can_subscribe and filter_covers(rule.name, plain) for rule in rules)
+        allowed = any(rule.can_subscribe and topic_matches(rule.name, topic) for rule in rules)
         return Decision.ALLOW if allowed else Decision.DENY
 
     def on_publish(self, client: ClientInfo, topic: str, payload: bytes, qos: int, retain: bool) -> int:
-        """Count the message against the owner's hourly quota (0x97 when it is used up), and record it in
-        the project's history when a device publishes on one of its project's topics."""
+        """Count the message against the owner's hourly quota (0x97 when it is used up; the refusal is
+        counted per user and logged once per window), and record it in a project's history when one of
+        the project's topics matches (`_history_target`)."""
         attributes = client.attributes
         user_id = attributes.get("user_id")
         if user_id is None:
@@ -204,32 +228,44 @@ class StorageAuthHook(Hook):
         terms = self._terms.get(user_id)
         if terms is None:
             user = self.snapshot.users.get(user_id)  # type: ignore[arg-type]
-            terms = self._terms[user_id] = self.plan_terms(user.plan if user is not None else "free")  # type: ignore[index]
+            terms = self._terms[user_id] = self.plan_terms(user.plan if user is not None else "")  # type: ignore[index]
         if self.usage is not None and not self.usage.try_consume(user_id, terms.messages_per_hour):  # type: ignore[arg-type]
             now = time.time()
             if self._quota_logged.get(user_id, 0.0) <= now:  # once per user per hour, not per message
                 self._quota_logged[user_id] = now + self.usage.seconds_until_reset()
-                log.warning("quota: user %s used up %d messages this hour; their publishes are refused until "
-                            "the hour ends", user_id, terms.messages_per_hour)
+                log.warning("quota: user %s used up the %d messages of this hour; their messages are refused "
+                            "(and counted) until %s", user_id, terms.messages_per_hour,
+                            time.strftime("%H:%M:%S UTC", time.gmtime(self.usage.resets_at())))
             return 0x97
-        project_id = attributes.get("project_id")
-        if project_id is not None and self.recorder is not None:
-            key = (project_id, topic)
-            rule_id = self._recorded_topics.get(key, _UNKNOWN)  # type: ignore[arg-type]
-            if rule_id is _UNKNOWN:
-                rule = next(
-                    (r for r in self.snapshot.topics.get(project_id, ()) if topic_matches(r.name, topic)),  # type: ignore[arg-type]
-                    None,
-                )
-                rule_id = None if rule is None else rule.id
-                if len(self._recorded_topics) >= _ACL_CACHE_LIMIT:
-                    self._recorded_topics.clear()
-                self._recorded_topics[key] = rule_id  # type: ignore[index]
-            if rule_id is not None:
+        if self.recorder is not None:
+            target = self._history_target(attributes.get("project_id"), user_id, topic)  # type: ignore[arg-type]
+            if target is not None:
                 self.recorder.add(
-                    NewMessage(project_id, topic, payload, qos, retain, rule_id, self._expiry(terms.retention_days))  # type: ignore[arg-type]
+                    NewMessage(target[0], topic, payload, qos, retain, target[1], self._expiry(terms.retention_days))
                 )
         return 0
+
+    def _history_target(self, project_id: int | None, user_id: int, topic: str) -> tuple[int, int] | None:
+        """The (project id, topic rule id) a message on `topic` is recorded under, or None.
+
+        A device's message goes to its project's history when one of the project's topics matches. An MQTT
+        instance belongs to no project: its message goes to the first of its owner's projects (oldest
+        first) with a matching topic, so what a user sends with instance credentials is in the history
+        too, with the same fields as a device's."""
+        key = (project_id if project_id is not None else -user_id, topic)
+        target = self._recorded_topics.get(key, _UNKNOWN)  # type: ignore[arg-type]
+        if target is _UNKNOWN:
+            snapshot = self.snapshot
+            projects = (project_id,) if project_id is not None else snapshot.projects.get(user_id, ())
+            target = next(
+                ((rule.project_id, rule.id) for pid in projects for rule in snapshot.topics.get(pid, ())
+                 if topic_matches(rule.name, topic)),
+                None,
+            )
+            if len(self._recorded_topics) >= _ACL_CACHE_LIMIT:
+                self._recorded_topics.clear()
+            self._recorded_topics[key] = target  # type: ignore[assignment]
+        return target  # type: ignore[return-value]
 
     def _expiry(self, retention_days: int) -> str:
         """When a message recorded now expires, formatted; recomputed at most once a second per retention."""

@@ -72,6 +72,8 @@ class AuthSnapshot:
     credentials: Mapping[str, InstanceCredential | DeviceCredential]
     topics: Mapping[int, tuple[AuthTopic, ...]]
     token: tuple[int, int]
+    # Project ids by owner: what an MQTT instance's message is recorded under (see StorageAuthHook).
+    projects: Mapping[int, tuple[int, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     def credential(self, username: str) -> InstanceCredential | DeviceCredential | None:
         return self.credentials.get(username)
@@ -81,7 +83,8 @@ class AuthSnapshot:
 
     def grants_the_same_as(self, other: AuthSnapshot) -> bool:
         """Whether `other` holds the same users, credentials and topics, whatever its token."""
-        return self.users == other.users and self.credentials == other.credentials and self.topics == other.topics
+        return (self.users == other.users and self.credentials == other.credentials and self.topics == other.topics
+                and self.projects == other.projects)
 
 
 async def load_auth_snapshot(db: Database) -> AuthSnapshot:
@@ -108,7 +111,12 @@ async def load_auth_snapshot(db: Database) -> AuthSnapshot:
         ) as cursor:
             for row in await cursor.fetchall():
                 topics.setdefault(row[1], []).append(AuthTopic(row[0], row[1], row[2], bool(row[3]), bool(row[4])))
+        projects: dict[int, list[int]] = {}
+        async with connection.execute("SELECT id, user_id FROM projects ORDER BY user_id, id") as cursor:
+            for row in await cursor.fetchall():
+                projects.setdefault(row[1], []).append(row[0])
     return AuthSnapshot(
+        projects=MappingProxyType({user_id: tuple(ids) for user_id, ids in projects.items()}),
         users=MappingProxyType(users),
         credentials=MappingProxyType(credentials),
         topics=MappingProxyType({project_id: tuple(items) for project_id, items in topics.items()}),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -26,7 +28,7 @@ import aiosqlite
 from storage.errors import Conflict, StorageError
 from storage.migrations import MIGRATIONS, Migration, apply_migrations, latest_version, read_version, refuse_newer
 
-__all__ = ["DATABASE_FILE_NAME", "Database", "open_database"]
+__all__ = ["DATABASE_FILE_NAME", "Database", "open_database", "read_only_reason"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,33 @@ _CONNECTION_PRAGMAS = (
     "PRAGMA foreign_keys = ON",
     "PRAGMA busy_timeout = 5000",
 )
+
+
+# SQLite's words for "cannot get at the file", as opposed to "the file is not a database".
+_ACCESS_WORDS = re.compile(r"readonly|read-only|unable to open|permission|disk I/O", re.IGNORECASE)
+
+
+def read_only_reason(path: Path) -> str | None:
+    """Why Roost cannot write the database at `path` (its folder or the file is read-only), or None.
+
+    SQLite writes beside the file (the -wal and -shm files of WAL mode), so the folder must be writable as
+    well as the file."""
+    folder = path.parent
+    if not os.access(folder, os.W_OK | os.X_OK) or _read_only_mount(folder):
+        return (f"the data folder {folder} is read-only for this user (uid {os.getuid()}): Roost keeps "
+                f"{path.name} and its -wal and -shm files there and must write them")
+    if path.exists() and not os.access(path, os.W_OK):
+        return (f"the database {path} is read-only for this user (uid {os.getuid()}): it is not damaged, "
+                "but Roost must write it (chown or chmod it, or run Roost as its owner)")
+    return None
+
+
+def _read_only_mount(folder: Path) -> bool:
+    """Whether `folder` is on a file system mounted read-only (`os.access` says yes to root there too)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 async def open_database(
@@ -55,6 +84,11 @@ async def open_database(
         raise StorageError(f"cannot open the database {path}: it exists and is not a file")
     if not path.parent.is_dir():
         raise StorageError(f"cannot open the database {path}: the folder {path.parent} does not exist")
+    read_only = read_only_reason(path)
+    if read_only is not None:
+        # SQLite would fail on its first read (WAL needs the -shm file) with "unable to open database
+        # file", which reads like damage; a healthy file in a read-only place is not damaged.
+        raise StorageError(read_only)
     try:
         connection = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
@@ -66,6 +100,9 @@ async def open_database(
             async with connection.execute("SELECT count(*) FROM sqlite_schema"):
                 pass  # reads page 1: an unreadable schema fails here, not halfway through a request
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _ACCESS_WORDS.search(str(exc)):
+                raise StorageError(f"cannot open the database {path}: {exc} (check that this user may read "
+                                   f"and write {path} and its folder)") from exc
             raise StorageError(f"{path} is not a SQLite database or is damaged ({exc}); "
                                "restore it from a backup or move it aside") from exc
         try:

@@ -54,6 +54,13 @@ class ProjectRepository:
         )
         return _record(row) if row else None
 
+    async def get_by_name(self, user_id: int, name: str) -> Project | None:
+        """The user's oldest project of that name (names are not unique), or None."""
+        row = await self._db.fetch_one(
+            f"SELECT {_COLUMNS} FROM projects WHERE user_id = ? AND name = ? ORDER BY id LIMIT 1", (user_id, name)
+        )
+        return _record(row) if row else None
+
     async def list_by_user(self, user_id: int, *, offset: int = 0, limit: int = 15) -> Page[Project]:
         """The user's projects, oldest first."""
         check_window(offset, limit)

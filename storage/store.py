@@ -8,8 +8,9 @@ from types import TracebackType
 
 from storage.api_keys import ApiKeyRepository
 from storage.auth_snapshot import AuthSnapshot, load_auth_snapshot
-from storage.database import DATABASE_FILE_NAME, Database, open_database
+from storage.database import DATABASE_FILE_NAME, Database, open_database, read_only_reason
 from storage.devices import DeviceRepository
+from storage.errors import StorageError
 from storage.instances import InstanceRepository
 from storage.messages import MessageRepository
 from storage.projects import ProjectRepository
@@ -55,8 +56,12 @@ class Store:
 
 
 async def open_store(data_dir: Path) -> Store:
-    """Open `data_dir/roost.db` (migrating it) and `data_dir/secret.key` (creating both on first start)."""
+    """Open `data_dir/roost.db` (migrating it) and `data_dir/secret.key` (creating both on first start).
+    A folder Roost cannot write is refused with a StorageError that says so, before anything is made."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    problem = read_only_reason(data_dir / DATABASE_FILE_NAME)
+    if problem is not None:
+        raise StorageError(problem)
     box = SecretBox.from_data_dir(data_dir)
     db = await open_database(data_dir / DATABASE_FILE_NAME)
     return Store(db, box)

@@ -36,8 +36,11 @@ class UsageMeter:
         self._hour = _hour_of(clock())
         self._hour_ends = _next_hour(clock())
         self._counts: dict[int, int] = {}
-        # Messages refused because their sender's quota was used up, over MQTT and REST alike.
+        # Messages refused because their sender's quota was used up, over MQTT and REST alike; and this
+        # hour's refusals by user id (bounded by the number of users; emptied every hour), which the
+        # dashboard shows each user beside the time the window resets.
         self.rejections = 0
+        self._refused: dict[int, int] = {}
         # This hour's counts not yet written, by user id; earlier hours' wait in _pending_before.
         self._pending: dict[int, int] = {}
         self._pending_before: dict[str, dict[int, int]] = {}
@@ -64,6 +67,7 @@ class UsageMeter:
         now = self._clock()
         self._hour, self._hour_ends = _hour_of(now), _next_hour(now)
         self._counts = {}
+        self._refused = {}
         self._pending = {}
 
     def try_consume(self, user_id: int, limit: int, n: int = 1) -> bool:
@@ -75,6 +79,8 @@ class UsageMeter:
         used = counts.get(user_id, 0) + n
         if limit and used > limit:
             self.rejections += n
+            refused = self._refused
+            refused[user_id] = refused.get(user_id, 0) + n
             return False
         counts[user_id] = used
         pending = self._pending
@@ -84,6 +90,7 @@ class UsageMeter:
     def forget(self, user_id: int) -> None:
         """A deleted user: drop their counts (nothing of theirs is written any more)."""
         self._counts.pop(user_id, None)
+        self._refused.pop(user_id, None)
         self._pending.pop(user_id, None)
         for counts in self._pending_before.values():
             counts.pop(user_id, None)
@@ -91,6 +98,16 @@ class UsageMeter:
     def used(self, user_id: int) -> int:
         self._roll()
         return self._counts.get(user_id, 0)
+
+    def refused(self, user_id: int) -> int:
+        """Messages of the user refused this hour because the quota was used up."""
+        self._roll()
+        return self._refused.get(user_id, 0)
+
+    def resets_at(self) -> float:
+        """When the current window ends (a Unix time): every count starts again from zero then."""
+        self._roll()
+        return self._hour_ends
 
     def counts_this_hour(self) -> dict[int, int]:
         """Messages counted this hour, by user id (a copy)."""

@@ -85,7 +85,7 @@ def test_single_file_serves_mqtt_with_its_own_credentials(artifact: Path, tmp_pa
         env["PATH"] = os.environ["PATH"]
     assert _run(artifact, env, "--version").strip().startswith("roost ")
     assert "OK" in _run(artifact, env, "check-config", "--config", str(config))
-    _run(artifact, env, "user", "add", "alice", "--plan", "starter", "--json", "--config", str(config))
+    _run(artifact, env, "user", "add", "alice", "--plan", "starter", "--json", "--create", "--config", str(config))
     credentials = json.loads(_run(artifact, env, "mqtt", "add", "alice", "--json", "--config", str(config)))
 
     server = subprocess.Popen(

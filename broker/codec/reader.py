@@ -38,16 +38,24 @@ class NeedData:
 
 
 NEED_DATA: Final = NeedData()
+# Packet types that flow from server to client only: CONNACK, SUBACK, UNSUBACK, PINGRESP.
+_SERVER_ONLY = frozenset((2, 9, 11, 13))
 
 
 class PacketReader:
     """Turns received bytes into packets. `version` None means "a server awaiting CONNECT": it is set from
     the CONNECT's protocol level. `max_packet_size` may be lowered at any time (e.g. after CONNECT)."""
 
-    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error", "_last_start", "_topics")
+    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error", "_last_start", "_topics", "_refused")
 
-    def __init__(self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE) -> None:
+    def __init__(
+        self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE, from_client: bool = False
+    ) -> None:
         self.version = version
+        # A server's reader: packets only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP) are a
+        # Protocol Error by their type, before their body is looked at (MQTT 5 section 2.1.2: each type's
+        # direction of flow), so a v5 client hears 0x82 rather than a Malformed Packet for their bodies.
+        self._refused = _SERVER_ONLY if from_client else frozenset()
         self.max_packet_size = max_packet_size
         self._buf: bytes | bytearray = b""
         self._pos = 0
@@ -116,6 +124,8 @@ class PacketReader:
             )
         if stop > end:
             return NEED_DATA
+        if first >> 4 in self._refused:
+            return self._fail(ProtocolError(f"a client may not send packet type {first >> 4} (section 2.1.2)"))
         self._pos = stop
         self._last_start = pos
         try:

@@ -114,10 +114,13 @@ async def stats(request: Request) -> JSONResponse:
             # What the tenant's clients were sent (messages out); the chart takes rates of both.
             "messages_sent": broker.tenant_messages_sent(mount),
             "messages_per_hour": plan.messages_per_hour or None,
+            # Refused over the quota this hour (a 3.1.1 QoS 0 publisher is never told), and when that ends.
+            "messages_refused_this_hour": context.usage.refused(user.id) if context.usage is not None else 0,
+            "quota_resets_at": int(context.usage.resets_at()) if context.usage is not None else None,
         },
     }
     if user.is_admin:
-        counters = broker.broker.stats.as_dict()
+        counters = broker.counters()
         counters["clients_connected"] = len(clients)  # MQTT clients only, not the live views
         body["broker"] = counters
     return ok({"data": body})
@@ -202,7 +205,7 @@ async def live(request: Request) -> StreamingResponse:
         try:
             yield b"retry: 3000\n" + _event("ready", {"filter": topic_filter})
             idle = 0.0
-            while not broker.broker.closing:
+            while not broker.closing:
                 try:
                     message = await asyncio.wait_for(queue.get(), _WAKE_SECONDS)
                 except TimeoutError:

@@ -121,6 +121,15 @@ _SCHEMAS: dict[str, Schema] = {
             "clients_connected": {"type": "integer", "minimum": 0},
         }
     ),
+    "Unhealthy": _object(
+        {
+            "status": {"const": "unhealthy"},
+            "problem": {"type": "string", "description": "What is wrong, e.g. the data folder was deleted."},
+            "version": {"type": "string"},
+            "uptime_seconds": {"type": "integer", "minimum": 0},
+            "clients_connected": {"type": "integer", "minimum": 0},
+        }
+    ),
     # -- /v1/mqtt --------------------------------------------------------------------------------------
     "MqttInstance": _object(
         {
@@ -357,6 +366,10 @@ _SCHEMAS: dict[str, Schema] = {
                 {
                     "messages_per_hour": _nullable({"type": "integer", "minimum": 1}),
                     "messages_this_hour": {"type": "integer", "minimum": 0},
+                    "messages_refused_this_hour": {"type": "integer", "minimum": 0,
+                                                   "description": "Refused this hour: the quota was used up."},
+                    "quota_resets_at": _nullable({"type": "string", "format": "date-time",
+                                                  "description": "When this hour's counts start again from 0."}),
                     "max_projects": _nullable({"type": "integer", "minimum": 1}),
                     "max_devices": _nullable({"type": "integer", "minimum": 1}),
                     "max_topics": _nullable({"type": "integer", "minimum": 1}),
@@ -369,7 +382,8 @@ _SCHEMAS: dict[str, Schema] = {
     "UserCreate": _object(
         {
             "name": _NAME,
-            "plan": {"type": "string", "description": "A configured plan.", "examples": list(DEFAULT_PLANS)},
+            "plan": {"type": "string", "description": "A configured plan; without one, the configured default plan "
+                     "(`default_plan`, \"unlimited\" unless changed).", "examples": list(DEFAULT_PLANS)},
             "is_admin": {"type": "boolean", "default": False},
             "is_active": {"type": "boolean", "default": True},
             "password": _nullable({"type": "string", "minLength": 8, "maxLength": 1024}),
@@ -437,6 +451,9 @@ _SCHEMAS: dict[str, Schema] = {
                                 "description": "PUBLISH packets sent to the user's clients since Roost started.",
                             },
                             "messages_per_hour": _nullable({"type": "integer", "minimum": 1}),
+                            "messages_refused_this_hour": {"type": "integer", "minimum": 0},
+                            "quota_resets_at": _nullable({"type": "integer", "minimum": 0,
+                                                          "description": "Unix time the hour's counts reset."}),
                         }
                     ),
                     "broker": {"type": "object", "description": "Broker counters (administrators only).",
@@ -561,7 +578,9 @@ _DELETED = {"200": _json(_ref("Deleted"), "Deleted.")}
 _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/health"): _op(
         "health", "Liveness and basic counters (for load balancers and systemd)", "health",
-        {"200": _json(_ref("Health"), "Roost is up.")}, (), public=True,
+        {"200": _json(_ref("Health"), "Roost is up."),
+         "503": _json(_ref("Unhealthy"), "Roost runs but something is wrong (its database was deleted).")},
+        (), public=True,
     ),
     ("GET", OPENAPI_PATH): {
         "operationId": "openapi", "summary": "This document", "tags": ["meta"], "security": [],

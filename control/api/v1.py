@@ -4,6 +4,7 @@ them (topics and users are Roost's additions in the same style; see docs/api.md)
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -16,6 +17,7 @@ from control.services.devices import PER_PAGE as DEVICES_PER_PAGE
 from control.services.messages import DEFAULT_LIMIT, MAX_LIMIT
 from control.services.projects import PER_PAGE as PROJECTS_PER_PAGE
 from control.services.topics import PER_PAGE as TOPICS_PER_PAGE
+from storage.clock import format_timestamp
 
 __all__ = ["routes"]
 
@@ -296,13 +298,16 @@ async def me(request: Request) -> JSONResponse:
     user = await authenticated(request)
     context = services(request).context
     plan = context.plan_of(user)
-    used = context.usage.used(user.id) if context.usage is not None else 0
+    usage = context.usage
+    used = usage.used(user.id) if usage is not None else 0
     return ok(
         {
             "data": serialize.user(user),
             "limits": {
                 "messages_per_hour": plan.messages_per_hour or None,
                 "messages_this_hour": used,
+                "messages_refused_this_hour": usage.refused(user.id) if usage is not None else 0,
+                "quota_resets_at": format_timestamp(datetime.fromtimestamp(usage.resets_at(), timezone.utc)) if usage is not None else None,
                 "max_projects": plan.max_projects or None,
                 "max_devices": plan.max_devices or None,
                 "max_topics": plan.max_topics or None,
@@ -331,7 +336,7 @@ async def create_user(request: Request) -> JSONResponse:
     created = await services(request).users.create(
         actor,
         body.get("name"),
-        plan=body.get("plan", "free"),
+        plan=body.get("plan"),
         is_admin=body.get("is_admin", False),
         is_active=body.get("is_active", True),
         password=body.get("password"),

@@ -3,7 +3,7 @@
 Browser clients (MQTT.js, the dashboard) connect here with the WebSocket subprotocol `mqtt` (or the older
 `mqttv3.1`) [MQTT-6.0.0-3]. The route only accepts the socket; the MQTT connection behind it is the same
 `MQTTConnection` the TCP listeners use, on the same broker, with the same hooks, ACLs and limits, over
-`broker.ws_transport.WebSocketTransport`.
+`broker.ws_transport.WebSocketTransport`, handed over through `BrokerService.accept`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from __future__ import annotations
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from broker.connection import MQTTConnection
-from broker.core import Broker
+from broker.service import BrokerService
 from broker.ws_transport import TextFrame, WebSocketTransport
 
 __all__ = ["SUBPROTOCOLS", "routes"]
@@ -27,7 +26,7 @@ async def mqtt_over_websocket(websocket: WebSocket) -> None:
         await websocket.close(code=1002)  # before accepting: the handshake is refused (HTTP 403)
         return
     await websocket.accept(subprotocol=subprotocol)
-    broker: Broker = websocket.app.state.broker
+    broker: BrokerService = websocket.app.state.broker
 
     async def receive() -> bytes | None:
         message = await websocket.receive()
@@ -43,7 +42,7 @@ async def mqtt_over_websocket(websocket: WebSocket) -> None:
 
     extra = {"peername": tuple(websocket.client) if websocket.client else None, "subprotocol": subprotocol}
     transport = WebSocketTransport(websocket.send_bytes, close, extra)
-    await transport.run(MQTTConnection(broker, "ws"), receive)
+    await transport.run(broker.accept("ws"), receive)
 
 
 routes = [WebSocketRoute("/mqtt", mqtt_over_websocket)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from broker.service import BrokerService
 from certs.store import CertificateStore
-from control.plans import Plan
+from control.plans import DEFAULT_PLAN, Plan
 from control.services.api_keys import ApiKeyService
 from control.services.context import Context
 from control.services.devices import DeviceService
@@ -54,8 +54,10 @@ class Services:
         public_host: str = "localhost",
         public_port: int = 1883,
         certificates: CertificateStore | None = None,
+        default_plan: str = DEFAULT_PLAN,
     ) -> Services:
-        context = Context(store, plans, access, broker, usage, public_host, public_port, certificates)
+        context = Context(store, plans, access, broker, usage, public_host, public_port, certificates,
+                          default_plan=default_plan)
         return cls(
             context=context,
             users=UserService(context),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from broker.service import BrokerService
 from control.errors import LimitReached, NotFound
-from control.plans import DEFAULT_PLANS, Plan
+from control.plans import DEFAULT_PLAN, DEFAULT_PLANS, Plan
 from certs.store import CertificateStore
 from storage.access import LiveAccess
 from storage.records import Project, User
@@ -31,9 +31,12 @@ class Context:
     # Called with a user's id when their password changes or they are deactivated or deleted: the
     # dashboard ends their sign-in sessions.
     user_listeners: list[Callable[[int], None]] = field(default_factory=list)
+    # The plan of a user created without one (`default_plan` in the config).
+    default_plan: str = DEFAULT_PLAN
 
     def plan_of(self, user: User) -> Plan:
-        return self.plans.get(user.plan) or DEFAULT_PLANS["free"]
+        """The user's plan; one no longer configured counts as the default plan."""
+        return self.plans.get(user.plan) or self.plans.get(self.default_plan) or DEFAULT_PLANS[DEFAULT_PLAN]
 
     def user_changed(self, user_id: int) -> None:
         for listener in self.user_listeners:

@@ -36,12 +36,13 @@ class UserService:
         actor: User | None,
         name: object,
         *,
-        plan: object = "free",
+        plan: object = None,
         is_admin: object = False,
         is_active: object = True,
         password: object = None,
     ) -> CreatedUser:
-        """Create a user with a first API key (its key and secret are returned once)."""
+        """Create a user with a first API key (its key and secret are returned once). Without a plan, the
+        user gets the configured default plan (unlimited unless the operator chose otherwise)."""
         require_admin(actor)
         fields = Fields()
         name_value = fields.name("name", name)
@@ -55,7 +56,7 @@ class UserService:
             user = await self.store.users.create(
                 name_value,
                 password=password_value,
-                plan=plan_value or "free",
+                plan=plan_value or self.context.default_plan,
                 is_admin=bool(admin_value),
                 is_active=active_value is not False,
             )

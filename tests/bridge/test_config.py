@@ -42,7 +42,7 @@ def test_defaults() -> None:
         ({"policy": "drop"}, r"bridge\[0\]\.policy: expected one of drop_oldest, refuse"),
         ({"remote_prefix": "a/+/"}, r"bridge\[0\]\.remote_prefix"),
         ({"protocol": "3"}, r"bridge\[0\]\.protocol"),
-        ({"forwrd": ["x"]}, r"unknown configuration key: bridge\[0\]\.forwrd"),
+        ({"forwrd": ["x"]}, r"bridge\[0\]\.forwrd: unknown configuration key \(did you mean bridge\[0\]\.forward\?\)"),
         ({"url": "mqtts://h", "ca_file": "/no/such/ca.pem"}, r"bridge\[0\]\.ca_file: cannot read '/no/such/ca.pem'"),
         ({"ca_file": "/etc/hostname"}, r"bridge\[0\]\.ca_file: TLS files need an mqtts:// url"),
         # A 3.1.1 upstream without the bridge bit echoes what we forward back down: a loop.
@@ -164,3 +164,70 @@ def test_nats_credentials_and_tls_files_are_taken() -> None:
     assert config.nats is not None and config.nats.servers == ("nats://[::1]:4443", "nats://127.0.0.1:4222")
     assert config.tls and (config.username, config.password) == ("alice", "s3cret")
     assert (config.host, config.port) == ("::1", 4443) and "s3cret" not in config.safe_url
+
+
+def test_every_bridge_problem_is_reported_with_the_files_others(tmp_path: Path) -> None:
+    """A bad [[bridge]] is one more problem of the file: reported with [mqtt]'s, each key named, an
+    unknown key with the closest known one; the good bridge beside it still parses."""
+    from control.config import ConfigProblems
+
+    path = tmp_path / "roost.toml"
+    path.write_text(
+        '[mqtt]\nprot = 1883\n'
+        '[[bridge]]\nname = "good"\nurl = "mqtt://h"\nforward = ["a/#"]\n'
+        '[[bridge]]\nname = "bad"\nurl = "ftp://h"\nforwrd = ["a/#"]\nqos = 3\n'
+    )
+    with pytest.raises(ConfigProblems) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    assert "mqtt.prot: unknown configuration key (did you mean mqtt.port?)" in problems
+    assert "bridge[1].forwrd: unknown configuration key (did you mean bridge[1].forward?)" in problems
+    assert any(p.startswith("bridge[1].url: unknown scheme 'ftp'") for p in problems)
+    assert any(p.startswith("bridge[1].qos: expected an integer from 0 to 2") for p in problems)
+    assert len(problems) == 4, problems
+    assert caught.value.partial is not None and [b.name for b in caught.value.partial.bridges] == ["good"]
+
+
+def test_check_config_names_a_bad_bridge_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`roost check-config` reports a bridge's bad key among the others, and start-up (`roost serve`)
+    stops with the key named."""
+    from control.cli import main
+
+    path = tmp_path / "roost.toml"
+    path.write_text(f'data_dir = "{tmp_path / "data"}"\n[log]\nlevel = "loud"\n'
+                    '[[bridge]]\nname = "cloud"\nurl = "mqtt://h"\nforward = ["a/#"]\ndrain_rat = 5\n')
+    assert main(["check-config", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "bridge[0].drain_rat: unknown configuration key (did you mean bridge[0].drain_rate?)" in err
+    assert "log.level" in err
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bridge[0].drain_rat: unknown configuration key" in err
+    assert not (tmp_path / "data").exists()  # stopped before anything started
+
+
+def test_tls_files_are_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ca_file, cert_file and key_file of a bridge, like [tls]'s, are found beside the config file, whatever
+    the working directory."""
+    from certs.authority import issue_client, new_authority
+
+    folder = tmp_path / "etc"
+    (folder / "pki").mkdir(parents=True)
+    authority = new_authority("relative CA")
+    client = issue_client(authority, "gw-1")
+    (folder / "pki" / "ca.pem").write_bytes(authority.certificate)
+    (folder / "pki" / "gw.pem").write_bytes(client.certificate)
+    (folder / "pki" / "gw.key").write_bytes(client.key)
+    path = folder / "roost.toml"
+    path.write_text('[[bridge]]\nname = "cloud"\nurl = "mqtts://h"\nforward = ["a/#"]\n'
+                    'ca_file = "pki/ca.pem"\ncert_file = "pki/gw.pem"\nkey_file = "pki/gw.key"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    [bridge] = load_config(path).bridges
+    assert (bridge.ca_file, bridge.cert_file, bridge.key_file) == (
+        folder / "pki" / "ca.pem", folder / "pki" / "gw.pem", folder / "pki" / "gw.key")
+    bridge.ssl_context()  # the files are the ones beside the config, and usable
+    path.write_text('[[bridge]]\nname = "cloud"\nurl = "mqtts://h"\nforward = ["a/#"]\nca_file = "pki/none.pem"\n')
+    with pytest.raises(ConfigError, match=r"bridge\[0\]\.ca_file: cannot read 'pki/none.pem' \(.*etc/pki/none.pem\)"):
+        load_config(path)

@@ -263,22 +263,46 @@ def test_deny_wins_over_an_allowed_publish(acl_roost: RoostThread, version: int)
 
 @pytest.mark.parametrize(("version", "refused"), [(5, 0x87), (4, 0x80)])
 def test_subscriptions_refused_by_the_acl(acl_roost: RoostThread, version: int, refused: int) -> None:
-    """Per-filter SUBACK codes in one SUBACK [MQTT-3.9.3-1]: v5 0x87 Not authorized, 3.1.1 0x80 Failure."""
+    """Per-filter SUBACK codes in one SUBACK [MQTT-3.9.3-1]: v5 0x87 Not authorized, 3.1.1 0x80 Failure.
+    Mosquitto's model: a filter is refused when a denied filter covers it (a SUBSCRIBE to exactly a denied
+    topic), or when no allowed filter overlaps it; one that merely overlaps a denied filter is granted, and
+    what it may not read is filtered out at delivery (see the next test)."""
     raw = _raw(acl_roost, version, "subscriber")
     codes = _suback(
         raw,
         "nopub/a",  # allowed: covered by '#', overlaps no denied filter
-        "secret/a",  # denied
-        "+/a",  # a wildcard overlapping the denied secret/# (secret/a): refused
-        "pub/+",  # overlaps the denied pub/hidden
-        "#",  # overlaps everything denied
-        "$SYS/#",  # not covered by '#' ($ rule [MQTT-4.7.2-1])
+        "secret/a",  # denied: covered by the denied secret/#
+        "+/a",  # overlaps the denied secret/# (secret/a): granted, filtered at delivery
+        "pub/+",  # overlaps the denied pub/hidden: granted, filtered
+        "#",  # overlaps everything denied: granted, filtered
+        "$SYS/#",  # no allowed filter overlaps it ('#' does not match $ topics [MQTT-4.7.2-1])
         "pub/visible",  # allowed
         "$share/g/nopub/#",  # a shared subscription is judged by its filter: allowed
         "$share/g/secret/#",  # denied
+        "pub/hidden",  # exactly a denied topic
     )
-    assert codes == (1, refused, refused, refused, refused, refused, 1, 1, refused)
+    assert codes == (1, refused, 1, 1, 1, refused, 1, 1, refused, refused)
     raw.close()
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_a_wildcard_over_a_denied_topic_gets_everything_else(acl_roost: RoostThread, acl_clients,
+                                                             version: int) -> None:
+    """`#` is granted although secret/# and pub/hidden are denied: each message is checked against the
+    reader's ACL at delivery, so the denied topics never arrive, retained or live, and the rest does."""
+    service = acl_roost.roost.service  # type: ignore[union-attr]
+    acl_roost.call(lambda: service.publish("secret/kept", b"hidden", qos=1, retain=True))
+    acl_roost.call(lambda: service.publish("nopub/kept", b"shown", qos=1, retain=True))
+    sub = acl_clients("sub", version=version)
+    assert sub.subscribe("#", qos=1) == [1]
+    pub = acl_clients("pub")
+    for topic in ("secret/a", "pub/hidden", "pub/shown"):
+        pub.publish(topic, b"live", qos=1)
+    sync(pub, sub)
+    received = []
+    while not sub.messages.empty():
+        received.append(sub.expect().topic)
+    assert received == ["nopub/kept", "pub/shown"]
 
 
 def test_refused_subscription_receives_nothing(acl_roost: RoostThread, acl_clients) -> None:
@@ -295,11 +319,12 @@ def test_refused_subscription_receives_nothing(acl_roost: RoostThread, acl_clien
 
 
 def test_subscribe_list_limits_filters(make_roost: Callable[..., RoostThread]) -> None:
-    """A subscription is allowed only if an allowed filter covers all of it."""
+    """A subscription is granted when an allowed filter overlaps it (sensors/# and +/+/temp overlap
+    sensors/+/temp; they then get only what sensors/+/temp matches), refused when none does."""
     roost = make_roost(anonymous={"publish": ["#"], "subscribe": ["sensors/+/temp"]})
     raw = _raw(roost, 5, "subscriber")
     assert _suback(raw, "sensors/a/temp", "sensors/+/temp", "sensors/#", "sensors/a/hum", "+/+/temp") == (
-        1, 1, 0x87, 0x87, 0x87,
+        1, 1, 1, 0x87, 1,
     )
     raw.close()
 

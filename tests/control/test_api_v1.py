@@ -883,10 +883,15 @@ def test_me_shows_the_account_and_the_plans_limits(rest: Rest) -> None:
     assert (me["data"]["id"], me["data"]["name"], me["data"]["plan"], me["data"]["is_admin"],
             me["data"]["is_active"]) == (tenant.user.id, tenant.user.name, "free", False, True)
     assert OBJECT_ID.match(me["data"]["public_id"])
+    resets = me["limits"].pop("quota_resets_at")
+    assert TIMESTAMP.match(resets) and resets.endswith(":00:00.000Z")  # the start of the next hour
     assert me["limits"] == {"messages_per_hour": 100, "messages_this_hour": 0, "max_projects": 3,
-                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "retention_days": 7}
+                            "max_devices": 10, "max_topics": 20, "max_instances": 1, "retention_days": 7,
+                            "messages_refused_this_hour": 0}
     _, enterprise = rest.tenant(plan="enterprise")
-    assert enterprise.me()["limits"] == {"messages_per_hour": None, "messages_this_hour": 0, "max_projects": None,
+    limits = enterprise.me()["limits"]
+    assert limits.pop("quota_resets_at") == resets and limits.pop("messages_refused_this_hour") == 0
+    assert limits == {"messages_per_hour": None, "messages_this_hour": 0, "max_projects": None,
                                          "max_devices": None, "max_topics": None, "max_instances": None,
                                          "retention_days": 365}
 

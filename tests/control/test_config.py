@@ -9,14 +9,19 @@ import pytest
 
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
-from control.config import AnonymousACL, Config, load_config, parse_config
+from control.config import AnonymousACL, Config, MQTTConfig, lan_address, load_config, parse_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+def _defaults() -> Config:
+    """The built-in defaults as read from an empty file: public_host is the LAN address when there is one."""
+    return Config(mqtt=MQTTConfig(public_host=lan_address() or "localhost"))
+
+
 def test_empty_document_gives_the_defaults() -> None:
     config = parse_config({})
-    assert config == Config()
+    assert config == _defaults()
     assert config.data_dir == Path("roost-data")
     assert (config.mqtt.host, config.mqtt.port, config.mqtt.allow_anonymous) == ("0.0.0.0", 1883, False)
     assert config.mqtt.broker == BrokerSettings()
@@ -26,7 +31,7 @@ def test_empty_document_gives_the_defaults() -> None:
 
 
 def test_no_file_means_defaults() -> None:
-    assert load_config(None) == Config()
+    assert load_config(None) == _defaults()
 
 
 def test_values_are_read() -> None:
@@ -232,11 +237,12 @@ def test_config_example_loads_and_equals_the_defaults() -> None:
     """config.example.toml documents every key with its default value."""
     example = REPO_ROOT / "config.example.toml"
     config = load_config(example)
-    defaults = Config()
+    defaults = _defaults()
     assert config.data_dir == example.parent / defaults.data_dir
     assert config.mqtt == defaults.mqtt
     assert config.http == defaults.http
     assert config.log == defaults.log
+    assert config.plans == defaults.plans and config.default_plan == defaults.default_plan == "unlimited"
 
 
 def test_config_example_documents_every_broker_setting_the_parser_accepts() -> None:
@@ -256,3 +262,51 @@ def test_config_example_documents_every_broker_setting_the_parser_accepts() -> N
     assert set(document["http"]) == {"host", "port"}
     assert set(document["log"]) == {"level", "format"}
     assert set(document["metrics"]) == {"enabled", "per_tenant", "max_tenants"}
+
+
+def test_find_config_looks_at_the_flag_then_the_environment_then_here_then_etc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import control.config as config_module
+    from control.config import find_config
+
+    system = tmp_path / "etc" / "roost.toml"
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
+    monkeypatch.delenv("ROOST_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert find_config(None) is None  # nothing anywhere: the built-in defaults
+    system.parent.mkdir()
+    system.write_text("")
+    assert find_config(None) == system
+    (tmp_path / "roost.toml").write_text("")
+    assert find_config(None) == Path("roost.toml")
+    monkeypatch.setenv("ROOST_CONFIG", "/somewhere/else.toml")
+    assert find_config(None) == Path("/somewhere/else.toml")  # named: used even if missing (load_config says so)
+    assert find_config("given.toml") == Path("given.toml")
+
+
+def test_every_problem_is_reported_at_once_with_the_closest_key() -> None:
+    from control.config import ConfigProblems
+
+    with pytest.raises(ConfigProblems) as info:
+        parse_config({"mqtt": {"prot": 1, "port": "x"}, "metrcs": {}, "log": {"level": "loud"}})
+    assert info.value.problems == [
+        "mqtt.port: expected an integer from 0 to 65535, got 'x'",
+        "mqtt.prot: unknown configuration key (did you mean mqtt.port?)",
+        "log.level: expected one of debug, info, warning, error, critical, got 'loud'",
+        "metrcs: unknown configuration key (did you mean metrics?)",
+    ]
+    assert info.value.partial is not None and info.value.partial.mqtt.port == 1883  # the default in its place
+
+
+def test_a_table_read_on_its_own_still_raises_at_the_first_problem() -> None:
+    """Code that reads a table of its own (a section another module parses) keeps the strict behaviour."""
+    from control.config import _Table
+
+    table = _Table({"port": "x"}, "bridge.")
+    with pytest.raises(ConfigError, match="bridge.port: expected an integer"):
+        table.integer("port", 1, 0, 65_535)
+    with pytest.raises(ConfigError, match="did you mean bridge.host"):
+        strict = _Table({"hots": "a"}, "bridge.")
+        strict.string("host", "")
+        strict.done()

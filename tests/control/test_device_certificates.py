@@ -74,7 +74,7 @@ def test_another_tenants_device_is_not_found(roost: RoostThread, alice) -> None:
 def test_cli_issues_a_certificate_into_files(tmp_path: Path, capsys) -> None:
     config = tmp_path / "roost.toml"
     config.write_text('data_dir = "data"\n')
-    assert main(["user", "add", "carol", "--json", "--config", str(config)]) == 0
+    assert main(["user", "add", "carol", "--json", "--create", "--config", str(config)]) == 0
     capsys.readouterr()
     import asyncio
 

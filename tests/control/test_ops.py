@@ -108,7 +108,14 @@ def test_a_second_roost_on_the_same_data_dir_is_refused(tmp_path: Path, roost: R
     lock.release()
 
 
-def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import control.config
+
+    # "No --config" means the built-in defaults only when nothing else is found (this machine may have
+    # an /etc/roost/roost.toml of its own).
+    monkeypatch.setattr(control.config, "SYSTEM_CONFIG", tmp_path / "no-such" / "roost.toml")
+    monkeypatch.delenv("ROOST_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
     good = tmp_path / "good.toml"
     good.write_text('data_dir = "data"\n[mqtt]\nport = 1884\n[log]\nformat = "json"\n')
     assert main(["check-config", "--config", str(good)]) == 0

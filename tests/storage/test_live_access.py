@@ -378,16 +378,17 @@ def test_device_publishes_only_to_its_project_topics(secure_roost: RoostThread, 
 
 
 @VERSIONS
-def test_device_subscribes_only_where_can_subscribe_covers_the_filter(
+def test_device_subscribes_where_a_can_subscribe_rule_overlaps_the_filter(
     secure_roost: RoostThread, alice: Tenant, acl_project: int, clients: Clients, version: int
 ) -> None:
-    """Each filter is granted only if a can_subscribe rule covers all of it; otherwise v5 0x87 / 3.1.1 0x80
-    [MQTT-3.9.3-1]. Granted filters receive what an instance client publishes."""
+    """A filter is granted when a can_subscribe rule overlaps it (Mosquitto's model), otherwise v5 0x87 /
+    3.1.1 0x80 [MQTT-3.9.3-1]. Granted filters receive what an instance client publishes, each message
+    checked against the device's rules at delivery: `#` brings nothing a rule does not match."""
     device = clients.connect(secure_roost, alice.device(acl_project, "dev-1"), "dev-1", version)
     outcomes = {
         "cmd/dev-1": True, "sensors/+/temp": True, "sensors/kitchen/temp": True, "$share/g/sensors/+/temp": True,
-        "telemetry": False, "sensors/#": False, "#": False, "+/+/temp": False, "sensors/+/+": False,
-        "cmd/+": False, "$SYS/#": False,
+        "telemetry": False, "sensors/#": True, "#": True, "+/+/temp": True, "sensors/+/+": True,
+        "cmd/+": True, "$SYS/#": False, "other/#": False,
     }
     for topic_filter, granted in outcomes.items():
         code = device.subscribe(topic_filter, qos=1)[0].value
@@ -627,6 +628,28 @@ def test_a_still_covering_rule_keeps_the_subscription(secure_roost: RoostThread,
     _narrow(secure_roost, alice, narrowing["topics"]["sensors/+/temp"], "delete")
     narrowing["instance"].publish("sensors/kitchen/temp", b"21", qos=1)
     assert device.expect().payload == b"21"
+
+
+@VERSIONS
+def test_narrowing_filters_a_partly_granted_wildcard_at_once(secure_roost: RoostThread, alice: Tenant,
+                                                            clients: Clients, narrowing: dict[str, Any],
+                                                            version: int) -> None:
+    """A device's `#` is granted in part (its rules overlap it) and filtered per message; deleting the
+    `cmd` rule stops `cmd` at once while `sensors/+/temp` still flows (the per-message answers are dropped
+    with every access change)."""
+    device = clients.connect(secure_roost, alice.device(narrowing["project"], "d1"), "d1", version)
+    instance = narrowing["instance"]
+    assert device.subscribe("#", qos=1)[0].value == 1
+    instance.publish("cmd", b"before", qos=1)
+    assert device.expect().payload == b"before"
+    _narrow(secure_roost, alice, narrowing["topics"]["cmd"], "delete")
+    instance.publish("cmd", b"after", qos=1)
+    instance.publish("sensors/hall/temp", b"20", qos=1)
+    sync(instance, device)
+    received = []
+    while not device.messages.empty():
+        received.append(device.expect().payload)
+    assert received == [b"20"]
 
 
 @VERSIONS

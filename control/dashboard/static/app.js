@@ -290,6 +290,9 @@ async function overview() {
     cards.replaceChildren(
       card("Connected clients", admin ? `${mine.clients_connected} yours, ${admin.clients_connected} in all` : mine.clients_connected),
       card("Messages this hour", mine.messages_per_hour ? `${mine.messages_this_hour} of ${mine.messages_per_hour}` : `${mine.messages_this_hour} (no limit)`, quota),
+      // Messages refused over the quota: MQTT 3.1.1 QoS 0 publishers get no answer, so this is where they show.
+      ...(mine.messages_refused_this_hour ? [card("Refused over quota",
+        `${mine.messages_refused_this_hour}, until ${new Date(mine.quota_resets_at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`)] : []),
       card("Uptime", duration(body.uptime_seconds)),
       card("Version", `Roost ${body.version}`),
     );

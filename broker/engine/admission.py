@@ -1,0 +1,117 @@
+"""What a client's PUBLISH must pass before it is routed, the same for every PUBLISH path.
+
+`Admission.admit` answers the topic inside the broker (the tenant's mount point in front) or the reason
+code refusing the message: the publish ACL, cached per topic until the hooks say access changed
+(`HookChain.generation`); the payload format of a v5 message that promises UTF-8; then the on_publish
+hooks (the hourly quota, 0x97). `resolve_alias` maps v5 topic aliases [MQTT-3.3.2-8..10].
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from broker.codec import EMPTY_PROPERTIES, Publish, ReasonCode
+from broker.core import Broker
+from broker.errors import ProtocolError
+from broker.hooks import ClientInfo
+from broker.receivers import PlainForm
+from broker.session import Message
+
+__all__ = ["Admission", "publish_message"]
+
+log = logging.getLogger("roost.connection")
+
+# Topics whose ACL answer one connection remembers.
+ACL_CACHE_LIMIT = 1024
+
+
+class Admission:
+    """The admission of one client's PUBLISH packets."""
+
+    __slots__ = ("_acl", "_aliases", "_broker", "_client", "_generation", "_hook", "_mount")
+
+    def __init__(self, broker: Broker, client: ClientInfo) -> None:
+        self._broker = broker
+        self._client = client
+        self._mount = client.mount
+        self._hook = broker.hooks.publish_hook
+        # The publish ACL's answers by topic: the topic inside the broker, or "" (refused).
+        self._acl: dict[str, str] = {}
+        self._generation = -1
+        self._aliases: dict[int, str] = {}
+
+    def admit(self, topic: str, payload: bytes, qos: int, retain: bool, utf8: bool) -> str | int:
+        """The topic inside the broker if this PUBLISH may be routed, else the reason code refusing it."""
+        broker = self._broker
+        routed = self._acl.get(topic) if self._generation == broker.hooks.generation else None
+        if routed is None:
+            routed = self._route(topic)
+        if not routed:
+            broker.stats.dropped_acl += 1
+            log.debug("publish by %s to %r not authorized", self._client.client_id, topic)
+            return ReasonCode.NOT_AUTHORIZED
+        if utf8 and not _is_utf8(payload):
+            return ReasonCode.PAYLOAD_FORMAT_INVALID  # [MQTT-3.3.2-4 context]
+        hook = self._hook
+        if hook is not None:
+            code = hook(self._client, topic, payload, qos, retain)
+            if code:
+                broker.stats.dropped_quota += 1
+                return code
+        return routed
+
+    def _route(self, topic: str) -> str:
+        """Where this client's PUBLISH to `topic` goes inside the broker, or "" when it may not publish
+        there. Topics starting with `$` belong to the broker ($SYS, and the tenants' namespaces): no client
+        publishes to them [MQTT-4.7.2-1 context]."""
+        hooks = self._broker.hooks
+        cache = self._acl
+        if self._generation != hooks.generation:
+            cache.clear()
+            self._generation = hooks.generation
+        routed = cache.get(topic)
+        if routed is None:
+            allowed = not topic.startswith("$") and hooks.authorize_publish(self._client, topic)
+            routed = self._mount + topic if allowed else ""
+            if len(cache) < ACL_CACHE_LIMIT:
+                cache[topic] = routed
+        return routed
+
+    def resolve_alias(self, alias: int, topic: str) -> str:
+        """Map a v5 topic alias to its topic [MQTT-3.3.2-8][MQTT-3.3.2-9][MQTT-3.3.2-10]."""
+        if alias == 0 or alias > self._broker.settings.topic_alias_maximum:
+            raise ProtocolError("topic alias out of range [MQTT-3.3.2-8]", ReasonCode.TOPIC_ALIAS_INVALID)
+        if topic:
+            self._aliases[alias] = topic
+            return topic
+        known = self._aliases.get(alias)
+        if known is None:
+            raise ProtocolError("unknown topic alias [MQTT-3.3.2-?]", ReasonCode.PROTOCOL_ERROR)
+        return known
+
+
+def publish_message(
+    routed: str, packet: Publish, sender: str, origin: str | None, now: float,
+    wire: tuple[PlainForm, bytes] | None,
+) -> Message:
+    """The Message an admitted PUBLISH becomes: its topic inside the broker, the expiry as a wall-clock
+    deadline, and without its topic alias (which belongs to one hop) [MQTT-3.3.2-12 context]."""
+    props = packet.properties
+    expires_at = None
+    if props is not EMPTY_PROPERTIES:
+        if props.message_expiry_interval is not None:
+            expires_at = now + props.message_expiry_interval
+        if props.topic_alias is not None:
+            props = replace(props, topic_alias=None)
+            if props == EMPTY_PROPERTIES:
+                props = EMPTY_PROPERTIES
+    return Message(routed, packet.payload, packet.qos, packet.retain, props, expires_at, sender, origin, wire)
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
