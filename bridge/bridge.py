@@ -362,7 +362,7 @@ class Bridge:
         return {
             "name": self.config.name,
             "url": self.config.safe_url,
-            "protocol": "5" if self.config.protocol == 5 else "3.1.1",
+            "protocol": "nats" if self.config.nats is not None else "5" if self.config.protocol == 5 else "3.1.1",
             "user": self.config.user,
             "forward": list(self.config.forward),
             "subscribe": list(self.config.subscribe),
@@ -419,8 +419,12 @@ class RefuseWhenFull(Hook):
 
 
 def link_for(config: BridgeConfig) -> UpstreamLink:
-    """The link for the url's scheme (as uvicorn's `auto.py` picks a protocol): mqtt:// and mqtts:// today;
-    nats:// (issue 17) adds its branch here."""
+    """The link for the url's scheme (as uvicorn's `auto.py` picks a protocol): NATS JetStream for nats://
+    and tls:// (nats-py is imported only when such a bridge is configured), MQTT for mqtt:// and mqtts://."""
+    if config.nats is not None:
+        from bridge.nats_link import NATSLink
+
+        return NATSLink(config, config.nats)
     return MQTTLink(config)
 
 

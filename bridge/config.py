@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from bridge.nats_config import NATS_SCHEMES, NatsSettings, parse_nats, server_address
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.errors import ConfigError
 from broker.topic_match import filters_overlap
@@ -45,7 +46,7 @@ class BridgeConfig:
 
     name: str
     url: str
-    scheme: str  # "mqtt" or "mqtts"
+    scheme: str  # "mqtt", "mqtts", or "nats" (a NATS JetStream upstream: see `nats`)
     host: str
     port: int
     username: str | None = None
@@ -75,16 +76,19 @@ class BridgeConfig:
     qos0_queue: int = 1_000  # QoS 0 messages held in memory while the link is down
     drain_rate: float = 1_000.0  # messages/s for the backlog that waited while the link was down; 0: unpaced
     commit_interval: float = 0.005  # how long a commit waits for more messages to ride along
+    nats: NatsSettings | None = None  # a nats:// or tls:// url: the NATS keys (bridge/nats_config.py)
 
     @property
     def safe_url(self) -> str:
         """The url without credentials, for logs and the API."""
+        if self.nats is not None:
+            return ",".join(self.nats.servers)
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.scheme}://{host}:{self.port}"
 
     @property
     def tls(self) -> bool:
-        return self.scheme == "mqtts"
+        return self.scheme == "mqtts" or (self.nats is not None and self.nats.tls)
 
     def ssl_context(self) -> ssl.SSLContext:
         """The TLS context for an mqtts:// link: the peer verified against `ca_file` (or the system's CAs),
@@ -245,6 +249,8 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
     scheme, host, port, url_user, url_password = "", "", 0, None, None  # scheme "": no url to go by
     if not url:
         keys.fail(f"{prefix}url: a bridge needs the upstream's url (mqtt://host:port or mqtts://...)")
+    elif url.split("://", 1)[0].strip().lower() in NATS_SCHEMES:
+        scheme = "nats"  # a NATS JetStream upstream: the url is read by parse_nats below
     else:
         try:
             scheme, host, port, url_user, url_password = _parse_url(url, prefix + "url")
@@ -274,8 +280,14 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
     key_file = keys.file("key_file")
     if key_file is not None and cert_file is None:
         keys.fail(f"{prefix}key_file: given without cert_file")
-    if scheme and scheme != "mqtts" and (ca_file or cert_file):
+    if scheme and scheme not in ("mqtts", "nats") and (ca_file or cert_file):
         keys.fail(f"{prefix}ca_file: TLS files need an mqtts:// url, got {url!r}")
+    nats = None
+    if scheme == "nats":
+        nats, url_user, url_password = parse_nats(keys, url or "", remote_prefix, name or "",
+                                                  tls_files=bool(ca_file or cert_file))
+        if nats is not None:
+            host, port = server_address(nats.servers[0])
     reconnect_min = keys.number("reconnect_min", 0.5, 0.01, 3600.0)
     config = BridgeConfig(
         name=name or "",
@@ -310,6 +322,7 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
         qos0_queue=keys.integer("qos0_queue", 1_000, 0, 1_000_000),
         drain_rate=keys.number("drain_rate", 1_000.0, 0.0, 1e9),
         commit_interval=keys.number("commit_interval", 0.005, 0.0, 10.0),
+        nats=nats,
     )
     keys.done()
     if not forward and not subscribe and not keys.failed:
@@ -333,10 +346,10 @@ def _parse_url(url: str, key: str) -> tuple[str, str, int, str | None, str | Non
     except ValueError as exc:
         raise ConfigError(f"{key}: {url!r} is not a valid url ({exc})") from exc
     scheme = parts.scheme.lower()
-    if scheme in ("ws", "wss", "nats"):
+    if scheme in ("ws", "wss"):
         raise ConfigError(f"{key}: the {scheme}:// scheme is not supported by this Roost yet (use mqtt:// or mqtts://)")
     if scheme not in _DEFAULT_PORTS:
-        raise ConfigError(f"{key}: unknown scheme {parts.scheme!r} in {url!r} (expected mqtt:// or mqtts://)")
+        raise ConfigError(f"{key}: unknown scheme {parts.scheme!r} in {url!r} (expected mqtt://, mqtts:// or nats://)")
     if not parts.hostname:
         raise ConfigError(f"{key}: {url!r} names no host")
     if parts.path not in ("", "/") or parts.query or parts.fragment:

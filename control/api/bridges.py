@@ -43,7 +43,8 @@ def _object(properties: dict[str, Any]) -> dict[str, Any]:
 _BRIDGE = _object({
     "name": {"type": "string"},
     "url": {"type": "string", "description": "The upstream (credentials are never shown)."},
-    "protocol": {"type": "string", "enum": ["5", "3.1.1"]},
+    "protocol": {"type": "string", "enum": ["5", "3.1.1", "nats"],
+                 "description": "MQTT 5, MQTT 3.1.1, or NATS JetStream (a nats:// url)."},
     "user": {"type": ["string", "null"], "description": "Whose namespace is bridged; null: anonymous clients'."},
     "forward": {"type": "array", "items": {"type": "string"}},
     "subscribe": {"type": "array", "items": {"type": "string"}},

@@ -81,15 +81,13 @@ def test_from_a_file(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_config_example_documents_every_key() -> None:
-    """config.example.toml's commented [[bridge]] block names every key and parses as it is written."""
+def _example_bridge(marker: str) -> dict[str, Any]:
+    """The commented [[bridge]] block of config.example.toml after `marker`, as TOML reads it uncommented."""
     import tomllib
-    from dataclasses import fields
-
-    from bridge.config import BridgeConfig
 
     text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
-    block = text[text.index("# [[bridge]]"):]
+    block = text[text.index(marker):]
+    block = block[block.index("# [[bridge]]"):]
     lines = []
     for line in block.splitlines():
         if not line.startswith("#"):
@@ -97,12 +95,75 @@ def test_config_example_documents_every_key() -> None:
         if line.startswith("#  ") or line == "#":
             continue  # a comment's continuation
         lines.append(line[2:].split("  #")[0])
-    table = tomllib.loads("\n".join(lines))["bridge"][0]
-    derived = {"scheme", "host", "port"}  # from the url
+    return tomllib.loads("\n".join(lines))["bridge"][0]  # type: ignore[no-any-return]
+
+
+def test_config_example_documents_every_key() -> None:
+    """config.example.toml's commented [[bridge]] block names every key and parses as it is written."""
+    from dataclasses import fields
+
+    from bridge.config import BridgeConfig
+
+    table = _example_bridge("# [[bridge]]")
+    derived = {"scheme", "host", "port", "nats"}  # from the url
     assert set(table) == {f.name for f in fields(BridgeConfig)} - derived
     for key in ("ca_file", "cert_file", "key_file"):
         table.pop(key)  # example paths that do not exist here
     assert parse_config({"bridge": [table]}).bridges[0].name == "cloud"
+
+
+def test_config_example_documents_every_nats_key() -> None:
+    """The NATS [[bridge]] block of config.example.toml names every NATS key and parses once one of its two
+    (exclusive) credential files is taken out."""
+    from dataclasses import fields
+
+    from bridge.nats_config import NatsSettings
+
+    table = _example_bridge("# A bridge into a NATS JetStream cluster")
+    assert {f.name for f in fields(NatsSettings)} - {"servers", "tls"} <= set(table)
+    table.pop("creds_file")
+    table.pop("nkey_seed_file")
+    config = parse_config({"bridge": [table]}).bridges[0]
+    assert config.nats is not None and config.nats.replicas == 3 and config.safe_url.count("nats://") == 3
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"remote_prefix": ""}, r"bridge\[0\]\.remote_prefix: a NATS bridge needs a remote_prefix"),
+    ({"remote_prefix": "site1"}, r"bridge\[0\]\.remote_prefix: .*ending with '/'"),
+    ({"remote_prefix": "site.1/"}, r"bridge\[0\]\.remote_prefix: .*'\.'"),
+    ({"stream": None}, r"bridge\[0\]\.stream: a NATS bridge needs"),
+    ({"stream": "a.b"}, r"bridge\[0\]\.stream"),
+    ({"replicas": 0}, r"bridge\[0\]\.replicas"),
+    ({"url": "nats://a:4222,mqtt://b:1883"}, r"bridge\[0\]\.url: .*nats://host:port"),
+    ({"url": "nats://a:4222,nats://u:p@b:4222"}, r"bridge\[0\]\.url: credentials go in the first url"),
+    ({"creds_file": "/nonexistent/x.creds"}, r"bridge\[0\]\.creds_file: cannot read"),
+    ({"consumer": "has space"}, r"bridge\[0\]\.consumer"),
+])
+def test_bad_nats_keys_name_the_key(overrides: dict[str, object], message: str) -> None:
+    table: dict[str, object] = {"name": "fleet", "url": "nats://127.0.0.1:4222", "forward": ["sensors/#"],
+                                "remote_prefix": "site1/", "stream": "TELEMETRY"}
+    table.update(overrides)
+    table = {key: value for key, value in table.items() if value is not None}
+    with pytest.raises(ConfigError, match=message):
+        parse_config({"bridge": [table]})
+
+
+def test_a_seed_file_that_is_not_a_seed_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.nk"
+    bad.write_text("not a seed")
+    with pytest.raises(ConfigError, match=r"bridge\[0\]\.nkey_seed_file: .*no nkey seed"):
+        parse_config({"bridge": [{"name": "fleet", "url": "nats://127.0.0.1:4222", "forward": ["a/#"],
+                                  "remote_prefix": "site1/", "stream": "T", "nkey_seed_file": str(bad)}]})
+
+
+def test_nats_credentials_and_tls_files_are_taken() -> None:
+    config = parse_config({"bridge": [{
+        "name": "fleet", "url": "tls://alice:s3cret@[::1]:4443,tls://127.0.0.1", "forward": ["a/#"],
+        "remote_prefix": "site1/", "stream": "T",
+    }]}).bridges[0]
+    assert config.nats is not None and config.nats.servers == ("nats://[::1]:4443", "nats://127.0.0.1:4222")
+    assert config.tls and (config.username, config.password) == ("alice", "s3cret")
+    assert (config.host, config.port) == ("::1", 4443) and "s3cret" not in config.safe_url
 
 
 def test_every_bridge_problem_is_reported_with_the_files_others(tmp_path: Path) -> None:
