@@ -173,11 +173,12 @@ async def test_commands_come_down_from_a_durable_consumer_and_wait_while_offline
     for index in range(5):
         await js.publish(f"site1.cmd.n{index}", str(index).encode())
     recorder.commands.clear()
+    wanted = {f"cmd/n{i}" for i in range(5)}
     assert await link.connect(Handler(recorder)) is True  # type: ignore[arg-type]  (the consumer was kept)
     # A command the consumer's leader handed to a pull request of the closed connection comes again after
     # ack_wait (ack_timeout, 5 s here): a wait of several ack_waits.
     try:
-        await recorder.wait(lambda: len(recorder.commands) == 5, timeout=45)
+        await recorder.wait(lambda: wanted <= {c.topic for c in recorder.commands}, timeout=45)
     except AssertionError as exc:  # the consumer's view, for the evidence (seen once, under load)
         info = await js.consumer_info("TELEMETRY", "roost-fleet")
         raise AssertionError(
@@ -186,8 +187,11 @@ async def test_commands_come_down_from_a_durable_consumer_and_wait_while_offline
             f"came down {[c.topic for c in recorder.commands]}"
         ) from exc
     # Every one, but not necessarily in order: a pull request of the closed connection may still have
-    # been open on the consumer's leader, which then redelivers that message after ack_wait.
-    assert sorted(c.topic for c in recorder.commands) == [f"cmd/n{i}" for i in range(5)]
+    # been open on the consumer's leader, which then redelivers that message after ack_wait. Delivery is
+    # at least once: a command of the first phase whose ack was still on the way when the link closed may
+    # come again (seen under load), but nothing that was never published.
+    topics = [c.topic for c in recorder.commands]
+    assert wanted <= set(topics) and set(topics) <= wanted | {"cmd/light", "cmd"}, topics
     link.close("done")
     await client.close()
 
