@@ -178,6 +178,8 @@ class Proxy:
     def close(self) -> None:
         self._closed = True
         self.stalled.clear()
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept thread (close() alone does not)
         self.listener.close()
         self.reset()
 
