@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
+from broker.ack_holds import AckHolds
 from broker.clock import Clock, LoopClock
 from broker.codec import EMPTY_PROPERTIES, Will
 from broker.codec.topics import parse_shared
@@ -75,6 +76,8 @@ class Broker(Routing):
         self.subscriptions: SubscriptionTree[SubscriptionRecord] = SubscriptionTree()
         self.retained: RetainedStore[Message] = RetainedStore(self.clock.time)
         self.stats = Stats()
+        # Receivers that hold a publisher's acknowledgement until they have the message on disk (bridges).
+        self.ack_holds = AckHolds()
         # Sessions, connections and subscriptions per tenant mount: limits and access changes cost what
         # they touch (broker/tenants.py).
         self.tenants = TenantIndex()

@@ -95,6 +95,11 @@ class ClientInfo:
     mount: str = ""
     attributes: dict[str, object] = field(default_factory=dict, compare=False)
 
+    def own_topic(self, topic: str) -> str:
+        """A topic inside the broker as this client names it: its tenant's mount point taken off."""
+        mount = self.mount
+        return topic[len(mount):] if mount and topic.startswith(mount) else topic
+
     @property
     def session_key(self) -> str:
         """The broker's key for this client's session: client ids are unique per tenant, not globally."""

@@ -34,13 +34,12 @@ class Persistence:
     """Records nothing: the broker's state lives as long as the process. Stores override every method.
 
     `enabled` tells the broker whether to mark sessions durable and report changes at all (so a broker
-    without a store pays one attribute check per change). `writes` counts the changes reported, so that a
-    caller can tell whether one call (a publish) produced any.
+    without a store pays one attribute check per change). Every change is reported once, by its owner
+    (`broker/qos.py` for QoS state), which also tells its caller whether it reported one.
     """
 
     enabled = False
     strict = False
-    writes = 0
     # What a store reports for metrics: commits made, rows written, seconds spent committing, failed
     # commits, changes not on disk yet.
     commits = 0

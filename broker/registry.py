@@ -12,7 +12,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from broker.core import Broker
+from broker.core import Broker, will_delay
 from broker.engine import Connection
 from broker.limits import PreAuthBudget
 
@@ -81,7 +81,11 @@ class ServerState:
         connections = list(self.connections)
         broker = self.broker
         for connection in connections:
-            will = connection.engine.will_at_shutdown()
+            engine = connection.engine
+            session = engine.session
+            if session is not None and session.durable and engine.will is not None and will_delay(engine.will) > 0:
+                continue  # kept pending in the durable session: its delay goes on after a restart
+            will = engine.take_will()
             if will is not None:
                 broker.publish_will(will, connection.engine.client)
         for connection in connections:

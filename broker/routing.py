@@ -169,8 +169,7 @@ class Routing:
         client = session.client if session is not None else None
         if client is None:
             return False
-        mount = client.mount
-        return self.hooks.authorize_read(client, topic[len(mount):] if mount and topic.startswith(mount) else topic)
+        return self.hooks.authorize_read(client, client.own_topic(topic))
 
     def _send_inflight(self, receiver: DeliveryReceiver, session: Session, delivery: Delivery) -> bool:
         packet_id = self.flows.sent(session, delivery)

@@ -9,12 +9,12 @@ every failure be logged once, with the peer's address.)
 
 What a bad peer can cost is bounded: a TLS handshake that fails, a plain-text client, or a client that says
 nothing ends within `handshake_timeout` seconds, with the transport's bounded read buffer; then the
-`MQTTConnection`'s own CONNECT timeout applies as on plain TCP.
+`MQTTConnection`'s engine applies its own CONNECT timeout as on plain TCP.
 
 Mutual TLS is optional: with a client CA, the context asks for a client certificate (`CERT_OPTIONAL`);
 a client that presents one must present one signed by that CA, and one that presents none is left to
 authenticate with a user name and password. The certificate's subject CN and serial reach the auth hooks
-through `ConnectRequest` (see `MQTTConnection._on_connect`).
+through `ConnectRequest` (see `broker.engine.Connection._on_connect`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MQTT over WebSocket: an asyncio transport made of two callables, so the unchanged `MQTTConnection` runs
+"""MQTT over WebSocket: an asyncio transport made of two callables, so the same `MQTTConnection` shell runs
 over any WebSocket server.
 
 The HTTP side (Starlette on uvicorn) accepts the WebSocket and hands `run()` a `receive()` that returns

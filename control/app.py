@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from broker.service import BrokerService
 from broker.settings import VERSION
-from control.api import certificates, console, dashboard_api, docs, mqtt_instances, v1, websocket
+from control.api import bridges, certificates, console, dashboard_api, docs, mqtt_instances, v1, websocket
 from control.api.errors import EXCEPTION_HANDLERS
 from control.api.live_guard import StreamGuard
 from control.api.openapi import openapi_document
@@ -55,6 +55,7 @@ def create_app(
     routes += certificates.routes
     routes += websocket.routes  # MQTT over WebSocket at /mqtt
     routes += dashboard_api.routes  # /api/v1/stats, /live, /clients
+    routes += bridges.routes  # /api/v1/bridges
     routes += console.routes  # /api/v1/subscriptions, /retained, /events, /stats/history
     document = openapi_document(routes)
 

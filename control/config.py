@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bridge.config import BridgeConfig, parse_bridges
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS, Plan
@@ -115,6 +116,7 @@ class Config:
     # The plan of a user created without one (CLI, REST, first-run setup): unlimited, so a self-hoster's
     # own devices are never throttled by surprise. The seed's plans keep their quotas for users given them.
     default_plan: str = DEFAULT_PLAN
+    bridges: tuple[BridgeConfig, ...] = ()  # [[bridge]]: see bridge/config.py
 
 
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -180,7 +182,7 @@ def load_config(path: str | Path | None) -> Config:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     try:
-        config = parse_config(document)
+        config = parse_config(document, path.parent)
     except ConfigProblems as exc:
         if exc.partial is not None:
             exc.partial = _anchor(exc.partial, path)
@@ -189,7 +191,8 @@ def load_config(path: str | Path | None) -> Config:
 
 
 def _anchor(config: Config, path: Path) -> Config:
-    """Make the file's relative paths relative to the file."""
+    """Make the file's relative paths relative to the file. (A bridge's TLS files are too, but already
+    while parsing, which reads them: `parse_config`'s `base`.)"""
     if not config.data_dir.is_absolute():
         # A relative data_dir is relative to the config file, so a service started from any working
         # directory finds the same data.
@@ -206,8 +209,10 @@ def _anchor(config: Config, path: Path) -> Config:
     return config
 
 
-def parse_config(document: dict[str, Any]) -> Config:
-    """Validate a parsed TOML document and build the `Config`; raise `ConfigError` naming the bad key."""
+def parse_config(document: dict[str, Any], base: Path | None = None) -> Config:
+    """Validate a parsed TOML document and build the `Config`; raise `ConfigProblems` naming every bad key.
+    `base`: the config file's folder, which relative file paths of [[bridge]] are taken from (None: the
+    working directory)."""
     reader = _Table(document, "", [])
     data_dir = Path(reader.string("data_dir", "roost-data", non_empty=True))
 
@@ -328,10 +333,14 @@ def parse_config(document: dict[str, Any]) -> Config:
         reader.fail(f"default_plan: no plan named {default_plan!r}{_did_you_mean(default_plan, plans)} "
                     f"(plans: {', '.join(plans)})")
         default_plan = DEFAULT_PLAN
+    # [[bridge]] validates itself (bridge/config.py), into the same problem list; its TLS files are read
+    # now, relative to the config file's folder.
+    bridges = parse_bridges(reader.raw("bridge"), reader.problems, base)
     reader.done()
     config = Config(
         data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level, format=log_format),
         metrics=metrics, storage=StorageConfig(durability=durability), plans=plans, default_plan=default_plan,
+        bridges=bridges,
     )
     if reader.problems:
         raise ConfigProblems(reader.problems, config)
@@ -377,6 +386,10 @@ class _Table:
         """Every key of this table, all counted as used (for tables of named sub-tables, like [plans])."""
         self._used.update(self._table)
         return list(self._table)
+
+    def raw(self, key: str) -> Any:
+        """The value as TOML gave it (for sections that validate themselves, like [[bridge]])."""
+        return self._get(key)
 
     def table(self, key: str) -> _Table:
         value = self._get(key)

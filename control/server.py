@@ -30,6 +30,8 @@ from typing import Any, TextIO
 
 import uvicorn
 
+from bridge.manager import Bridges
+from bridge.metrics import BridgeCollector
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import ServerState, TCPListener
@@ -48,7 +50,7 @@ from control.ops import DataDirLock
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
-from storage.access import LiveAccess, PlanTerms, StorageAuthHook
+from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
 from storage.database import DATABASE_FILE_NAME, read_only_reason
 from storage.recorder import MessageRecorder
@@ -96,10 +98,12 @@ class Roost:
         mqtt = config.mqtt
         # Credentials from the database first; anonymous access (when allowed) for clients with no user name.
         self.auth_hook = StorageAuthHook(plan_terms=self._plan_terms)
+        self.bridges = Bridges(config.bridges)
         hooks = HookChain(
             [
                 self.auth_hook,
                 AnonymousHook(mqtt.allow_anonymous, mqtt.anonymous.publish, mqtt.anonymous.subscribe, mqtt.anonymous.deny),
+                *self.bridges.hooks(),
             ]
         )
         self.broker = Broker(mqtt.broker, hooks)
@@ -176,11 +180,13 @@ class Roost:
         self.auth_hook.recorder = recorder
         if self.metrics is not None:
             self.metrics.watch(self.service, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
+            self.metrics.registry.register(BridgeCollector(self.bridges))
             usage.on_flush = self.metrics.write_observer("quota")
             recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
         await self._restore_broker_state()
+        await self.bridges.start(self.broker, config.data_dir, self._bridge_user)  # before any client comes
         self.services = Services.build(
             store,
             config.plans,
@@ -207,7 +213,9 @@ class Roost:
         await self._start_http()
         # Everything built so far (modules, config, the access snapshot) lives as long as the process: move
         # it out of the garbage collector's sight, so full collections under load only scan what the
-        # traffic allocates.
+        # traffic allocates. Collect first: garbage frozen now would never be freed (in one test process
+        # that runs many Roosts, it was every finished client's sockets, until select() ran out of them).
+        gc.collect()
         gc.freeze()
         log.info(
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
@@ -265,6 +273,12 @@ class Roost:
                     "and restart Roost"
                 )
                 log.error("%s", self.health_problem)
+
+    async def _bridge_user(self, name: str) -> tuple[str, str] | None:
+        """A bridge's `user`: the mount point of that user's namespace, and the name."""
+        assert self.store is not None
+        user = await self.store.users.get_by_name(name)
+        return None if user is None else (tenant_mount(user.id), user.name)
 
     async def _restore_broker_state(self) -> None:
         """Durable sessions and retained messages from the last run are back before the listeners open."""
@@ -326,6 +340,7 @@ class Roost:
         self._http_socket = sock
         assert self.services is not None
         self.app = create_app(self.service, self.services, self.metrics, lambda: self.health_problem)
+        self.app.state.bridges = self.bridges  # GET /api/v1/bridges
         uv_config = uvicorn.Config(
             self.app,
             log_config=None,
@@ -347,6 +362,7 @@ class Roost:
         if self.tls_listener is not None:
             await self.tls_listener.close()
         await self.server_state.shutdown()
+        await self.bridges.stop()  # after the wills of the shutdown, which it may forward
         if self._http_task is not None:
             await self._http_task
         if self._http_socket is not None:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it.
-# Installs Debian's mosquitto-clients (real MQTT clients for the tests) and chromium (the dashboard's
+# Installs Debian's mosquitto-clients (real MQTT clients for the tests), mosquitto (the bridge tests'
+# upstream) and chromium (the dashboard's
 # end-to-end tests drive it with Playwright; no browser is downloaded); for the packaging tests
 # qemu-user-static (tests/test_emulated_aarch64.py runs the aarch64 file under emulation), binutils for
 # both architectures (scripts/deb.sh strips the libraries) and lintian; makes .venv, installs Roost with
@@ -11,6 +12,9 @@ cd "$(dirname "$0")/.."
 missing=()
 if ! command -v mosquitto_pub >/dev/null 2>&1 || ! command -v mosquitto_sub >/dev/null 2>&1; then
     missing+=(mosquitto-clients)
+fi
+if [ ! -x /usr/sbin/mosquitto ]; then
+    missing+=(mosquitto)  # the upstream broker of the bridge tests (tests/bridge), and the benchmarks' peer
 fi
 if [ ! -x /usr/bin/chromium ]; then
     missing+=(chromium)

@@ -224,7 +224,6 @@ class BrokerStateStore(Persistence):
         self.strict = strict
         self.interval = interval
         self.batch_size = batch_size
-        self.writes = 0
         # What the commits did, for metrics and the benchmark.
         self.commits = 0
         self.rows_written = 0
@@ -374,7 +373,6 @@ class BrokerStateStore(Persistence):
             self._messages_gone.add(message_id)
 
     def _changed(self) -> None:
-        self.writes += 1
         if not self._changes:
             self._window_opened = time.monotonic()  # the window's deadline counts from its first change
         self._changes += 1

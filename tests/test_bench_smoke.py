@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO_ROWS = (
     "QoS 0 fan-in", "QoS 0 fan-out", "QoS 1 end to end", "latency p99", "routing: rate with 100k subs / with 1",
@@ -38,3 +40,18 @@ def test_the_quick_benchmark_runs_every_scenario_against_roost(tmp_path: Path) -
         assert roost_figure.replace(",", "").replace(".", "", 1).isdigit(), row
     written = output.read_text()
     assert "<!-- bench:begin -->" in written and "QoS 0 fan-in" in written  # the results went into the file
+
+
+def test_the_quick_jetstream_benchmark_runs(tmp_path: Path) -> None:
+    """`python -m bench.jetstream --quick`: one small run of the gateway into a three-node cluster."""
+    from bench.nats_cluster import nats_server_binary
+
+    if nats_server_binary() is None:
+        pytest.skip("nats-server not installed (the test extra has it)")
+    done = subprocess.run([sys.executable, "-m", "bench.jetstream", "--quick"], cwd=REPO, capture_output=True,
+                          text=True, timeout=150)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for row in ("forward into the stream", "taken from the publisher", "backlog drain", "first message drained"):
+        line = next((line for line in done.stdout.splitlines() if row in line), None)
+        assert line is not None, f"no row for {row!r} in:\n{done.stdout}"
+        assert line.rstrip(" |").split("| ")[-1].split()[0].replace(",", "").replace(".", "", 1).isdigit(), line

@@ -8,6 +8,7 @@ event loop and no task, so every rule is testable with plain bytes (`tests/broke
 
     connect.py     CONNECT negotiation: pure functions from a Connect and the settings
     outbound.py    PUBLISH packets to one client: forms, topic aliases, the maximum packet size
+    acks.py        acknowledgements that wait (strict durability, receivers' holds), kept in order
     connection.py  the per-connection protocol object
 """
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from broker.codec import EMPTY_PROPERTIES, Connect, Properties, ProtocolVersion, ReasonCode
 from broker.codec.topics import validate_topic_name
@@ -28,9 +28,9 @@ log = logging.getLogger("roost.connection")
 _V5 = ProtocolVersion.MQTT_5
 
 
-@dataclass(frozen=True, slots=True)
-class Terms:
-    """What was agreed for one connection."""
+class Terms(NamedTuple):
+    """What was agreed for one connection (a NamedTuple: made once per CONNECT, it is the cheapest
+    immutable record; a frozen dataclass sets each field through object.__setattr__)."""
 
     client_id: str
     assigned_client_id: bool  # the client sent an empty id and got one [MQTT-3.2.2-16]

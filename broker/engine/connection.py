@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from broker.codec import (
@@ -29,7 +28,9 @@ from broker.codec import (
     ProtocolVersion, Puback, Pubcomp, Publish, Pubrec, Pubrel, ReasonCode, Subscribe, Unsubscribe, Will, encode,
     v3_connack_code,
 )
-from broker.core import Broker, will_delay
+from broker.core import Broker
+from broker.ack_holds import Wait
+from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
 from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
@@ -47,6 +48,10 @@ _V5 = ProtocolVersion.MQTT_5
 _NEW, _CONNECTED, _CLOSED = range(3)
 # What `close_requested` asks of the shell: close now, or close the write side and linger first.
 CLOSE, LINGER = 1, 2
+
+
+# The encoder of a client not connected yet (never used: no PUBLISH goes to it), shared.
+_UNCONNECTED = PublishEncoder()
 
 
 def _nothing() -> None:
@@ -88,7 +93,7 @@ class Connection:
         # QoS 1/2 PUBLISH packets waiting for their packet identifier to be on disk (strict durability, see
         # Routing._send_inflight); later ones wait behind them.
         self.held_sends = 0
-        self.encoder = PublishEncoder(wall=broker.clock.time)
+        self.encoder = _UNCONNECTED  # replaced at CONNECT: nothing is sent to a client before it
         self.plain_form: PlainForm | None = None
         # Set by the shell: called when output starts to wait (or a close is asked for).
         self.on_output: Callable[[], None] = _nothing
@@ -101,10 +106,8 @@ class Connection:
         self._connect_deadline = now + settings.connect_timeout
         self.keep_alive = 0
         self.admission: Admission  # made at CONNECT, for the client that was let in
-        # With strict durability, acknowledgements wait until what they acknowledge is on disk; those
-        # waiting are counted so that later ones queue behind them (see _ack).
-        self._strict = broker.persistence.strict
-        self._held_acks = 0
+        # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave.
+        self._acks = AckOrder(broker.persistence, self._write)
         self._expiry_at_connect = 0
 
     # -- inputs ---------------------------------------------------------------------------------------------
@@ -392,30 +395,29 @@ class Connection:
         # The acknowledgement goes before any copy routed back to this client: a publisher that subscribes
         # hears PUBACK/PUBREC first, then its message.
         mark = len(self._out)
+        waits: list[Wait] = []
         if message is not None:
+            # Receivers may hold the acknowledgement until they have the message on disk (a bridge's outbox).
+            holds = self.broker.ack_holds
+            holds.begin()
             recorded = self.broker.route(message)[1] or recorded
-        self._ack(ack, recorded, mark)
+            waits = holds.end()
+        self._ack(ack, recorded, mark, waits)
 
-    def _ack(self, data: bytes, dirtied: bool, at: int | None = None) -> None:
-        """Send an acknowledgement, at position `at` of the output when given. With strict durability it
-        waits until the state it acknowledges is on disk (`dirtied`: the packet it answers changed recorded
-        state), and never overtakes one that is waiting, so acknowledgements keep the order of what they
-        answer [MQTT-4.6.0-2]."""
-        if self._strict and (dirtied or self._held_acks):
-            self._held_acks += 1
-            if self.broker.persistence.when_durable(partial(self._release_ack, data)):
-                return
-            self._held_acks -= 1
+    def _ack(self, data: bytes, dirtied: bool, at: int | None = None, waits: list[Wait] | None = None) -> None:
+        """Send an acknowledgement, at position `at` of the output when given, unless it must wait
+        (`AckOrder`, broker/engine/acks.py): with strict durability until the state it acknowledges is on
+        disk (`dirtied`: the packet it answers changed recorded state), for the receivers that hold it
+        (`waits`), and behind any acknowledgement waiting, so they keep the order of what they answer
+        [MQTT-4.6.0-2]."""
+        if self._acks.must_wait(data, dirtied, waits or ()):
+            return
         if at is None or self.closing:
             self._write(data)
         else:
             self._out.insert(at, data)
             if len(self._out) == 1:
                 self.on_output()
-
-    def _release_ack(self, data: bytes) -> None:
-        self._held_acks -= 1
-        self._write(data)  # (dropped if the connection has closed meanwhile: the client will resend)
 
     def _on_pubrel(self, packet: Pubrel) -> None:
         recorded = self.broker.flows.release_received(self.session, packet.packet_id)  # type: ignore[arg-type]
@@ -581,14 +583,6 @@ class Connection:
         """Hand over this connection's will (the broker publishes it); it will not be published again."""
         will, self.will = self.will, None
         return will if self.state == _CONNECTED else None
-
-    def will_at_shutdown(self) -> Will | None:
-        """The will to publish as the broker stops [MQTT-3.1.2-8]: none when it has a delay and the session
-        is durable (it stays pending in the session, its delay going on after a restart)."""
-        session = self.session
-        if session is not None and session.durable and self.will is not None and will_delay(self.will) > 0:
-            return None
-        return self.take_will()
 
     def close_for_admin(self) -> None:
         """Closed by an administrator (kick, revoked credentials): v5 hears 0x98, no will is sent."""

@@ -32,7 +32,6 @@ def subscribe(broker: Broker, session: Session, client: ClientInfo, version: int
     hooks = broker.hooks
     sub_ids = packet.properties.subscription_identifiers
     sub_id = sub_ids[0] if sub_ids else None
-    mount = client.mount
     codes: list[int] = []
     retained: Retained = []
     for sub in packet.subscriptions:
@@ -67,7 +66,7 @@ def subscribe(broker: Broker, session: Session, client: ClientInfo, version: int
         if group is None and (sub.retain_handling == 0 or (sub.retain_handling == 1 and not outcome.existed)):
             messages = list(broker.retained_for(plain))
             if record.partial:  # only what the reader's ACL lets it read
-                messages = [m for m in messages if hooks.authorize_read(client, _unmounted(m.topic, mount))]
+                messages = [m for m in messages if hooks.authorize_read(client, client.own_topic(m.topic))]
             retained.append((record, messages))
     return Suback(packet.packet_id, tuple(codes)), retained  # [MQTT-3.8.4-1]
 
@@ -106,6 +105,3 @@ def internal_filter(client: ClientInfo, topic_filter: str) -> tuple[str | None, 
     full = plain if group is None else f"$share/{group}/{plain}"
     return group, plain, full
 
-
-def _unmounted(topic: str, mount: str) -> str:
-    return topic[len(mount):] if mount and topic.startswith(mount) else topic

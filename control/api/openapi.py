@@ -962,6 +962,13 @@ _OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+def describe(method: str, path: str, op_id: str, summary: str, tag: str, schema: Schema, description: str,
+             errors: tuple[str, ...] = ()) -> None:
+    """Describe a JSON operation from the module that serves it (control/api/bridges.py), so that its
+    schema sits next to its handler; call at import, before `openapi_document`."""
+    _OPERATIONS[(method, path)] = _op(op_id, summary, tag, {"200": _json(schema, description)}, errors)
+
+
 def _undocumented(method: str, path: str) -> dict[str, Any]:
     return {
         "operationId": f"undocumented_{method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",

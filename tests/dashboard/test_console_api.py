@@ -191,6 +191,8 @@ def test_the_history_is_kept_by_the_server(roost: RoostThread, fleets: tuple[Fle
     for fleet, published in ((a, True), (b, False)):
         client, _ = signed_in(roost, fleet.tenant.user.name)
         with closing(client):
-            last = _get(client, "/api/v1/stats/history")["data"]["points"][-1]
-            assert last["connections"] == 3 and last["dropped"] is None
-            assert (last["messages_in"] > 0) is published, (fleet.mark, last)
+            points = _get(client, "/api/v1/stats/history")["data"]["points"]
+            assert points[-1]["connections"] == 3 and all(point["dropped"] is None for point in points)
+            # The history task samples every 10 s too: one of its samples may fall after the burst's, so
+            # the burst shows in some point, not always in the last one.
+            assert any(point["messages_in"] > 0 for point in points) is published, (fleet.mark, points)

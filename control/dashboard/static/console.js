@@ -224,6 +224,14 @@ export async function eventsView(ui) {
   every(5000, () => list.reload());
 }
 
+// GET /api/v1/bridges gives the backlog as an object (control/api/bridges.py): messages waiting in the
+// outbox, their bytes, and QoS 0 messages held in memory while the link is down.
+function backlogText(backlog) {
+  if (!backlog) return "";
+  const messages = backlog.messages + (backlog.qos0_queued || 0);
+  return `${messages} message${messages === 1 ? "" : "s"}${backlog.bytes ? ` (${backlog.bytes} B)` : ""}`;
+}
+
 export async function bridgesView(ui) {
   const { h, api, page, table, viewAlert } = ui;
   const alert = viewAlert();
@@ -234,6 +242,6 @@ export async function bridgesView(ui) {
   catch (problem) { if (problem.status !== 404) { alert.show(problem); return; } }
   body.replaceChildren(bridges.length
     ? table("Bridges", ["Name", "State", "Backlog", "Last error"], bridges.map((b) => h("tr", {},
-        h("td", {}, b.name), h("td", {}, b.state), h("td", {}, String(b.backlog ?? "")), h("td", {}, b.last_error || ""))), "")
+        h("td", {}, b.name), h("td", {}, b.state), h("td", {}, backlogText(b.backlog)), h("td", {}, b.last_error || ""))), "")
     : h("p", { class: "notice" }, "No bridges configured."));
 }

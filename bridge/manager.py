@@ -1,0 +1,69 @@
+"""Every configured bridge, started and stopped with Roost (control/server.py), and their state.
+
+The composition root builds `Bridges` before the broker (its `hooks()` go into the broker's hook chain)
+and starts them after the broker's state is restored and before the listeners open, so no local message
+published after start-up misses its bridge. A bridge's `user` is resolved here through a callback the
+composition root gives (a name -> (mount point, user name) lookup in the database): a name that does
+not exist stops start-up naming the key, as bad configuration does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.bridge import Bridge, RefuseWhenFull
+from bridge.config import BridgeConfig
+from broker.core import Broker
+from broker.errors import ConfigError
+from broker.hooks import Hook
+
+__all__ = ["Bridges"]
+
+log = logging.getLogger("roost.bridge")
+
+# name -> (mount point, user name), or None when there is no such user
+UserLookup = Callable[[str], Awaitable[tuple[str, str] | None]]
+
+
+class Bridges:
+    def __init__(self, configs: Sequence[BridgeConfig]) -> None:
+        self.bridges = [Bridge(config) for config in configs]
+        self._started: list[Bridge] = []
+
+    def hooks(self) -> list[Hook]:
+        """The hooks the broker's chain needs: one that refuses with 0x97 when a bridge with policy
+        "refuse" is full (none at all otherwise, so the publish path pays nothing)."""
+        if any(b.config.policy == "refuse" for b in self.bridges):
+            return [RefuseWhenFull(self.bridges)]
+        return []
+
+    def get(self, name: str) -> Bridge | None:
+        return next((b for b in self.bridges if b.config.name == name), None)
+
+    async def start(self, broker: Broker, data_dir: Path, lookup: UserLookup) -> None:
+        for index, bridge in enumerate(self.bridges):
+            mount, origin = "", None
+            user = bridge.config.user
+            if user is not None:
+                found = await lookup(user)
+                if found is None:
+                    raise ConfigError(f"bridge[{index}].user: there is no user named {user!r}")
+                mount, origin = found
+            await bridge.start(broker, data_dir, mount, origin)
+            self._started.append(bridge)
+        if self.bridges:
+            log.info("%d bridge%s started", len(self.bridges), "" if len(self.bridges) == 1 else "s")
+
+    async def stop(self) -> None:
+        started, self._started = self._started, []
+        for bridge in started:
+            try:
+                await bridge.stop()
+            except Exception:
+                log.exception("bridge %s did not stop cleanly", bridge.config.name)
+
+    def statuses(self) -> list[dict[str, Any]]:
+        return [bridge.status() for bridge in self.bridges]
