@@ -172,6 +172,8 @@ class Connection:
         state = self.state
         self.state = _CLOSED
         self.closing = True
+        self.on_output = _nothing  # the shell's method: no cycle between it and us (AckOrder.close)
+        self._acks.close()
         self.broker.events.ended(self.client, self.remote_address, self.close_reason, error)
         if state == _CONNECTED and self.session is not None:
             session, self.session = self.session, None
