@@ -106,8 +106,9 @@ class Connection:
         self._connect_deadline = now + settings.connect_timeout
         self.keep_alive = 0
         self.admission: Admission  # made at CONNECT, for the client that was let in
-        # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave.
-        self._acks = AckOrder(broker.persistence, self._write)
+        # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave; made
+        # with the first acknowledgement (most connections of a connect storm send none).
+        self._acks: AckOrder | None = None
         self._expiry_at_connect = 0
 
     # -- inputs ---------------------------------------------------------------------------------------------
@@ -173,15 +174,17 @@ class Connection:
         self.state = _CLOSED
         self.closing = True
         self.on_output = _nothing  # the shell's method: no cycle between it and us (AckOrder.close)
-        self._acks.close()
+        if self._acks is not None:
+            self._acks.close()
         self.broker.events.ended(self.client, self.remote_address, self.close_reason, error)
         if state == _CONNECTED and self.session is not None:
             session, self.session = self.session, None
             will, self.will = self.will, None
             self.broker.detach(self, session, will)
-            if self.client is not None:
-                self.broker.hooks.connection_closed(self.client)
-            log.debug("client %s disconnected", self._who())
+            client = self.client
+            if client is not None:  # always, once connected
+                self.broker.hooks.connection_closed(client)
+                log.debug("client %s disconnected", client.client_id)
 
     @property
     def pending_bytes(self) -> int | None:
@@ -412,7 +415,10 @@ class Connection:
         disk (`dirtied`: the packet it answers changed recorded state), for the receivers that hold it
         (`waits`), and behind any acknowledgement waiting, so they keep the order of what they answer
         [MQTT-4.6.0-2]."""
-        if self._acks.must_wait(data, dirtied, waits or ()):
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = AckOrder(self.broker.persistence, self._write)
+        if acks.must_wait(data, dirtied, waits or ()):
             return
         if at is None or self.closing:
             self._write(data)
