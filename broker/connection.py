@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import cast
 
 from broker.engine import CLOSE, LINGER, Connection
@@ -43,6 +44,11 @@ class MQTTConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.engine = Connection(server.broker, listener, now=self._loop.time())
         self._flush_scheduled = False
+        # While the engine handles a read, output only marks `_flush_wanted`: `data_received` then flushes
+        # on the loop's next turn (coalesced with what routing adds meanwhile), or at once if the read ended
+        # in a close (a DISCONNECT), as nothing can be added to a closing connection's output.
+        self._receiving = False
+        self._flush_wanted = False
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._reading_paused = False
@@ -60,8 +66,10 @@ class MQTTConnection(asyncio.Protocol):
         peer = self.transport.get_extra_info("peername")
         if isinstance(peer, tuple) and len(peer) >= 2:
             engine.remote_address = f"{peer[0]}:{peer[1]}"
-        engine.certificate = _peer_certificate(self.transport)
-        engine.tls = self.transport.get_extra_info("ssl_object") is not None
+        ssl_object = self.transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            engine.tls = True
+            engine.certificate = _peer_certificate(ssl_object)
         engine.on_output = self._schedule_flush
         broker = self.server.broker
         high = broker.settings.write_buffer_high
@@ -85,7 +93,17 @@ class MQTTConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         engine = self.engine
-        engine.receive_data(data, self._loop.time())
+        self._receiving = True
+        try:
+            engine.receive_data(data, self._loop.time())
+        finally:
+            self._receiving = False
+        if self._flush_wanted:
+            self._flush_wanted = False
+            if engine.close_requested:
+                self._flush()
+            else:
+                self._schedule_flush()
         if self._pending:
             self._hold_pending()
             if self._closing:
@@ -150,7 +168,9 @@ class MQTTConnection(asyncio.Protocol):
     # -- what the engine asks for ---------------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
+        if self._receiving:
+            self._flush_wanted = True
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
@@ -208,12 +228,9 @@ class MQTTConnection(asyncio.Protocol):
             self.transport.abort()
 
 
-def _peer_certificate(transport: asyncio.BaseTransport | None) -> tuple[str | None, str | None]:
+def _peer_certificate(ssl_object: ssl.SSLObject) -> tuple[str | None, str | None]:
     """The subject CN and serial (upper-case hex, no leading zeros) of the client certificate that the TLS
-    handshake verified; (None, None) on plain TCP or when the client presented none."""
-    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
-    if ssl_object is None:
-        return None, None
+    handshake verified; (None, None) when the client presented none."""
     certificate = ssl_object.getpeercert()  # Only a verified certificate is reported.
     if not certificate or "serialNumber" not in certificate:
         return None, None

@@ -141,7 +141,7 @@ class Broker(Routing):
     def _persist_attached(self, session: Session, will: Will | None) -> None:
         """Write the session as it is now connected, if it outlives its connection: with its will, so
         that a crash does not lose the will (see `restore`)."""
-        persistence = self.persistence
+        persistence = self._persistence
         if not persistence.enabled:
             return
         durable = session.expiry_interval > 0

@@ -16,8 +16,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from broker.codec.reason_codes import ReasonCode
 
@@ -74,10 +73,10 @@ def reason_text(code: int | None) -> str:
         return f"reason 0x{code:02x}"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One connection event. `mount` is the client's tenant namespace ("" outside any tenant, and for a
-    refused client, whose tenant is not known)."""
+    refused client, whose tenant is not known). A NamedTuple, as the engine's `Terms` is: two are made per
+    connection, and a frozen dataclass would set each of its nine fields through object.__setattr__."""
 
     id: int
     time: float

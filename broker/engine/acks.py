@@ -83,6 +83,15 @@ class AckOrder:
         self._ready(entry)
         return True
 
+    def close(self) -> None:
+        """The connection is gone: what still waits is dropped, as the engine's output would drop it (the
+        client resends after a reconnect [MQTT-4.4.0-1]), and `write`, a method of the connection, is let
+        go, so that nothing here refers back to it: a closed connection is freed at once by reference
+        counting instead of waiting in a cycle for the garbage collector (which, at a connect storm's
+        rate, costs a collection every few hundred connections)."""
+        self._held.clear()
+        self._write = _dropped
+
     def _ready(self, entry: _Held) -> None:
         """One thing `entry` waited for is done: send every acknowledgement at the head that waits for
         nothing more."""
@@ -90,3 +99,7 @@ class AckOrder:
         held = self._held
         while held and held[0].pending == 0:
             self._write(held.popleft().data)
+
+
+def _dropped(data: bytes) -> None:
+    """The `write` of a closed connection's queue."""

@@ -11,9 +11,10 @@ wait or a close is asked for, so the shell knows to flush on its next turn.
 Routing is synchronous: the broker calls back into `send_message` / `send_plain` (this is a
 `broker.receivers.DeliveryReceiver`) while a message is routed, from this connection or any other.
 
-PUBLISH from the client takes one path: `_admit` (ACL, payload format, the on_publish hooks) then the
-broker's route, for the plain QoS 0 packets that `PacketReader.take_plain_publishes` takes in runs and for
-every other PUBLISH alike. Every PUBLISH to the client is written by `send_plain` (`send_message` encodes,
+PUBLISH from the client takes one path: `check_publish` and `Admission.admit` (ACL, payload format, the
+on_publish hooks; broker/engine/inbound.py and admission.py), the broker's route, then `publish_ack`, for
+the plain QoS 0 packets that `PacketReader.take_plain_publishes` takes in runs and for every other PUBLISH
+alike. Every PUBLISH to the client is written by `send_plain` (`send_message` encodes,
 then calls it).
 """
 
@@ -32,6 +33,7 @@ from broker.core import Broker
 from broker.ack_holds import Wait
 from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
+from broker.engine.inbound import check_publish, publish_ack
 from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
 from broker.engine.subscribe import send_retained, subscribe, unsubscribe
@@ -106,8 +108,9 @@ class Connection:
         self._connect_deadline = now + settings.connect_timeout
         self.keep_alive = 0
         self.admission: Admission  # made at CONNECT, for the client that was let in
-        # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave.
-        self._acks = AckOrder(broker.persistence, self._write)
+        # Acknowledgements that wait (strict durability, receivers' holds), in the order they leave; made
+        # with the first acknowledgement (most connections of a connect storm send none).
+        self._acks: AckOrder | None = None
         self._expiry_at_connect = 0
 
     # -- inputs ---------------------------------------------------------------------------------------------
@@ -172,14 +175,18 @@ class Connection:
         state = self.state
         self.state = _CLOSED
         self.closing = True
+        self.on_output = _nothing  # the shell's method: no cycle between it and us (AckOrder.close)
+        if self._acks is not None:
+            self._acks.close()
         self.broker.events.ended(self.client, self.remote_address, self.close_reason, error)
         if state == _CONNECTED and self.session is not None:
             session, self.session = self.session, None
             will, self.will = self.will, None
             self.broker.detach(self, session, will)
-            if self.client is not None:
-                self.broker.hooks.connection_closed(self.client)
-            log.debug("client %s disconnected", self._who())
+            client = self.client
+            if client is not None:  # always, once connected
+                self.broker.hooks.connection_closed(client)
+                log.debug("client %s disconnected", client.client_id)
 
     @property
     def pending_bytes(self) -> int | None:
@@ -353,16 +360,12 @@ class Connection:
         session = self.session
         assert session is not None and self.client is not None
         packet_id: int = packet.packet_id or 0
-        settings = self.broker.settings
         if qos == 2 and packet_id in session.awaiting_release:
             # A resent QoS 2 PUBLISH whose PUBREL has not come: acknowledge, do not route again [MQTT-4.3.3-9].
             # (Strict: after the first one's record is on disk, if its commit is still being written.)
             self._ack(encode(Pubrec(packet_id), self.version), session.durable)
             return
-        if qos == 2 and len(session.awaiting_release) >= settings.receive_maximum:
-            raise ProtocolError("receive maximum exceeded [MQTT-3.3.4-9]", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
-        if packet.retain and not settings.retain_available:
-            raise ProtocolError("retain is not available [MQTT-3.3.1-?]", ReasonCode.RETAIN_NOT_SUPPORTED)
+        check_publish(packet, self.broker.settings, len(session.awaiting_release))
         routed = self.admission.admit(topic, packet.payload, qos, packet.retain, v5 and props.payload_format_indicator == 1)
         message = None
         if type(routed) is str:
@@ -375,23 +378,8 @@ class Connection:
             if message is not None:
                 self.broker.route(message)
             return
-        reason = 0
-        if message is None:
-            reason = int(routed)
-            if not v5:
-                if reason != ReasonCode.NOT_AUTHORIZED:
-                    # Refused by a hook (the quota): 3.1.1 cannot hear a reason, so the connection is closed
-                    # rather than acknowledged [MQTT-3.3.5-2].
-                    raise ProtocolError("publish refused (quota exceeded) [MQTT-3.3.5-2]", reason)
-                reason = 0  # 3.1.1 cannot hear "not authorized": a positive acknowledgement [MQTT-3.3.5-2].
-        recorded = False
-        if qos == 1:
-            # PUBACK with reason 0 and no properties has the same 4 bytes in every version [MQTT-3.4.2-1].
-            ack = encode(Puback(packet_id, reason), self.version) if reason else b"\x40\x02" + packet_id.to_bytes(2, "big")
-        else:
-            if reason < 0x80:
-                recorded = self.broker.flows.received(session, packet_id)
-            ack = encode(Pubrec(packet_id, reason), self.version)
+        ack, reason = publish_ack(qos, packet_id, 0 if message is not None else int(routed), self.version)
+        recorded = qos == 2 and reason < 0x80 and self.broker.flows.received(session, packet_id)
         # The acknowledgement goes before any copy routed back to this client: a publisher that subscribes
         # hears PUBACK/PUBREC first, then its message.
         mark = len(self._out)
@@ -410,7 +398,10 @@ class Connection:
         disk (`dirtied`: the packet it answers changed recorded state), for the receivers that hold it
         (`waits`), and behind any acknowledgement waiting, so they keep the order of what they answer
         [MQTT-4.6.0-2]."""
-        if self._acks.must_wait(data, dirtied, waits or ()):
+        acks = self._acks
+        if acks is None:
+            acks = self._acks = AckOrder(self.broker.persistence, self._write)
+        if acks.must_wait(data, dirtied, waits or ()):
             return
         if at is None or self.closing:
             self._write(data)
