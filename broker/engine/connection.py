@@ -455,7 +455,7 @@ class Connection:
 
     def _on_subscribe(self, packet: Subscribe) -> None:
         assert self.session is not None and self.client is not None
-        suback, retained = subscribe(self.broker, self.session, self.client, self.version, packet)
+        suback, retained = subscribe(self.broker, self.session, self.client, self.version, packet, self.reader.bridge)
         self._send(suback)
         send_retained(self.broker, self.session, retained)
 
