@@ -335,7 +335,7 @@ class Connection:
             if self.closing:
                 return  # the rest of the run goes unread, as it would have stayed in the buffer
             payload = wire[offset:]
-            routed = admit(topic, payload, 0, False, False)
+            routed = admit(topic, payload, 0, False, EMPTY_PROPERTIES)
             if type(routed) is str:
                 publish_plain(routed, payload, wire, form, sender, username)
 
@@ -363,7 +363,7 @@ class Connection:
             raise ProtocolError("receive maximum exceeded [MQTT-3.3.4-9]", ReasonCode.RECEIVE_MAXIMUM_EXCEEDED)
         if packet.retain and not settings.retain_available:
             raise ProtocolError("retain is not available [MQTT-3.3.1-?]", ReasonCode.RETAIN_NOT_SUPPORTED)
-        routed = self.admission.admit(topic, packet.payload, qos, packet.retain, v5 and props.payload_format_indicator == 1)
+        routed = self.admission.admit(topic, packet.payload, qos, packet.retain, props)
         message = None
         if type(routed) is str:
             # Subscribers of this client's form get the very bytes it sent (QoS 0, no properties, no RETAIN).

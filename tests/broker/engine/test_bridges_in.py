@@ -1,12 +1,14 @@
-"""The bridge bit (protocol level 0x84 / 0x83, Mosquitto's `try_private`): not in the spec, which defines
+"""Bridges into Roost. The bridge bit (protocol level 0x84 / 0x83, Mosquitto's `try_private`): not in the spec, which defines
 levels 4 and 3 only [MQTT-3.1.2-2]; Roost accepts it as Mosquitto does (docs/architecture.md): such a
-client is a bridge, whose subscriptions get No Local and Retain As Published."""
+client is a bridge, whose subscriptions get No Local and Retain As Published. And the loop check: a
+message naming this Roost in roost-via is not routed again."""
 
 from __future__ import annotations
 
 import pytest
 
-from broker.codec import Connect, PacketReader, Publish, Subscribe, Subscription, Suback, encode
+from broker.codec import Connect, PacketReader, Properties, Puback, Publish, Pubrec, Subscribe, Subscription, Suback, encode
+from broker.engine.admission import VIA
 from broker.errors import UnsupportedProtocolVersion
 from tests.broker.engine.helpers import World
 
@@ -49,3 +51,25 @@ def test_a_bridge_does_not_hear_its_own_messages_and_retain_is_as_published(vers
     assert [(p.topic, p.retain) for p in bridge.ping()] == [("sensors/retained", True)]  # as published
     # A live message reaches a plain 3.1.1 subscriber with RETAIN 0 [MQTT-3.3.1-9].
     assert [(p.topic, p.retain) for p in plain.ping()] == [("sensors/from-bridge", False), ("sensors/retained", False)]
+
+
+def test_a_message_that_passed_through_this_roost_is_acknowledged_and_not_routed() -> None:
+    """Bridges name the Roosts a message passed through in the user property roost-via (bridge/bridge.py);
+    one carrying our own ID looped back: PUBACK / PUBREC 0x10 (a success), not routed, counted."""
+    world = World()
+    world.broker.via = "a1"
+    sub, pub = world.peer(5), world.peer(5)
+    assert sub.connect("sub").reason_code == 0
+    assert pub.connect("pub").reason_code == 0
+    sub.send(Subscribe(1, (Subscription("sensors/#", 1),)))
+    assert sub.receive() == Suback(1, (1,))
+    looped = Properties(user_properties=((VIA, "b2"), (VIA, "a1")))
+    elsewhere = Properties(user_properties=((VIA, "b2"),))
+    pub.send(Publish("sensors/x", b"back", qos=1, packet_id=1, properties=looped),
+             Publish("sensors/x", b"back", qos=2, packet_id=2, properties=looped),
+             Publish("sensors/x", b"back", properties=looped),
+             Publish("sensors/y", b"new here", qos=1, packet_id=3, properties=elsewhere))
+    assert pub.received() == [Puback(1, 0x10), Pubrec(2, 0x10), Puback(3)]
+    [delivered] = sub.ping()
+    assert (delivered.topic, delivered.properties.user_properties) == ("sensors/y", ((VIA, "b2"),))
+    assert world.broker.stats.dropped_loop == 3
