@@ -108,6 +108,7 @@ class MQTTLink:
         self._gone: asyncio.Future[str] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self.subscribed = False  # subscribed at least once in this process (config may have changed)
+        self.connected_to: str | None = None  # the upstream's address (IP:port) while the link is up
         self._max_qos = 2
         self._retain_available = True
 
@@ -135,6 +136,7 @@ class MQTTLink:
                 ),
                 config.connect_timeout,
             )
+            self.connected_to = _address(raw.get_extra_info("peername"))
             if websocket is not None:
                 await asyncio.wait_for(asyncio.shield(websocket.opened), config.connect_timeout)
             self._write(self._client.connect(self._clock()))
@@ -362,6 +364,7 @@ class MQTTLink:
 
     def _drop(self, polite: bool = False) -> None:
         wire, self._wire = self._wire, None
+        self.connected_to = None
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -380,3 +383,11 @@ def _abort(transport: asyncio.BaseTransport | None) -> None:
     """Close a socket the link gave up on before its protocol had it (a WebSocket handshake unfinished)."""
     if transport is not None and not transport.is_closing():
         transport.abort()  # type: ignore[attr-defined]
+
+
+def _address(peername: object) -> str | None:
+    """"IP:port" ("[IPv6]:port") of the socket's peer, for REST and the dashboard."""
+    if not isinstance(peername, tuple) or len(peername) < 2:
+        return None
+    host, port = peername[0], peername[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
