@@ -151,9 +151,10 @@ class Bridge:
         config = self.config
         self.broker = broker
         self.mount, self.origin = mount, origin
-        self.via = via
-        if via is not None:
-            self._via_only = Properties(user_properties=((VIA, via),))
+        # NATS bridges mark what they forward with their own Roost-Origin header instead (bridge/nats_link.py).
+        self.via = via if config.nats is None else None
+        if self.via is not None:
+            self._via_only = Properties(user_properties=((VIA, self.via),))
         outbox = self.outbox = await open_outbox(
             data_dir, config.name, max_messages=config.max_messages, max_bytes=config.max_bytes,
             max_age=config.max_age, commit_interval=config.commit_interval,

@@ -75,12 +75,8 @@ class WebSocketWire(asyncio.Protocol):
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self._ws = WSConnection(ConnectionType.CLIENT)
-        default_port = 443 if tls else 80
-        self._host = host if port == default_port else f"{host}:{port}"
-        if ":" in host and port == default_port:
-            self._host = f"[{host}]"
-        elif ":" in host:
-            self._host = f"[{host}]:{port}"
+        named = f"[{host}]" if ":" in host else host  # an IPv6 address in brackets (RFC 7230 section 5.4)
+        self._host = named if port == (443 if tls else 80) else f"{named}:{port}"
         self._target = target or "/"
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._open = False

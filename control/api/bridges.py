@@ -56,7 +56,8 @@ _BRIDGE = _object({
         "NATS, the url of the cluster's server the link picked.")},
     "stream": {"type": ["string", "null"], "description": "NATS: the JetStream stream it forwards into; null for MQTT."},
     "via": {"type": ["string", "null"], "description": (
-        "This Roost's ID in the roost-via user property of forwarded messages (loop detection).")},
+        "This Roost's ID in the roost-via user property of forwarded messages (loop detection); null for "
+        "NATS bridges, which mark them with the Roost-Origin header.")},
     "connected_since": _NUMBER_OR_NULL,
     "session_present": {"type": "boolean", "description": "The upstream kept the bridge's session."},
     "subscribed": {"type": "boolean"},
