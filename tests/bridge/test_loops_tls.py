@@ -176,3 +176,12 @@ def test_tls_without_the_required_client_certificate_fails(tmp_path: Path, pki: 
             assert bridge_status(gw)["connects"] == 0
     finally:
         upstream.kill()
+
+
+def test_the_node_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    """The ID in roost-via survives restarts (a message that loops back after one is still recognised)."""
+    from bridge.manager import node_id
+
+    first = node_id(tmp_path)
+    assert len(first) == 16 and node_id(tmp_path) == first
+    assert (tmp_path / "node-id").read_text().strip() == first
