@@ -10,6 +10,7 @@ and are published into the local namespace.
     mqtt_client.py  a sans-IO MQTT client: bytes in, events out, and back
     link.py         `UpstreamLink` (the interface) and `LinkHandler` (what a link reports to)
     mqtt_link.py    the asyncio shell around mqtt_client.py: TCP or TLS, keep alive, ack timeouts
+    ws_wire.py      MQTT over WebSocket for ws:// and wss:// upstreams (wsproto), under mqtt_link.py
     nats_link.py    the NATS JetStream link (a nats:// url), through nats-py
     nats_subjects.py  MQTT topics and filters <-> NATS subjects, as nats-server maps them (sans-IO)
     nats_headers.py MQTT 5 properties <-> NATS headers (sans-IO)

@@ -22,6 +22,13 @@ The link is retried with exponential backoff and full jitter (`reconnect_min` do
 that waited when the link came up drains at `drain_rate` messages per second (a token bucket), so a long
 outage does not take the gateway's loop and uplink from its live traffic (QoS 0 goes at once, and the
 local broker keeps its loop); QoS 1/2 messages keep their order, new ones after the backlog.
+
+Loops between separate bridges (A bridges sensors/# to B, B bridges sensors/# to A), which No Local cannot
+see (two sessions): every message a bridge forwards carries the user property `roost-via: ID` (this
+Roost's ID, `via`; added once, so a message keeps the path of the Roosts it passed through), and a Roost
+does not take back a message naming it: the broker acknowledges such a PUBLISH and does not route it
+(broker/engine/admission.py), and a command that comes down naming it is acknowledged and not published
+(`looped`). Only MQTT 5 carries properties: over a 3.1.1 hop the path is lost (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from bridge.mqtt_link import MQTTLink
 from broker.codec import EMPTY_PROPERTIES, Properties, Will
 from broker.codec.topics import validate_topic_name
 from broker.core import Broker
+from broker.engine.admission import VIA
 from broker.errors import ProtocolError
 from broker.hooks import ClientInfo, Hook
 from broker.session import Message, Session, SubscriptionRecord
@@ -70,6 +78,7 @@ class BridgeCounters:
     qos0_sent: int = 0
     qos0_dropped: int = 0  # the link was down and the in-memory queue full, or the link congested
     commands: int = 0  # messages brought down and published locally
+    looped: int = 0  # brought down naming this Roost in roost-via (it passed through here): not published
 
 
 class _Receiver:
@@ -113,6 +122,8 @@ class Bridge:
         self.key = f"\x00bridge\x00{config.name}"  # no client's session key contains U+0000 [MQTT-1.5.4-2]
         self.mount = ""
         self.origin: str | None = None
+        self.via: str | None = None  # this Roost's ID on forwarded messages' path (set by bridge/manager.py)
+        self._via_only = EMPTY_PROPERTIES  # the properties of a forwarded message that had none
         self.outbox: Outbox | None = None
         # State a user sees (REST, /metrics).
         self.connected = False
@@ -134,11 +145,16 @@ class Bridge:
 
     # -- lifecycle --------------------------------------------------------------------------------------------
 
-    async def start(self, broker: Broker, data_dir: Path, mount: str, origin: str | None) -> None:
+    async def start(self, broker: Broker, data_dir: Path, mount: str, origin: str | None,
+                    via: str | None = None) -> None:
         """Open the outbox, join the router, and start the link (which connects in the background)."""
         config = self.config
         self.broker = broker
         self.mount, self.origin = mount, origin
+        # NATS bridges mark what they forward with their own Roost-Origin header instead (bridge/nats_link.py).
+        self.via = via if config.nats is None else None
+        if self.via is not None:
+            self._via_only = Properties(user_properties=((VIA, self.via),))
         outbox = self.outbox = await open_outbox(
             data_dir, config.name, max_messages=config.max_messages, max_bytes=config.max_bytes,
             max_age=config.max_age, commit_interval=config.commit_interval,
@@ -224,8 +240,9 @@ class Bridge:
             return  # came down through this bridge (No Local covers it; a second guard costs nothing)
         topic = message.topic[len(self.mount):]
         qos = min(message.qos, self.config.qos)
+        properties = self._with_via(message.properties)
         if qos == 0:
-            self._forward_qos0(topic, message.payload, retain, message.properties)
+            self._forward_qos0(topic, message.payload, retain, properties)
             return
         outbox = self.outbox
         assert outbox is not None
@@ -234,10 +251,22 @@ class Bridge:
             # a message from the control plane, with no one to tell.
             self.counters.refused += 1
             return
-        outbox.add(topic, message.payload, qos, retain, _hop_properties(message.properties), message.expires_at)
+        outbox.add(topic, message.payload, qos, retain, _hop_properties(properties), message.expires_at)
         self.counters.queued += 1
         self.broker.ack_holds.hold(outbox.when_committed)
         # The sender takes it after its commit (Outbox.on_ready -> _pump).
+
+    def _with_via(self, properties: Properties) -> Properties:
+        """`properties` with `roost-via: ID` added (once), so the upstreams know it passed through here."""
+        via = self.via
+        if via is None:
+            return properties
+        if properties is EMPTY_PROPERTIES:
+            return self._via_only
+        mark = (VIA, via)
+        if mark in properties.user_properties:
+            return properties
+        return replace(properties, user_properties=(*properties.user_properties, mark))
 
     def _forward_qos0(self, topic: str, payload: bytes, retain: bool, properties: Properties) -> None:
         if self.connected and not self._qos0 and self.link.send_qos0(topic, payload, retain, properties):
@@ -328,10 +357,13 @@ class Bridge:
             return False
         if topic.startswith("$") or "\x00" in topic:
             return False
+        properties = command.properties
+        if self.via is not None and properties is not EMPTY_PROPERTIES and (VIA, self.via) in properties.user_properties:
+            self.counters.looped += 1  # it passed through this Roost already: acknowledged, not published
+            return False
         if command.ref is not None and outbox.inbound_has(command.ref):
             done()  # published before a restart of Roost; its PUBREL has not come yet [MQTT-4.3.3-9]
             return True
-        properties = command.properties
         expires_at = None
         if properties is not EMPTY_PROPERTIES:
             if properties.message_expiry_interval is not None:
@@ -369,6 +401,9 @@ class Bridge:
             "remote_prefix": self.config.remote_prefix,
             "state": self.state,
             "connected": self.connected,
+            "connected_to": self.link.connected_to if self.connected else None,
+            "stream": self.config.nats.stream if self.config.nats is not None else None,
+            "via": self.via,
             "connected_since": self.connected_since,
             "session_present": self.session_present,
             "subscribed": self.link.subscribed,

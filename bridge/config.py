@@ -36,7 +36,8 @@ __all__ = ["POLICIES", "BridgeConfig", "parse_bridges"]
 
 POLICIES = ("drop_oldest", "refuse")
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+_DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
+_TLS_SCHEMES = ("mqtts", "wss")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,10 @@ class BridgeConfig:
 
     name: str
     url: str
-    scheme: str  # "mqtt", "mqtts", or "nats" (a NATS JetStream upstream: see `nats`)
+    scheme: str  # "mqtt", "mqtts", "ws", "wss", or "nats" (a NATS JetStream upstream: see `nats`)
     host: str
     port: int
+    path: str = ""  # ws:// and wss://: the HTTP request target (the url's path and query; "/" when none)
     username: str | None = None
     password: str | None = None
     client_id: str = ""
@@ -84,14 +86,19 @@ class BridgeConfig:
         if self.nats is not None:
             return ",".join(self.nats.servers)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}{self.path if self.websocket else ''}"
 
     @property
     def tls(self) -> bool:
-        return self.scheme == "mqtts" or (self.nats is not None and self.nats.tls)
+        return self.scheme in _TLS_SCHEMES or (self.nats is not None and self.nats.tls)
+
+    @property
+    def websocket(self) -> bool:
+        """MQTT over WebSocket (ws:// or wss://, bridge/ws_wire.py)."""
+        return self.scheme in ("ws", "wss")
 
     def ssl_context(self) -> ssl.SSLContext:
-        """The TLS context for an mqtts:// link: the peer verified against `ca_file` (or the system's CAs),
+        """The TLS context for an mqtts:// or wss:// link: the peer verified against `ca_file` (or the system's CAs),
         its host name checked, and our certificate presented when `cert_file` is given."""
         context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         if self.cert_file is not None:
@@ -246,14 +253,14 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
     if name is None or not _NAME.match(name):
         keys.fail(f"{prefix}name: expected 1 to 64 letters, digits, '-' or '_', got {name!r}")
     url = keys.get("url", str, None)
-    scheme, host, port, url_user, url_password = "", "", 0, None, None  # scheme "": no url to go by
+    scheme, host, port, path, url_user, url_password = "", "", 0, "", None, None  # scheme "": no url to go by
     if not url:
         keys.fail(f"{prefix}url: a bridge needs the upstream's url (mqtt://host:port or mqtts://...)")
     elif url.split("://", 1)[0].strip().lower() in NATS_SCHEMES:
         scheme = "nats"  # a NATS JetStream upstream: the url is read by parse_nats below
     else:
         try:
-            scheme, host, port, url_user, url_password = _parse_url(url, prefix + "url")
+            scheme, host, port, path, url_user, url_password = _parse_url(url, prefix + "url")
         except ConfigError as exc:
             keys.fail(str(exc))
     protocol_value = keys.get("protocol", (str, int), 5)
@@ -280,8 +287,8 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
     key_file = keys.file("key_file")
     if key_file is not None and cert_file is None:
         keys.fail(f"{prefix}key_file: given without cert_file")
-    if scheme and scheme not in ("mqtts", "nats") and (ca_file or cert_file):
-        keys.fail(f"{prefix}ca_file: TLS files need an mqtts:// url, got {url!r}")
+    if scheme and scheme not in (*_TLS_SCHEMES, "nats") and (ca_file or cert_file):
+        keys.fail(f"{prefix}ca_file: TLS files need an mqtts:// or wss:// url, got {url!r}")
     nats = None
     if scheme == "nats":
         nats, url_user, url_password = parse_nats(keys, url or "", remote_prefix, name or "",
@@ -295,6 +302,7 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
         scheme=scheme,
         host=host,
         port=port,
+        path=path,
         username=keys.get("username", str, url_user),
         password=keys.get("password", str, url_password),
         client_id=keys.get("client_id", str, "") or f"roost-bridge-{name}",
@@ -339,24 +347,32 @@ def _parse_one(keys: _Keys) -> BridgeConfig | None:
     return config
 
 
-def _parse_url(url: str, key: str) -> tuple[str, str, int, str | None, str | None]:
+def _parse_url(url: str, key: str) -> tuple[str, str, int, str, str | None, str | None]:
+    """(scheme, host, port, path, user, password) of an MQTT url. The path is for ws:// and wss:// only
+    (the WebSocket request's target, "/" when the url has none: Roost's listener and Mosquitto's usual one
+    are at /mqtt, so it is named in the url); mqtt:// and mqtts:// take none."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise ConfigError(f"{key}: {url!r} is not a valid url ({exc})") from exc
     scheme = parts.scheme.lower()
-    if scheme in ("ws", "wss"):
-        raise ConfigError(f"{key}: the {scheme}:// scheme is not supported by this Roost yet (use mqtt:// or mqtts://)")
     if scheme not in _DEFAULT_PORTS:
-        raise ConfigError(f"{key}: unknown scheme {parts.scheme!r} in {url!r} (expected mqtt://, mqtts:// or nats://)")
+        raise ConfigError(
+            f"{key}: unknown scheme {parts.scheme!r} in {url!r} (expected mqtt://, mqtts://, ws://, wss:// or nats://)"
+        )
     if not parts.hostname:
         raise ConfigError(f"{key}: {url!r} names no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"{key}: {url!r}: an MQTT url is scheme://host:port, with no path or query")
+    if parts.fragment:
+        raise ConfigError(f"{key}: {url!r}: a fragment (#...) means nothing to an upstream")
+    path = ""
+    if scheme in ("ws", "wss"):
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    elif parts.path not in ("", "/") or parts.query:
+        raise ConfigError(f"{key}: {url!r}: an MQTT url is scheme://host:port, with no path or query (only ws:// and wss:// take a path)")
     user = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password else None
-    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], user, password
+    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], path, user, password
 
 
 def _refuse_echo(forward: Sequence[str], subscribe: Sequence[str], prefix: str) -> None:

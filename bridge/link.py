@@ -67,6 +67,9 @@ class UpstreamLink(Protocol):
     on_writable: Callable[[], None]  # set by the bridge: called when a congested link can take more
     subscribed: bool  # the `subscribe` filters were acknowledged upstream (at least once in this process)
     subscribe_failures: tuple[str, ...]  # filters the upstream refused
+    # Where the link is connected now, for REST and the dashboard (MQTT: the peer's IP:port; NATS: the url of
+    # the cluster's server it picked); None while it is down.
+    connected_to: str | None
 
     @property
     def up(self) -> bool:

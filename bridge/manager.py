@@ -5,11 +5,17 @@ and starts them after the broker's state is restored and before the listeners op
 published after start-up misses its bridge. A bridge's `user` is resolved here through a callback the
 composition root gives (a name -> (mount point, user name) lookup in the database): a name that does
 not exist stops start-up naming the key, as bad configuration does.
+
+This Roost's ID on the path of forwarded messages (the user property `roost-via`, bridge/bridge.py) is
+made once, at random, and kept in `data_dir/node-id`, so it stays the same across restarts (a message
+looping back after a restart is still recognised). A copied data folder copies it: delete the file in the
+copy to give that Roost its own.
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,9 @@ class Bridges:
         return next((b for b in self.bridges if b.config.name == name), None)
 
     async def start(self, broker: Broker, data_dir: Path, lookup: UserLookup) -> None:
+        if not self.bridges:
+            return  # no ID, no loop check: nothing here ever names this Roost
+        via = broker.via = node_id(data_dir)
         for index, bridge in enumerate(self.bridges):
             mount, origin = "", None
             user = bridge.config.user
@@ -52,10 +61,10 @@ class Bridges:
                 if found is None:
                     raise ConfigError(f"bridge[{index}].user: there is no user named {user!r}")
                 mount, origin = found
-            await bridge.start(broker, data_dir, mount, origin)
+            await bridge.start(broker, data_dir, mount, origin, via)
             self._started.append(bridge)
-        if self.bridges:
-            log.info("%d bridge%s started", len(self.bridges), "" if len(self.bridges) == 1 else "s")
+        log.info("%d bridge%s started (this Roost is %s on their messages' roost-via)", len(self.bridges),
+                 "" if len(self.bridges) == 1 else "s", via)
 
     async def stop(self) -> None:
         started, self._started = self._started, []
@@ -67,3 +76,19 @@ class Bridges:
 
     def statuses(self) -> list[dict[str, Any]]:
         return [bridge.status() for bridge in self.bridges]
+
+
+def node_id(data_dir: Path) -> str:
+    """This Roost's ID for `roost-via`: read from `data_dir/node-id`, made (16 hex digits) the first time."""
+    path = data_dir / "node-id"
+    try:
+        value = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        value = ""
+    if value:
+        return value
+    value = secrets.token_hex(8)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(value + "\n", encoding="ascii")
+    temporary.replace(path)
+    return value

@@ -184,13 +184,10 @@ class ClientConnection:
             username=options.username,
             password=options.password.encode() if options.password is not None else None,
             properties=properties,
+            # The bridge bit: protocol level 0x84 (Mosquitto's try_private; see broker/codec/packets.py).
+            bridge=options.version == 4 and options.try_private,
         )
         data = encode(packet, options.version)
-        if options.version == 4 and options.try_private:
-            # The bridge bit: protocol level 0x84 (Mosquitto's try_private). The level follows the fixed
-            # header and the six bytes of the protocol name.
-            level_at = 1 + _varint_length(data) + 6
-            data = data[:level_at] + bytes((0x84,)) + data[level_at + 1:]
         self.clock.last_sent = now
         return data
 
@@ -320,9 +317,3 @@ class ClientConnection:
             return self._sent(encode(Pingreq(), self.version), now)
         return None
 
-
-def _varint_length(data: bytes) -> int:
-    length = 1
-    while data[length] & 0x80:
-        length += 1
-    return length

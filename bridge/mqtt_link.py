@@ -2,7 +2,8 @@
 
 Like uvicorn's `h11_impl.py`, this is only where bytes meet a socket: `data_received -> receive_data ->
 handle events`. It opens TCP or TLS (mqtt:// or mqtts://, the peer verified against `ca_file`, our
-certificate presented for mutual TLS), sends CONNECT with a persistent session, subscribes the `subscribe`
+certificate presented for mutual TLS), or a WebSocket over either (ws:// or wss://, bridge/ws_wire.py:
+subprotocol "mqtt", the url's path), sends CONNECT with a persistent session, subscribes the `subscribe`
 filters under the remote prefix, and then carries what the bridge gives it.
 
 A careful link:
@@ -34,6 +35,7 @@ from bridge.mqtt_client import (
     DEAD, Acked, ClientConnection, ClientOptions, Connected, Incoming, Received, Refused, Released,
     ServerDisconnect, Subscribed,
 )
+from bridge.ws_wire import WebSocketWire
 from broker.codec import Properties
 from broker.errors import ProtocolError
 from storage.outbox import OutboxEntry
@@ -106,6 +108,7 @@ class MQTTLink:
         self._gone: asyncio.Future[str] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self.subscribed = False  # subscribed at least once in this process (config may have changed)
+        self.connected_to: str | None = None  # the upstream's address (IP:port) while the link is up
         self._max_qos = 2
         self._retain_available = True
 
@@ -121,24 +124,32 @@ class MQTTLink:
         self._ready = loop.create_future()
         self._gone = loop.create_future()
         wire = self._wire = _Wire(self)
+        raw: asyncio.BaseTransport | None = None
         try:
             context = config.ssl_context() if config.tls else None
-            await asyncio.wait_for(
+            websocket = WebSocketWire(wire, config.host, config.port, config.path, context is not None) \
+                if config.websocket else None
+            raw, _ = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: wire, config.host, config.port, ssl=context,
+                    lambda: websocket or wire, config.host, config.port, ssl=context,
                     server_hostname=config.host if context is not None else None,
                 ),
                 config.connect_timeout,
             )
+            self.connected_to = _address(raw.get_extra_info("peername"))
+            if websocket is not None:
+                await asyncio.wait_for(asyncio.shield(websocket.opened), config.connect_timeout)
             self._write(self._client.connect(self._clock()))
             connected = await asyncio.wait_for(asyncio.shield(self._ready), config.connect_timeout)
         except LinkError:
             self._drop()
+            _abort(raw)
             raise
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ProtocolError) as exc:
             self._drop()
+            _abort(raw)
             what = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
-            raise LinkError(f"cannot connect to {config.host}:{config.port}: {what}") from exc
+            raise LinkError(f"cannot connect to {config.safe_url}: {what}") from exc
         self.window = max(1, min(config.inflight, connected.receive_maximum))
         self._max_qos = connected.maximum_qos
         self._retain_available = connected.retain_available
@@ -353,6 +364,7 @@ class MQTTLink:
 
     def _drop(self, polite: bool = False) -> None:
         wire, self._wire = self._wire, None
+        self.connected_to = None
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -365,3 +377,17 @@ class MQTTLink:
         self._fail_ready("closed")
         if self._gone is not None and not self._gone.done():
             self._gone.set_result("closed")
+
+
+def _abort(transport: asyncio.BaseTransport | None) -> None:
+    """Close a socket the link gave up on before its protocol had it (a WebSocket handshake unfinished)."""
+    if transport is not None and not transport.is_closing():
+        transport.abort()  # type: ignore[attr-defined]
+
+
+def _address(peername: object) -> str | None:
+    """"IP:port" ("[IPv6]:port") of the socket's peer, for REST and the dashboard."""
+    if not isinstance(peername, tuple) or len(peername) < 2:
+        return None
+    host, port = peername[0], peername[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -101,7 +101,7 @@ class NATSLink:
         self.on_writable: Callable[[], None] = lambda: None
         self.subscribe_failures: tuple[str, ...] = ()  # NATS refuses a bad subscription by failing connect()
         self.subscribed = False  # the consumer (or core subscriptions) for `subscribe` set up at least once
-        self.connected_url: str | None = None
+        self.connected_url: str | None = None  # the server of the cluster the last link was made to
         self.stream_created = False
         self._clock = clock
         self._origin = config.client_id
@@ -186,6 +186,11 @@ class NATSLink:
     @property
     def up(self) -> bool:
         return self._client is not None and self._gone is not None and not self._gone.done()
+
+    @property
+    def connected_to(self) -> str | None:
+        """The server (of those configured) the link is connected to now; None while it is down."""
+        return self.connected_url if self.up else None
 
     @property
     def in_flight(self) -> int:

@@ -78,6 +78,9 @@ class Broker(Routing):
         self.stats = Stats()
         # Receivers that hold a publisher's acknowledgement until they have the message on disk (bridges).
         self.ack_holds = AckHolds()
+        # This Roost's ID on the path of bridged messages (user property roost-via), set when bridges start
+        # (bridge/manager.py); a PUBLISH carrying it looped back and is not routed (broker/engine/admission.py).
+        self.via: str | None = None
         # Sessions, connections and subscriptions per tenant mount: limits and access changes cost what
         # they touch (broker/tenants.py).
         self.tenants = TenantIndex()

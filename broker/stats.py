@@ -24,6 +24,7 @@ DROP_REASONS = {
     "dropped_quota": "quota",  # the publisher's hourly quota is used up
     "dropped_acl": "acl",  # the publisher may not publish to that topic
     "dropped_too_large": "too_large",  # larger than the subscriber's maximum packet size
+    "dropped_loop": "loop",  # came back through a bridge to this Roost (user property roost-via: admission.py)
 }
 
 

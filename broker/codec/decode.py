@@ -11,6 +11,10 @@ Any ProtocolError raised while decoding a CONNECT after its protocol level byte 
 level as `protocol_version`, so the broker can answer (CONNACK 0x84 / return code 1 ...) in the client's
 own dialect. MQTT 3.1 ("MQIsdp") did not reserve the fixed-header flags of PUBREL, SUBSCRIBE and
 UNSUBSCRIBE as strictly as 3.1.1 does, so a DUP bit there is tolerated for version 3 only.
+
+Levels 0x84 and 0x83 (the 3.1.1 and 3.1 levels with the bridge bit, Mosquitto's `try_private`) are read
+as 4 and 3 with `Connect.bridge` set: the spec defines only 4 and 3 [MQTT-3.1.2-2]; this is the documented
+extension Mosquitto's bridges use (docs/architecture.md says what Roost does with it).
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ from .topics import SHARE_PREFIX, validate_topic_name
 __all__ = ["decode_packet"]
 
 _KNOWN_PROTOCOLS = {("MQTT", 4), ("MQTT", 5), ("MQIsdp", 3)}
+# Levels with the bridge bit (0x80) set: Mosquitto's `try_private` for 3.1.1 and 3.1 (see Connect.bridge).
+_BRIDGE_BIT = 0x80
+_BRIDGE_PROTOCOLS = {("MQTT", 4), ("MQIsdp", 3)}
 
 
 def decode_packet(packet_type_and_flags: int, body: bytes | bytearray | memoryview, version: int | None) -> Packet:
@@ -141,18 +148,21 @@ def decode_publish(first: int, buf: Buffer, pos: int, end: int, version: int) ->
 def _connect(buf: Buffer, pos: int, end: int, version: int | None) -> Connect:
     name, pos = read_str(buf, pos, end)
     level, pos = read_u8(buf, pos, end)
+    bridge = level & _BRIDGE_BIT != 0 and (name, level & ~_BRIDGE_BIT) in _BRIDGE_PROTOCOLS
+    if bridge:
+        level &= ~_BRIDGE_BIT
     try:
         if (name, level) not in _KNOWN_PROTOCOLS:
             raise UnsupportedProtocolVersion(
                 f"unsupported protocol name {name!r} / level {level} [MQTT-3.1.2-1][MQTT-3.1.2-2]"
             )
-        return _connect_rest(buf, pos, end, name, level)
+        return _connect_rest(buf, pos, end, name, level, bridge)
     except ProtocolError as exc:
         exc.protocol_version = level  # type: ignore[attr-defined]
         raise
 
 
-def _connect_rest(buf: Buffer, pos: int, end: int, name: str, level: int) -> Connect:
+def _connect_rest(buf: Buffer, pos: int, end: int, name: str, level: int, bridge: bool) -> Connect:
     flags, pos = read_u8(buf, pos, end)
     if flags & 0x01:
         raise MalformedPacket("CONNECT reserved flag must be 0 [MQTT-3.1.2-3]")
@@ -193,7 +203,8 @@ def _connect_rest(buf: Buffer, pos: int, end: int, name: str, level: int) -> Con
         password, pos = read_bin(buf, pos, end)
     if pos != end:
         raise MalformedPacket("bytes after the last CONNECT payload field")
-    return Connect(client_id, level, bool(flags & 0x02), keep_alive, username, password, will, properties, name)
+    return Connect(client_id, level, bool(flags & 0x02), keep_alive, username, password, will, properties, name,
+                   bridge)
 
 
 def _connack(buf: Buffer, pos: int, end: int, version: int) -> Connack:

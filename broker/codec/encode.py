@@ -103,7 +103,8 @@ def _connect(packet: Connect, version: int) -> tuple[int, bytes]:
         flags |= 0x40
     if packet.username is not None:
         flags |= 0x80
-    parts = [encode_str(packet.protocol_name), bytes((level, flags)), pack_u16(packet.keep_alive)]
+    parts = [encode_str(packet.protocol_name), bytes((level | 0x80 if packet.bridge else level, flags)),
+             pack_u16(packet.keep_alive)]
     if level == 5:
         parts.append(encode_properties(packet.properties))
     parts.append(encode_str(packet.client_id))

@@ -56,10 +56,15 @@ class Connect:
     will: Will | None = None
     properties: Properties = EMPTY_PROPERTIES
     protocol_name: str = "MQTT"
+    # The bridge bit: protocol level 0x84 (3.1.1) or 0x83 (3.1), Mosquitto's `try_private`. Not in the
+    # spec, which defines levels 4 and 3 only [MQTT-3.1.2-2]; a documented extension (docs/architecture.md).
+    bridge: bool = False
 
     def __post_init__(self) -> None:
         if self.protocol_version not in (3, 4, 5):
             raise ValueError(f"unknown protocol version {self.protocol_version!r}")
+        if self.bridge and self.protocol_version == 5:
+            raise ValueError("the bridge bit is for MQTT 3.1 and 3.1.1 (MQTT 5 bridges use No Local)")
         if self.protocol_version == 3 and self.protocol_name == "MQTT":
             # MQTT 3.1 calls itself "MQIsdp": spare callers from having to remember it.
             object.__setattr__(self, "protocol_name", "MQIsdp")

@@ -46,12 +46,13 @@ class PacketReader:
     """Turns received bytes into packets. `version` None means "a server awaiting CONNECT": it is set from
     the CONNECT's protocol level. `max_packet_size` may be lowered at any time (e.g. after CONNECT)."""
 
-    __slots__ = ("version", "max_packet_size", "_buf", "_pos", "_error", "_last_start", "_topics", "_refused")
+    __slots__ = ("version", "bridge", "max_packet_size", "_buf", "_pos", "_error", "_last_start", "_topics", "_refused")
 
     def __init__(
         self, version: int | None = None, max_packet_size: int = MAX_PACKET_SIZE, from_client: bool = False
     ) -> None:
         self.version = version
+        self.bridge = False  # the CONNECT had the bridge bit (level 0x84 / 0x83): see Connect.bridge
         # A server's reader: packets only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP) are a
         # Protocol Error by their type, before their body is looked at (MQTT 5 section 2.1.2: each type's
         # direction of flow), so a v5 client hears 0x82 rather than a Malformed Packet for their bodies.
@@ -142,6 +143,7 @@ class PacketReader:
             return self._fail(exc)
         if self.version is None:
             self.version = packet.protocol_version  # type: ignore[union-attr]  # it is a Connect
+            self.bridge = packet.bridge  # type: ignore[union-attr]
         return packet
 
     def take_plain_publishes(self) -> list[tuple[str, int, bytes]]:

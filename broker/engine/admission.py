@@ -3,8 +3,17 @@
 `Admission.admit` answers the topic inside the broker (the tenant's mount point in front) or the reason
 code refusing the message: the topic limits (`broker/limits.py`; over them, a ProtocolError 0x90) and the
 publish ACL, both asked on a cache miss only, the answer cached per topic until the hooks say access
-changed (`HookChain.generation`); the payload format of a v5 message that promises UTF-8; then the on_publish
-hooks (the hourly quota, 0x97). `resolve_alias` maps v5 topic aliases [MQTT-3.3.2-8..10].
+changed (`HookChain.generation`); the payload format of a v5 message that promises UTF-8; a message that has
+already passed through this Roost (below); then the on_publish hooks (the hourly quota, 0x97).
+`resolve_alias` maps v5 topic aliases [MQTT-3.3.2-8..10].
+
+Loops between bridges: a bridge that forwards a message upstream over MQTT 5 adds the user property
+`roost-via: ID` (`VIA`; ID is this Roost's `Broker.via`, set when bridges start: bridge/manager.py), and
+user properties travel unchanged from broker to broker [MQTT-3.3.2-18]. A PUBLISH that comes back carrying
+our own ID is acknowledged as a success (0x10 No matching subscribers: v5 only, as 3.1.1 carries no
+properties) and not routed: so two bridges in opposite directions over the same topics deliver each
+message once on each side. Counted in `Stats.dropped_loop`. A Roost with no bridges has no ID and checks
+nothing. docs/operations.md, "Bridges", says what it cannot see.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from broker.codec import EMPTY_PROPERTIES, Publish, ReasonCode
+from broker.codec import EMPTY_PROPERTIES, Properties, Publish, ReasonCode
 from broker.core import Broker
 from broker.errors import ProtocolError
 from broker.hooks import ClientInfo
@@ -20,18 +29,20 @@ from broker.limits import check_topic
 from broker.receivers import PlainForm
 from broker.session import Message
 
-__all__ = ["Admission", "publish_message"]
+__all__ = ["VIA", "Admission", "publish_message"]
 
 log = logging.getLogger("roost.connection")
 
 # Topics whose ACL answer one connection remembers.
 ACL_CACHE_LIMIT = 1024
+# The user property that names each Roost a bridged message passed through (see the module docstring).
+VIA = "roost-via"
 
 
 class Admission:
     """The admission of one client's PUBLISH packets."""
 
-    __slots__ = ("_acl", "_aliases", "_broker", "_client", "_generation", "_hook", "_mount")
+    __slots__ = ("_acl", "_aliases", "_broker", "_client", "_generation", "_hook", "_mount", "_via")
 
     def __init__(self, broker: Broker, client: ClientInfo) -> None:
         self._broker = broker
@@ -42,9 +53,11 @@ class Admission:
         self._acl: dict[str, str] = {}
         self._generation = -1
         self._aliases: dict[int, str] = {}
+        self._via = (VIA, broker.via) if broker.via is not None else None
 
-    def admit(self, topic: str, payload: bytes, qos: int, retain: bool, utf8: bool) -> str | int:
-        """The topic inside the broker if this PUBLISH may be routed, else the reason code refusing it."""
+    def admit(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> str | int:
+        """The topic inside the broker if this PUBLISH may be routed, else the reason code refusing it
+        (0x10 for a message that looped back here: acknowledged as a success, not routed)."""
         broker = self._broker
         routed = self._acl.get(topic) if self._generation == broker.hooks.generation else None
         if routed is None:
@@ -53,8 +66,12 @@ class Admission:
             broker.stats.dropped_acl += 1
             log.debug("publish by %s to %r not authorized", self._client.client_id, topic)
             return ReasonCode.NOT_AUTHORIZED
-        if utf8 and not _is_utf8(payload):
-            return ReasonCode.PAYLOAD_FORMAT_INVALID  # [MQTT-3.3.2-4 context]
+        if props is not EMPTY_PROPERTIES:
+            if props.payload_format_indicator == 1 and not _is_utf8(payload):
+                return ReasonCode.PAYLOAD_FORMAT_INVALID  # [MQTT-3.3.2-4 context]
+            if self._via is not None and self._via in props.user_properties:
+                broker.stats.dropped_loop += 1
+                return ReasonCode.NO_MATCHING_SUBSCRIBERS
         hook = self._hook
         if hook is not None:
             code = hook(self._client, topic, payload, qos, retain)

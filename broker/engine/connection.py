@@ -342,7 +342,7 @@ class Connection:
             if self.closing:
                 return  # the rest of the run goes unread, as it would have stayed in the buffer
             payload = wire[offset:]
-            routed = admit(topic, payload, 0, False, False)
+            routed = admit(topic, payload, 0, False, EMPTY_PROPERTIES)
             if type(routed) is str:
                 publish_plain(routed, payload, wire, form, sender, username)
 
@@ -366,7 +366,7 @@ class Connection:
             self._ack(encode(Pubrec(packet_id), self.version), session.durable)
             return
         check_publish(packet, self.broker.settings, len(session.awaiting_release))
-        routed = self.admission.admit(topic, packet.payload, qos, packet.retain, v5 and props.payload_format_indicator == 1)
+        routed = self.admission.admit(topic, packet.payload, qos, packet.retain, props)
         message = None
         if type(routed) is str:
             # Subscribers of this client's form get the very bytes it sent (QoS 0, no properties, no RETAIN).
@@ -446,7 +446,7 @@ class Connection:
 
     def _on_subscribe(self, packet: Subscribe) -> None:
         assert self.session is not None and self.client is not None
-        suback, retained = subscribe(self.broker, self.session, self.client, self.version, packet)
+        suback, retained = subscribe(self.broker, self.session, self.client, self.version, packet, self.reader.bridge)
         self._send(suback)
         send_retained(self.broker, self.session, retained)
 

@@ -26,8 +26,13 @@ Retained = list[tuple[SubscriptionRecord, list[Message]]]
 
 
 def subscribe(broker: Broker, session: Session, client: ClientInfo, version: int,
-              packet: Subscribe) -> tuple[Suback, Retained]:
-    """Add the granted subscriptions; return the SUBACK and the retained messages that follow it."""
+              packet: Subscribe, bridge: bool = False) -> tuple[Suback, Retained]:
+    """Add the granted subscriptions; return the SUBACK and the retained messages that follow it.
+
+    `bridge`: the client connected with the bridge bit (3.1.1 level 0x84, Mosquitto's `try_private`; not in
+    the spec [MQTT-3.1.2-2], see docs/architecture.md). As Mosquitto does, its subscriptions get No Local
+    (its own messages are not sent back to it [MQTT-3.8.3-3]) and Retain As Published (a retained message
+    stays retained on the other side [MQTT-3.3.1-12]), the options 3.1.1 cannot express."""
     v5 = version == _V5
     hooks = broker.hooks
     sub_ids = packet.properties.subscription_identifiers
@@ -57,8 +62,9 @@ def subscribe(broker: Broker, session: Session, client: ClientInfo, version: int
             # Over the client's or the tenant's subscription limit (broker/tenants.py); O(1).
             codes.append(ReasonCode.QUOTA_EXCEEDED if v5 else _SUBSCRIBE_REFUSED_V3)
             continue
-        record = SubscriptionRecord(full, sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling,
-                                    sub_id, grant is Grant.PARTIAL)
+        no_local, as_published = (True, True) if bridge and group is None else (sub.no_local, sub.retain_as_published)
+        record = SubscriptionRecord(full, sub.qos, no_local, as_published, sub.retain_handling, sub_id,
+                                    grant is Grant.PARTIAL)
         outcome = broker.subscribe(session, record)
         codes.append(sub.qos)  # Granted QoS: every QoS is supported [MQTT-3.9.3-1].
         # Retained messages: not for shared subscriptions; retain handling 0 always, 1 only for a new

@@ -51,6 +51,13 @@ _BRIDGE = _object({
     "remote_prefix": {"type": "string"},
     "state": {"type": "string", "enum": ["connected", "connecting", "backoff", "stopped"]},
     "connected": {"type": "boolean"},
+    "connected_to": {"type": ["string", "null"], "description": (
+        "Where the link is connected now (null while it is down): MQTT, the upstream's address (IP:port); "
+        "NATS, the url of the cluster's server the link picked.")},
+    "stream": {"type": ["string", "null"], "description": "NATS: the JetStream stream it forwards into; null for MQTT."},
+    "via": {"type": ["string", "null"], "description": (
+        "This Roost's ID in the roost-via user property of forwarded messages (loop detection); null for "
+        "NATS bridges, which mark them with the Roost-Origin header.")},
     "connected_since": _NUMBER_OR_NULL,
     "session_present": {"type": "boolean", "description": "The upstream kept the bridge's session."},
     "subscribed": {"type": "boolean"},
@@ -67,7 +74,7 @@ _BRIDGE = _object({
     }),
     "counters": _object({name: _INT for name in (
         "queued", "sent", "resent", "acknowledged", "rejected", "dropped", "refused", "qos0_sent", "qos0_dropped",
-        "commands",
+        "commands", "looped",
     )}),
 })
 

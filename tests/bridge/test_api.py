@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from broker.errors import ConfigError
+from bench.nats_cluster import NatsCluster
+from tests.bridge.nats_fixtures import nats_cluster  # noqa: F401 (a fixture)
+from tests.bridge.test_nats_bridge import _connected_node
 from tests.bridge.upstreams import (
     Mosquitto, bridge_status, bridge_table, free_port, gateway, gateway_document, subscriber, wait_connected,
     wait_for,
@@ -34,6 +38,8 @@ def test_rest_and_metrics(tmp_path: Path, mosquitto: Mosquitto) -> None:
             [bridge] = body["data"]
             assert bridge["name"] == "cloud" and bridge["connected"] and bridge["state"] == "connected"
             assert bridge["url"] == f"mqtt://127.0.0.1:{mosquitto.port}"  # no credentials shown
+            assert (bridge["connected_to"], bridge["stream"]) == (f"127.0.0.1:{mosquitto.port}", None)
+            assert bridge["via"] and bridge["counters"]["looped"] == 0
             assert bridge["backlog"]["messages"] == 0 and bridge["counters"]["acknowledged"] == 1
             assert bridge["limits"]["max_messages"] >= 100_000
             api_error(tenant.get("/api/v1/bridges"), 403, "Forbidden")
@@ -44,6 +50,34 @@ def test_rest_and_metrics(tmp_path: Path, mosquitto: Mosquitto) -> None:
         assert 'roost_bridge_connected{bridge="cloud"} 1.0' in text
         assert 'roost_bridge_messages_total{bridge="cloud",event="acknowledged"} 1.0' in text
         assert 'roost_bridge_state{bridge="cloud",state="connected"} 1.0' in text
+
+
+def test_rest_shows_the_nats_stream_and_the_server_connected_to(tmp_path: Path, nats_cluster: NatsCluster) -> None:
+    """Issue 17: a NATS bridge shows its stream and the cluster's server it is connected to now; when that
+    server stops, the link is made to another, and REST says which."""
+    table = {"name": "fleet", "url": nats_cluster.urls, "stream": "TELEMETRY", "replicas": 3, "qos": 1,
+             "client_id": "gw-1", "forward": ["sensors/#"], "remote_prefix": "site1/", "reconnect_min": 0.05,
+             "reconnect_max": 0.5, "ack_timeout": 5}
+    with gateway(tmp_path / "gw", table) as gw:
+        wait_connected(gw, "fleet")
+        rest = Rest(gw)
+        try:
+            _, admin = rest.tenant(is_admin=True)
+
+            def listed() -> dict[str, Any]:
+                [bridge] = ok(admin.get("/api/v1/bridges"))["data"]
+                return bridge
+
+            first = listed()
+            node = _connected_node(nats_cluster, "gw-1")
+            assert (first["protocol"], first["stream"], first["connected_to"]) == ("nats", "TELEMETRY", node.url)
+            node.stop()
+            second = wait_for(lambda: (b := listed())["connects"] >= 2 and b["connected"] and b,
+                              what="the link made to another server")
+            assert second["connected_to"] in nats_cluster.urls.split(",") and second["connected_to"] != node.url
+            assert _connected_node(nats_cluster, "gw-1").url == second["connected_to"]
+        finally:
+            rest.close()
 
 
 def test_bridged_user_namespace(tmp_path: Path, mosquitto: Mosquitto) -> None:

@@ -32,7 +32,8 @@ def test_defaults() -> None:
         ({"url": "ftp://h"}, r"bridge\[0\]\.url: unknown scheme 'ftp'"),
         ({"url": "mqtt://"}, r"bridge\[0\]\.url: .* names no host"),
         ({"url": "mqtt://h/path"}, r"bridge\[0\]\.url: .*no path"),
-        ({"url": "ws://h"}, r"bridge\[0\]\.url: the ws:// scheme is not supported"),
+        ({"url": "ws://h#frag"}, r"bridge\[0\]\.url: .*a fragment"),
+        ({"url": "ws://h", "ca_file": "/etc/hostname"}, r"bridge\[0\]\.ca_file: TLS files need an mqtts:// or wss://"),
         ({"name": "a b"}, r"bridge\[0\]\.name"),
         ({"forward": ["a/#/b"]}, r"bridge\[0\]\.forward: 'a/#/b' is not a valid topic filter"),
         ({"forward": ["$SYS/#"]}, r"bridge\[0\]\.forward: '\$SYS/#': \$ topics"),
@@ -44,7 +45,7 @@ def test_defaults() -> None:
         ({"protocol": "3"}, r"bridge\[0\]\.protocol"),
         ({"forwrd": ["x"]}, r"bridge\[0\]\.forwrd: unknown configuration key \(did you mean bridge\[0\]\.forward\?\)"),
         ({"url": "mqtts://h", "ca_file": "/no/such/ca.pem"}, r"bridge\[0\]\.ca_file: cannot read '/no/such/ca.pem'"),
-        ({"ca_file": "/etc/hostname"}, r"bridge\[0\]\.ca_file: TLS files need an mqtts:// url"),
+        ({"ca_file": "/etc/hostname"}, r"bridge\[0\]\.ca_file: TLS files need an mqtts:// or wss:// url"),
         # A 3.1.1 upstream without the bridge bit echoes what we forward back down: a loop.
         ({"protocol": "3.1.1", "try_private": False, "subscribe": ["sensors/+/x"]},
          r"bridge\[0\]\.subscribe: 'sensors/\+/x' overlaps forward filter 'sensors/#'.*loop"),
@@ -55,6 +56,21 @@ def test_defaults() -> None:
 def test_bad_bridge_config(table: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         _parse(**table)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("ws://h", ("ws", "h", 80, "/", False, "ws://h:80/")),
+        ("ws://h:8080/mqtt", ("ws", "h", 8080, "/mqtt", False, "ws://h:8080/mqtt")),
+        ("wss://u:p@h/mqtt?token=x", ("wss", "h", 443, "/mqtt?token=x", True, "wss://h:443/mqtt?token=x")),
+    ],
+)
+def test_websocket_urls(url: str, expected: tuple[Any, ...]) -> None:
+    """ws:// and wss://: the path (and query) is the WebSocket request's target, "/" when the url has none."""
+    bridge = _parse(url=url)
+    assert (bridge.scheme, bridge.host, bridge.port, bridge.path, bridge.tls, bridge.safe_url) == expected
+    assert bridge.websocket
 
 
 def test_unreadable_or_bad_ca_file(tmp_path: Path) -> None:
@@ -105,7 +121,7 @@ def test_config_example_documents_every_key() -> None:
     from bridge.config import BridgeConfig
 
     table = _example_bridge("# [[bridge]]")
-    derived = {"scheme", "host", "port", "nats"}  # from the url
+    derived = {"scheme", "host", "port", "path", "nats"}  # from the url
     assert set(table) == {f.name for f in fields(BridgeConfig)} - derived
     for key in ("ca_file", "cert_file", "key_file"):
         table.pop(key)  # example paths that do not exist here

@@ -41,6 +41,74 @@ def test_two_way_bridge_between_roosts_does_not_loop(tmp_path: Path) -> None:
         cloud.stop()
 
 
+def _stats(instance: RoostThread) -> int:
+    assert instance.roost is not None
+    broker = instance.roost.broker
+    return instance.call(lambda: broker.stats.dropped_loop)
+
+
+def test_two_bridges_in_opposite_directions_do_not_loop(tmp_path: Path) -> None:
+    """A bridges sensors/# to B and B bridges sensors/# to A: two sessions, so No Local cannot see it. Each
+    forwarded message names the Roosts it passed through (user property roost-via), and the Roost it comes
+    back to acknowledges it without routing it: each message arrives once on each side, and stops."""
+    port_a, port_b = free_port(), free_port()
+    to_b = bridge_table(port_b, name="to-b", client_id="a-to-b", forward=["sensors/#"], subscribe=[], remote_prefix="")
+    to_a = bridge_table(port_a, name="to-a", client_id="b-to-a", forward=["sensors/#"], subscribe=[], remote_prefix="")
+    with gateway(tmp_path / "a", to_b, port=port_a) as a, gateway(tmp_path / "b", to_a, port=port_b) as b:
+        wait_connected(a, "to-b")
+        wait_connected(b, "to-a")
+        sub_a, sub_b = subscriber(port_a, "#", qos=1), subscriber(port_b, "#", qos=1)
+        pub_a, pub_b = PahoClient(port_a).connect(), PahoClient(port_b).connect()
+        pub_a.publish("sensors/a", b"from A", qos=1)
+        pub_b.publish("sensors/b", b"from B", qos=1)
+        assert sorted((m.topic, m.payload) for m in (sub_a.expect(), sub_a.expect())) == [
+            ("sensors/a", b"from A"), ("sensors/b", b"from B")]
+        assert sorted((m.topic, m.payload) for m in (sub_b.expect(), sub_b.expect())) == [
+            ("sensors/a", b"from A"), ("sensors/b", b"from B")]
+        # Each bridge forwarded both (its own side's, and the other's once more); the copy that came back
+        # was acknowledged by the Roost it had passed through (0x10), which did not route it.
+        for instance, name in ((a, "to-b"), (b, "to-a")):
+            wait_for(lambda: bridge_status(instance, name)["counters"]["acknowledged"] == 2, what=f"{name} acks")
+            counters = bridge_status(instance, name)["counters"]
+            assert (counters["queued"], counters["rejected"], counters["looped"]) == (2, 0, 0)
+        assert (_stats(a), _stats(b)) == (1, 1)
+        # Both copies that came back were acknowledged, so nothing is on its way; markers outside the
+        # bridged topics prove that nothing more reached either side.
+        sync(pub_a, sub_a)
+        sync(pub_b, sub_b)
+        sub_a.expect_none()
+        sub_b.expect_none()
+        for client in (sub_a, sub_b, pub_a, pub_b):
+            client.disconnect()
+
+
+def test_a_command_that_passed_through_here_is_not_published_again(tmp_path: Path) -> None:
+    """A forwards sensors/# to a second Roost with one bridge and brings sensors/# down with another: what A
+    forwarded comes down again naming A in roost-via, and is acknowledged without being published."""
+    cloud = RoostThread(roost_document(tmp_path / "cloud")).start()
+    try:
+        up = bridge_table(cloud.mqtt_port, name="up", client_id="gw-up", forward=["sensors/#"], subscribe=[],
+                          remote_prefix="")
+        down = bridge_table(cloud.mqtt_port, name="down", client_id="gw-down", forward=[],
+                            subscribe=["sensors/#"], remote_prefix="")
+        with gateway(tmp_path / "gw", up, down) as gw:
+            wait_connected(gw, "up")
+            wait_connected(gw, "down")
+            wait_for(lambda: bridge_status(gw, "down")["subscribed"], what="SUBACK")
+            local = subscriber(gw.mqtt_port, "#", qos=1)
+            publisher = PahoClient(gw.mqtt_port).connect()
+            publisher.publish("sensors/x", b"once", qos=1)
+            assert (local.expect().topic) == "sensors/x"
+            wait_for(lambda: bridge_status(gw, "down")["counters"]["looped"] == 1, what="the copy that came down")
+            sync(publisher, local)
+            local.expect_none()
+            assert bridge_status(gw, "down")["counters"]["commands"] == 0
+            local.disconnect()
+            publisher.disconnect()
+    finally:
+        cloud.stop()
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("pki")
@@ -108,3 +176,12 @@ def test_tls_without_the_required_client_certificate_fails(tmp_path: Path, pki: 
             assert bridge_status(gw)["connects"] == 0
     finally:
         upstream.kill()
+
+
+def test_the_node_id_is_made_once_and_kept(tmp_path: Path) -> None:
+    """The ID in roost-via survives restarts (a message that loops back after one is still recognised)."""
+    from bridge.manager import node_id
+
+    first = node_id(tmp_path)
+    assert len(first) == 16 and node_id(tmp_path) == first
+    assert (tmp_path / "node-id").read_text().strip() == first

@@ -117,7 +117,7 @@ def test_dropped_by_reason_and_sys_report_the_same_total(
     samples = scrape(roost)
     dropped = series(samples, "roost_mqtt_messages_dropped_total", "reason")
     assert dropped == {
-        "slow_subscriber": 0, "offline": 1, "queue_full": 2, "quota": 0, "acl": 1, "too_large": 0,
+        "slow_subscriber": 0, "offline": 1, "queue_full": 2, "quota": 0, "acl": 1, "too_large": 0, "loop": 0,
     }
     assert value(samples, "roost_mqtt_queued_messages") == 1
     roost.call(lambda: publish_sys_topics(broker))

@@ -232,6 +232,12 @@ function backlogText(backlog) {
   return `${messages} message${messages === 1 ? "" : "s"}${backlog.bytes ? ` (${backlog.bytes} B)` : ""}`;
 }
 
+// Where a bridge's link is: the address (MQTT) or server (NATS) it is connected to, and a NATS stream.
+function upstreamText(bridge) {
+  const where = bridge.connected_to || "not connected";
+  return bridge.stream ? `${where} (stream ${bridge.stream})` : where;
+}
+
 export async function bridgesView(ui) {
   const { h, api, page, table, viewAlert } = ui;
   const alert = viewAlert();
@@ -241,7 +247,8 @@ export async function bridgesView(ui) {
   try { bridges = (await api("GET", "/api/v1/bridges")).data || []; }
   catch (problem) { if (problem.status !== 404) { alert.show(problem); return; } }
   body.replaceChildren(bridges.length
-    ? table("Bridges", ["Name", "State", "Backlog", "Last error"], bridges.map((b) => h("tr", {},
-        h("td", {}, b.name), h("td", {}, b.state), h("td", {}, backlogText(b.backlog)), h("td", {}, b.last_error || ""))), "")
+    ? table("Bridges", ["Name", "State", "Connected to", "Backlog", "Last error"], bridges.map((b) => h("tr", {},
+        h("td", {}, b.name), h("td", {}, b.state), h("td", {}, upstreamText(b)), h("td", {}, backlogText(b.backlog)),
+        h("td", {}, b.last_error || ""))), "")
     : h("p", { class: "notice" }, "No bridges configured."));
 }
