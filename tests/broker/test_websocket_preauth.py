@@ -1,9 +1,10 @@
 """Issue 14, attack 2 over WebSocket (`/mqtt`): the pre-authentication budget covers MQTT over WebSocket as
 it covers TCP. uvicorn used to gather a whole WebSocket message (up to 16 MiB, `ws_max_size`) before MQTT saw
 a byte of it, so 300 WebSockets that each sent the start of a 1 MB message held 300 MB that no budget
-counted. Now (control/ws_protocol.py) each frame's payload reaches the MQTT connection as it arrives: the
-CONNECT's fixed header is judged against `max_connect_size`, and what an unfinished message holds counts
-against `max_pending_bytes`, shared with TCP. Behaviour here; memory and latency in `python -m bench.attacks`.
+counted. Now (control/ws_protocol.py) each piece of a frame's payload is pushed to the MQTT connection as
+it is parsed: the CONNECT's fixed header is judged against `max_connect_size`, and what an unfinished
+message holds counts against `max_pending_bytes`, shared with TCP. Behaviour here; memory and latency in
+`python -m bench.attacks --cases ws`.
 """
 
 from __future__ import annotations
