@@ -1,7 +1,7 @@
 """What an access change in one tenant costs the others, and its own clients (issue 14, attack 3): the stall.
 
     python -m bench.access_change [--quick] [--subscriptions 400000] [--changes 20] [--roost-rev HEAD]
-                                  [--same-tenant] [--output docs/benchmarks.md]
+                                  [--same-tenant] [--rules 50] [--output docs/benchmarks.md]
 
 Tenant B (`bench`, enterprise plan) holds `--subscriptions` subscriptions: devices of one of its projects,
 whose topic rule `s/#` allows them, each with 1,000 (the default `max_subscriptions_per_client`), over 4
@@ -20,6 +20,9 @@ sends a PINGREQ every millisecond from its own process. Four windows of the same
 
 `--same-tenant`: the pinger is one of B's devices instead, in the changed project, with 1,000 subscriptions
 of its own among those re-checked: the changed tenant's own clients, whose wait the re-check decides.
+`--rules N`: B's project has N more subscribe rules (`r{n}/#`), made before `s/#`, so that every check walks
+them all before the rule that allows it: a check then costs ~25 times more, which a re-check stepped by
+count (500 subscriptions) turns into longer steps and one stepped by time does not.
 
 Reported per window: the pinger's PINGREQ round trips (p50, p99, max, in ms); for the changes, each PUT's
 response time. The stall of a change is what the PINGREQ round trip max shows beyond the idle one. The
@@ -58,6 +61,7 @@ class Plan:
     spacing: float = 0.15  # seconds between two changes
     ping_interval: float = 0.001
     same_tenant: bool = False  # the pinger is a device of B's changed project, not B's MQTT instance
+    rules: int = 0  # more subscribe rules in B's project, ahead of `s/#`: each check walks them all
 
 
 class SubscriptionHolder(_Client):
@@ -101,14 +105,15 @@ def _tenant_a(broker: RoostBroker) -> tuple[str, int, Credentials]:
     return user["api_key"], topic.json()["data"]["id"], Credentials(mqtt["username"], mqtt["password"])
 
 
-def _tenant_b_devices(broker: RoostBroker, counts: list[int]) -> tuple[int, int, list[list[str]], str]:
-    """Tenant B's project with the topics `s/#` and `x/#` and devices `hold{w}-{i}`, and `pinger-0`: the
-    topics' ids, the passwords for each holder process, and the pinger device's password."""
+def _tenant_b_devices(broker: RoostBroker, counts: list[int], rules: int) -> tuple[int, int, list[list[str]], str]:
+    """Tenant B's project with the topics `r{n}/#` (`rules` of them, made first, so a check meets them before
+    the rule that allows it), `s/#` and `x/#`, and devices `hold{w}-{i}` and `pinger-0`: the ids of `s/#`
+    and `x/#`, the passwords for each holder process, and the pinger device's password."""
     assert broker.tenant is not None
     with api_client(broker.http_port, broker.tenant.api_key) as client:
         project = client.post("/api/v1/projects", json={"name": "b"}).json()["data"]["id"]
         topic_ids = []
-        for name in ("s/#", "x/#"):
+        for name in [*(f"r{n}/#" for n in range(rules)), "s/#", "x/#"]:
             topic = client.post("/api/v1/topics", json={"project_id": project, "name": name})
             if topic.status_code != 201:
                 raise BenchError(f"tenant B's topic: {topic.status_code} {topic.text[:200]}")
@@ -123,7 +128,7 @@ def _tenant_b_devices(broker: RoostBroker, counts: list[int]) -> tuple[int, int,
         passwords = [[device(f"h{holder}-{index}", f"hold{holder}-{index}") for index in range(count)]
                      for holder, count in enumerate(counts)]
         pinger = device("pinger", "pinger-0")
-    return topic_ids[0], topic_ids[1], passwords, pinger
+    return topic_ids[-2], topic_ids[-1], passwords, pinger
 
 
 def _summary(rtts: list[float]) -> dict[str, float]:
@@ -145,7 +150,7 @@ def measure(plan: Plan, workdir: Path) -> dict[str, object]:
         connections = max(1, plan.subscriptions // PER_CONNECTION)
         began = time.perf_counter()
         shares = [connections // HOLDERS + (i < connections % HOLDERS) for i in range(HOLDERS)]
-        b_topic, b_other_topic, passwords, pinger_password = _tenant_b_devices(broker, shares)
+        b_topic, b_other_topic, passwords, pinger_password = _tenant_b_devices(broker, shares, plan.rules)
         holders = [Worker(SubscriptionHolder, HOST, broker.port, 5, None, f"hold{i}") for i in range(HOLDERS)]
         workers += holders
         for holder, share in zip(holders, passwords):
@@ -224,7 +229,10 @@ def report(command: str, info: dict[str, str], plan: Plan, result: dict[str, obj
         f"{plan.ping_interval * 1000:.0f} ms. Then B toggles `can_subscribe` of a second rule of the project "
         "its devices belong to (`x/#`) as often: every one of B's subscriptions is re-checked each time, "
         "none removed. Then B toggles `can_publish` of the rule they subscribe under (`s/#`): no "
-        "subscription is re-checked. Target: no PINGREQ waits more than 20 ms.",
+        "subscription is re-checked. "
+        + (f"B's project has {plan.rules} more subscribe rules (`r{{n}}/#`), which each check meets before "
+           "`s/#`. " if plan.rules else "")
+        + "Target: no PINGREQ waits more than 20 ms.",
         "",
         "| window | PINGREQs | round trip p50 (ms) | p99 (ms) | max (ms) | PUT median / max (ms) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -257,13 +265,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roost-rev", default="HEAD", help="git revision of Roost (default HEAD); 'worktree' for the tree")
     parser.add_argument("--same-tenant", action="store_true",
                         help="the pinger is a device of the changed project of B (default: B's MQTT instance)")
+    parser.add_argument("--rules", type=int, default=0,
+                        help="more subscribe rules in B's project, each met by every check first (default 0)")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     plan = Plan(20_000, 4) if args.quick else Plan()
     if args.subscriptions is not None or args.changes is not None:
         plan = Plan(args.subscriptions or plan.subscriptions, args.changes or plan.changes)
-    plan = replace(plan, same_tenant=args.same_tenant)
+    plan = replace(plan, same_tenant=args.same_tenant, rules=args.rules)
     raise_file_limit()
     with roost_revision(args.roost_rev) as version, tempfile.TemporaryDirectory(prefix="bench-access-") as folder:
         result = measure(plan, Path(folder))
