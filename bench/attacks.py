@@ -260,9 +260,11 @@ CASES = ("tcp", "small", "ws", "deep")
 def report(version: str, connections: int, hold: float, deep_messages: int, cases: tuple[str, ...] = CASES) -> str:
     floods = []
     if "tcp" in cases:
-        floods.append((f"{connections} x start of a 1 MB CONNECT", preauth_flood(connections, MEGABYTE, MEGABYTE - 1, hold)))
+        floods.append((f"{connections} x start of a 1 MB CONNECT",
+                       preauth_flood(connections, MEGABYTE, MEGABYTE - 1, hold)))
     if "small" in cases:
-        floods.append((f"{connections} x 64,000 bytes of a 65,000-byte CONNECT", preauth_flood(connections, 65_000, 64_000, hold)))
+        floods.append((f"{connections} x 64,000 bytes of a 65,000-byte CONNECT",
+                       preauth_flood(connections, 65_000, 64_000, hold)))
     if "ws" in cases:
         floods.append((f"{connections} WebSockets x all but 1 byte of a 1 MB message holding a 1 MB CONNECT",
                        preauth_flood(connections, MEGABYTE, MEGABYTE - 1, hold, "ws")))
@@ -318,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--hold", type=float, default=3.0, help="seconds the flood is held open (default 3)")
     parser.add_argument("--deep-messages", type=int, default=2000)
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)} (default: all)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated, of {', '.join(CASES)} (default: all)")
     args = parser.parse_args(argv)
     cases = tuple(case.strip() for case in args.cases.split(",") if case.strip())
     if unknown := set(cases) - set(CASES):

@@ -17,9 +17,9 @@ from wsproto.events import AcceptConnection
 from wsproto.extensions import PerMessageDeflate
 
 from broker.codec import Connack, Connect, Will, encode
-from tests.broker.test_preauth_budget import MEGABYTE, _budget, _closed, _hostile
 from tests.helpers import TIMEOUT, RoostThread, varint
-from tests.session_helpers import raw_connect, ping
+from tests.preauth_helpers import MEGABYTE, broker_closed, budget_state, partial_connect
+from tests.session_helpers import ping, raw_connect
 from tests.storage.live_helpers import poll
 from tests.ws_helpers import BINARY, CONTINUATION, RawWebSocket, frame_header, ws_ping
 
@@ -53,8 +53,8 @@ def test_300_websockets_starting_1mb_messages_are_closed_and_counted(roost: Roos
         sock.close()
     assert ws_ping(ws_client) == []
     assert ping(tcp_client) == []
-    assert _budget(roost)[2]["connect_size"] == 300
-    assert poll(lambda: _budget(roost)[:2] == (0, 0)), _budget(roost)
+    assert budget_state(roost)[2]["connect_size"] == 300
+    assert poll(lambda: budget_state(roost)[:2] == (0, 0)), budget_state(roost)
     metrics = httpx.get(f"http://127.0.0.1:{roost.http_port}/metrics", timeout=TIMEOUT).text
     assert 'roost_mqtt_pending_refusals_total{reason="connect_size"} 300.0' in metrics
     assert "roost_mqtt_pending_connections 0.0" in metrics
@@ -74,16 +74,16 @@ def test_an_unfinished_fragmented_message_counts_against_the_shared_budget(
     first.send_raw(frame_header(BINARY, 20_000, fin=False) + whole[:20_000])
     for at in (20_000, 40_000):
         first.send_raw(frame_header(CONTINUATION, 20_000, fin=False) + whole[at:at + 20_000])
-    assert poll(lambda: _budget(roost)[1] == 60_000), _budget(roost)
-    second = _hostile(roost.mqtt_port, 64_000, 60_000)
-    assert _closed(second)
+    assert poll(lambda: budget_state(roost)[1] == 60_000), budget_state(roost)
+    second = partial_connect(roost.mqtt_port, 64_000, 60_000)
+    assert broker_closed(second)
     second.close()
-    assert _budget(roost)[2]["bytes"] == 1
+    assert budget_state(roost)[2]["bytes"] == 1
     rest = whole[60_000:]
     first.send_raw(frame_header(CONTINUATION, len(rest)) + rest)
     connack = first.receive()
     assert isinstance(connack, Connack) and connack.reason_code == 0
-    assert poll(lambda: _budget(roost)[:2] == (0, 0)), _budget(roost)
+    assert poll(lambda: budget_state(roost)[:2] == (0, 0)), budget_state(roost)
     first.close()
 
 
@@ -93,10 +93,10 @@ def test_beyond_max_pending_connections_a_websocket_is_closed_at_once(make_roost
     roost = make_roost(max_pending_connections=4)
     waiting = [RawWebSocket(roost.http_port) for _ in range(2)]
     idle = [socket.create_connection(("127.0.0.1", roost.mqtt_port), timeout=TIMEOUT) for _ in range(2)]
-    assert poll(lambda: _budget(roost)[0] == 4), _budget(roost)
+    assert poll(lambda: budget_state(roost)[0] == 4), budget_state(roost)
     late = RawWebSocket(roost.http_port)
     assert late.closed_within_timeout()
-    assert _budget(roost)[2]["connections"] == 1
+    assert budget_state(roost)[2]["connections"] == 1
     for sock in [late, *waiting]:
         sock.close()
     for tcp in idle:
