@@ -5,7 +5,9 @@
   many of the connections the broker closed, and the PINGREQ round trips of a logged-in client, pinging
   every 10 ms from its own process from before the flood to after it (p99 and max). A second variant sends
   CONNECT starts below `max_connect_size` (64,000 of 65,000 bytes), which the pending-connection budget
-  (`max_pending_bytes`) has to bound instead;
+  (`max_pending_bytes`) has to bound instead. A third sends the 1 MB CONNECT over WebSocket (`/mqtt` on the
+  HTTP port): each connection opens one binary message announced as the whole CONNECT and sends all of it
+  but the last byte, which a WebSocket layer that gathers whole messages would hold before MQTT saw any;
 - **deep filter**: with the limits raised (`max_topic_levels = 5000`), a subscriber on `"+/" * 1200 + "#"` and
   a publisher sending `--deep-messages` PUBLISH to `"/" * 2000`: delivered messages per second and the other
   client's PINGREQ p99 meanwhile; with the default limits, what the two clients hear (SUBACK 0x8F,
@@ -16,6 +18,7 @@ flood.
 
     python -m bench.attacks                       # the working tree
     python -m bench.attacks --roost-rev main      # Roost at a git revision, for a before/after
+    python -m bench.attacks --cases ws            # only the WebSocket flood (cases: tcp, small, ws, deep)
 
 Everything goes to 127.0.0.1; every loop is bounded by a deadline.
 """
@@ -23,9 +26,12 @@ Everything goes to 127.0.0.1; every loop is bounded by a deadline.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import errno
+import os
 import socket
+import struct
 import sys
 import time
 from collections.abc import Iterator
@@ -76,17 +82,48 @@ def _pinger(broker: Any, seconds: float) -> Iterator[Worker]:
         worker.close()
 
 
-def _flood(port: int, connections: int, announced: int, sent: int, deadline: float) -> tuple[list[socket.socket], int]:
-    """Open the connections and push each one's CONNECT start round-robin (non-blocking, 64 KiB at a time)
-    until all is sent, the broker closed it, or the deadline; the sockets and how many the broker closed."""
-    socks: list[socket.socket] = []
+def _tcp_starts(port: int, connections: int, announced: int, sent: int) -> dict[socket.socket, memoryview]:
+    """`connections` TCP connections, each with the CONNECT start it is to send."""
     todo: dict[socket.socket, memoryview] = {}
-    closed = 0
     for _ in range(connections):
         sock = socket.create_connection((HOST, port), timeout=5)
         sock.setblocking(False)
-        socks.append(sock)
         todo[sock] = memoryview(b"\x10" + encode_varint(announced) + bytes(sent))
+    return todo
+
+
+def _ws_handshake(port: int) -> socket.socket:
+    """A WebSocket to Roost's `/mqtt` (subprotocol `mqtt`), opened by hand; the 101 answer read."""
+    sock = socket.create_connection((HOST, port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET /mqtt HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mqtt\r\n"
+                 "\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise BenchError(f"the WebSocket handshake was closed: {answer[:200]!r}")
+        answer += chunk
+    if not answer.startswith(b"HTTP/1.1 101"):
+        raise BenchError(f"the WebSocket handshake was refused: {answer[:200]!r}")
+    sock.setblocking(False)
+    return sock
+
+
+def _ws_starts(port: int, connections: int, announced: int, sent: int) -> dict[socket.socket, memoryview]:
+    """`connections` WebSockets, each with the start of one binary message to send: a frame header announcing
+    the whole CONNECT (masked with key 0, RFC 6455 section 5.3), then the CONNECT's first bytes, as over TCP."""
+    connect = b"\x10" + encode_varint(announced)
+    header = struct.pack("!BBQ", 0x82, 0x80 | 127, len(connect) + announced) + bytes(4)
+    return {_ws_handshake(port): memoryview(header + connect + bytes(sent)) for _ in range(connections)}
+
+
+def _flood(todo: dict[socket.socket, memoryview], deadline: float) -> tuple[list[socket.socket], int]:
+    """Push each connection's bytes round-robin (non-blocking, 64 KiB at a time) until all is sent, the
+    broker closed it, or the deadline; the sockets and how many the broker closed."""
+    socks = list(todo)
+    closed = 0
     while todo and time.perf_counter() < deadline:
         progressed = False
         for sock, data in list(todo.items()):
@@ -110,7 +147,7 @@ def _flood(port: int, connections: int, announced: int, sent: int, deadline: flo
 
 
 def _closed_by_broker(socks: list[socket.socket]) -> int:
-    """How many of the sockets the broker has closed (EOF or reset) by now."""
+    """How many of the sockets the broker has closed by now: EOF, a reset, or (WebSocket) a Close frame."""
     count = 0
     for sock in socks:
         try:
@@ -120,19 +157,24 @@ def _closed_by_broker(socks: list[socket.socket]) -> int:
         except OSError:
             count += 1
             continue
-        if not data:
+        if not data or data == b"\x88":  # nothing else is sent to a connection before its CONNECT
             count += 1
     return count
 
 
-def preauth_flood(connections: int, announced: int, sent: int, hold: float) -> dict[str, float]:
+def preauth_flood(connections: int, announced: int, sent: int, hold: float, transport: str = "tcp") -> dict[str, float]:
+    """The flood over `transport`: "tcp" (the MQTT port) or "ws" (`/mqtt` on the HTTP port)."""
     with start_broker("roost", Limits()) as broker:
         time.sleep(0.5)
         idle_kb = broker.rss_kb()
         with _pinger(broker, hold + 8.0) as pinger:
             time.sleep(0.5)  # the pinger's baseline before the flood
             began = time.perf_counter()
-            socks, refused_on_send = _flood(broker.port, connections, announced, sent, began + 30.0)
+            if transport == "ws":
+                starts = _ws_starts(broker.http_port, connections, announced, sent)
+            else:
+                starts = _tcp_starts(broker.port, connections, announced, sent)
+            socks, refused_on_send = _flood(starts, began + 30.0)
             sent_in = time.perf_counter() - began
             peak_kb = broker.rss_kb()
             until = time.perf_counter() + hold
@@ -212,14 +254,20 @@ def deep_filter(messages: int, raised: bool) -> dict[str, float]:
     return result
 
 
-def report(version: str, connections: int, hold: float, deep_messages: int) -> str:
-    big = preauth_flood(connections, MEGABYTE, MEGABYTE - 1, hold)
-    small = preauth_flood(connections, 65_000, 64_000, hold)
-    try:
-        deep: dict[str, float] | None = deep_filter(deep_messages, raised=True)
-    except RuntimeError:  # a Roost without the limit settings refuses the config: nothing to raise
-        deep = None
-    refused = deep_filter(10, raised=False)
+CASES = ("tcp", "small", "ws", "deep")
+
+
+def report(version: str, connections: int, hold: float, deep_messages: int, cases: tuple[str, ...] = CASES) -> str:
+    floods = []
+    if "tcp" in cases:
+        floods.append((f"{connections} x start of a 1 MB CONNECT",
+                       preauth_flood(connections, MEGABYTE, MEGABYTE - 1, hold)))
+    if "small" in cases:
+        floods.append((f"{connections} x 64,000 bytes of a 65,000-byte CONNECT",
+                       preauth_flood(connections, 65_000, 64_000, hold)))
+    if "ws" in cases:
+        floods.append((f"{connections} WebSockets x all but 1 byte of a 1 MB message holding a 1 MB CONNECT",
+                       preauth_flood(connections, MEGABYTE, MEGABYTE - 1, hold, "ws")))
 
     def target(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -230,13 +278,19 @@ def report(version: str, connections: int, hold: float, deep_messages: int) -> s
         "| case | idle RSS | peak RSS (growth) | closed by Roost | PINGREQ p99 / max | target: +50 MB, p99 < 20 ms |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for label, row in ((f"{connections} x start of a 1 MB CONNECT", big),
-                       (f"{connections} x 64,000 bytes of a 65,000-byte CONNECT", small)):
+    for label, row in floods:
         lines.append(
             f"| {label} | {row['idle_mb']:.1f} MB | {row['peak_mb']:.1f} MB (+{row['growth_mb']:.1f}) | "
             f"{row['closed']:.0f} of {connections} | {row['ping_p99']:.2f} / {row['ping_max']:.2f} ms | "
             f"{target(row['growth_mb'] < 50 and row['ping_p99'] < 20)} |"
         )
+    if "deep" not in cases:
+        return "\n".join(lines)
+    try:
+        deep: dict[str, float] | None = deep_filter(deep_messages, raised=True)
+    except RuntimeError:  # a Roost without the limit settings refuses the config: nothing to raise
+        deep = None
+    refused = deep_filter(10, raised=False)
     lines += [
         "",
         "| deep filter (`+/` x 1200 + `#`, PUBLISH to `/` x 2000) | result |",
@@ -266,10 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=300)
     parser.add_argument("--hold", type=float, default=3.0, help="seconds the flood is held open (default 3)")
     parser.add_argument("--deep-messages", type=int, default=2000)
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated, of {', '.join(CASES)} (default: all)")
     args = parser.parse_args(argv)
+    cases = tuple(case.strip() for case in args.cases.split(",") if case.strip())
+    if unknown := set(cases) - set(CASES):
+        parser.error(f"unknown case(s): {', '.join(sorted(unknown))}")
     raise_file_limit()
     with roost_revision(args.roost_rev) as version:
-        print(report(version, args.connections, args.hold, args.deep_messages))
+        print(report(version, args.connections, args.hold, args.deep_messages, cases))
     return 0
 
 

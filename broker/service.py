@@ -208,11 +208,17 @@ class BrokerService:
         return self.broker.revalidate_subscriptions(where, mounts)
 
     def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
-                         step: int) -> Iterator[int]:
-        """`revalidate_subscriptions` in steps of `step` subscriptions (see Broker.revalidate_steps): the
-        caller lets the loop run between them. Cached publish decisions are dropped at once."""
+                         seconds: float) -> Iterator[int]:
+        """`revalidate_subscriptions` in slices of `seconds` (see Broker.revalidate_steps): the caller lets
+        the loop run between them. Cached publish decisions are dropped at once."""
         self.broker.hooks.invalidate()
-        return self.broker.revalidate_steps(where, mounts, step)
+        return self.broker.revalidate_steps(where, mounts, seconds)
+
+    def access_changed(self) -> None:
+        """The hooks may answer differently now: cached publish and delivery decisions are dropped, so each
+        client's next PUBLISH (and each delivery to a partly granted subscription) asks them again. O(1):
+        connections notice the new generation at their next PUBLISH."""
+        self.broker.hooks.invalidate()
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False, mount: str = "") -> int:
         """Publish as the broker itself, into a tenant's namespace when `mount` is given; returns how many

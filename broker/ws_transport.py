@@ -7,6 +7,12 @@ The broker never imports the web framework. Binary messages carry MQTT bytes, sp
 the client likes [MQTT-6.0.0-2]: they are fed to the connection's `PacketReader` as a TCP stream would be.
 A text message is a protocol violation and closes the connection [MQTT-6.0.0-1].
 
+A server may push instead (Roost's does, control/ws_protocol.py): it calls `feed(piece)` with each piece of
+a binary message as it parses it, in the loop turn of the socket read, and is told through `reading(bool)`
+when to stop and go on reading; `receive()` then only reports the end or a text message. Pushed, bytes
+meet the connection's reader and the pre-authentication budget (broker/limits.py) as soon as a TCP read
+would: a piece waiting for a task to take it is memory no limit sees, once per connection.
+
 Flow control is the TCP listener's: `write()` queues, one writer task sends what queued (coalesced into
 one message), and past the high-water mark the protocol hears `pause_writing()`; `pause_reading()` stops
 asking for the next message, which (uvicorn reads one message ahead at most) stops reading the socket.
@@ -41,10 +47,13 @@ class WebSocketTransport(asyncio.Transport):
         send: Callable[[bytes], Awaitable[None]],
         close: Callable[[int], Awaitable[None]],
         extra: dict[str, Any] | None = None,
+        reading: Callable[[bool], None] | None = None,
     ) -> None:
         super().__init__(extra)
         self._send = send
         self._close_socket = close
+        self._reading = reading  # a pushing server's switch (see `feed`)
+        self._early: list[bytes] = []  # pieces pushed before `run` gave us the protocol
         self._protocol: asyncio.Protocol | None = None
         self._buffer: list[bytes] = []
         self._size = 0  # queued and being sent
@@ -63,6 +72,9 @@ class WebSocketTransport(asyncio.Transport):
         """Serve `protocol` until either side ends the connection; `connection_lost` is called once."""
         self._protocol = protocol
         protocol.connection_made(self)
+        early, self._early = self._early, []
+        for piece in early:
+            self.feed(piece)
         writer = self._writer = asyncio.create_task(self._write_loop())
         reader = asyncio.create_task(self._read_loop(receive))
         error: Exception | None = None
@@ -127,6 +139,15 @@ class WebSocketTransport(asyncio.Transport):
                 if self._protocol is not None:
                     self._protocol.resume_writing()
 
+    def feed(self, data: bytes) -> None:
+        """A piece of a binary message pushed by the server as it is parsed: to the protocol at once."""
+        if self._closing or not data:
+            return
+        if self._protocol is None:
+            self._early.append(data)
+            return
+        self._protocol.data_received(data)
+
     # -- asyncio.Transport -----------------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -158,9 +179,13 @@ class WebSocketTransport(asyncio.Transport):
 
     def pause_reading(self) -> None:
         self._readable.clear()
+        if self._reading is not None:
+            self._reading(False)
 
     def resume_reading(self) -> None:
         self._readable.set()
+        if self._reading is not None:
+            self._reading(True)
 
     def is_reading(self) -> bool:
         return self._readable.is_set()

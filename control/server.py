@@ -50,6 +50,7 @@ from control.ops import DataDirLock
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
+from control.ws_protocol import StreamingWSProtocol
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
 from storage.database import DATABASE_FILE_NAME, read_only_reason
@@ -347,7 +348,10 @@ class Roost:
             access_log=False,
             lifespan="off",
             server_header=False,
-            ws="wsproto",
+            # MQTT over WebSocket at /mqtt: each piece of a message goes to the broker as it arrives, so the
+            # pre-authentication budget sees it; no permessage-deflate (control/ws_protocol.py says why).
+            ws=StreamingWSProtocol,
+            ws_per_message_deflate=False,
             ssl_context_factory=(lambda *_: self.tls.https_front_context()) if self.config.tls.https else None,
         )
         self._http = _EmbeddedUvicorn(uv_config)

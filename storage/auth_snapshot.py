@@ -90,6 +90,15 @@ class AuthSnapshot:
         """The ids of the projects whose topic rules differ from `other`'s."""
         return {p for p in self.topics.keys() | other.topics.keys() if self.topics.get(p) != other.topics.get(p)}
 
+    def subscribe_rules_changed_since(self, other: AuthSnapshot) -> set[int]:
+        """The ids of the projects whose `can_subscribe` rules (their filters) differ from `other`'s: the only
+        thing a device's subscriptions depend on (StorageAuthHook.authorize_subscribe, authorize_read).
+        A `can_publish` toggle or a renamed publish-only rule changes no subscription."""
+        def rules(snapshot: AuthSnapshot, project_id: int) -> frozenset[str]:
+            return frozenset(t.name for t in snapshot.topics.get(project_id, ()) if t.can_subscribe)
+
+        return {p for p in self.projects_changed_since(other) if rules(self, p) != rules(other, p)}
+
     def users_changed_since(self, other: AuthSnapshot) -> set[int]:
         """The ids of the users whose clients may be let in or out differently than under `other`: their
         user row changed (plan, admin, active, deleted), one of their credentials did, or a topic of a

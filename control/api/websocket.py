@@ -13,6 +13,7 @@ from starlette.websockets import WebSocket
 
 from broker.service import BrokerService
 from broker.ws_transport import TextFrame, WebSocketTransport
+from control.ws_protocol import STREAM_EXTENSION
 
 __all__ = ["SUBPROTOCOLS", "routes"]
 
@@ -25,8 +26,10 @@ async def mqtt_over_websocket(websocket: WebSocket) -> None:
     if subprotocol is None:
         await websocket.close(code=1002)  # before accepting: the handshake is refused (HTTP 403)
         return
-    await websocket.accept(subprotocol=subprotocol)
     broker: BrokerService = websocket.app.state.broker
+    # Roost's own server pushes each piece of a binary message as it is parsed (control/ws_protocol.py);
+    # another ASGI server hands whole messages to receive().
+    stream = websocket.scope.get("extensions", {}).get(STREAM_EXTENSION)
 
     async def receive() -> bytes | None:
         message = await websocket.receive()
@@ -41,7 +44,11 @@ async def mqtt_over_websocket(websocket: WebSocket) -> None:
         await websocket.close(code)
 
     extra = {"peername": tuple(websocket.client) if websocket.client else None, "subprotocol": subprotocol}
-    transport = WebSocketTransport(websocket.send_bytes, close, extra)
+    transport = WebSocketTransport(websocket.send_bytes, close, extra,
+                                   reading=stream.set_reading if stream is not None else None)
+    if stream is not None:
+        stream.attach(transport.feed)  # before the handshake is answered: no piece comes earlier
+    await websocket.accept(subprotocol=subprotocol)
     await transport.run(broker.accept("ws"), receive)
 
 

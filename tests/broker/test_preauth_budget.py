@@ -16,37 +16,10 @@ from collections.abc import Callable
 import httpx
 
 from broker.codec import Connack, Connect, Will, encode
-from tests.helpers import TIMEOUT, RawClient, RoostThread, varint
+from tests.helpers import TIMEOUT, RawClient, RoostThread
+from tests.preauth_helpers import MEGABYTE, broker_closed, budget_state, partial_connect
 from tests.session_helpers import ping, raw_connect
 from tests.storage.live_helpers import poll
-
-MEGABYTE = 1_000_000  # "1 MB": just under the default max_packet_size (1 MiB), so only max_connect_size refuses it
-
-
-def _hostile(port: int, announced: int, sent: int) -> socket.socket:
-    """A connection that sends the fixed header of a CONNECT announcing `announced` body bytes, and `sent`
-    bytes of that body (zeros), then waits."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    sock.sendall(b"\x10" + varint(announced) + bytes(sent))
-    return sock
-
-
-def _closed(sock: socket.socket) -> bool:
-    """Whether the broker closed the connection (EOF or reset) within TIMEOUT; False if it kept it open."""
-    try:
-        while True:
-            if not sock.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
-
-
-def _budget(roost: RoostThread) -> tuple[int, int, dict[str, int]]:
-    server = roost.roost.server_state  # type: ignore[union-attr]
-    return roost.call(lambda: (len(server.preauth), server.preauth.bytes, dict(server.preauth.refused)))
-
 
 def test_300_connections_starting_1mb_connects_are_closed_and_a_client_is_served(roost: RoostThread) -> None:
     """Each announces a 1 MB CONNECT (over the 64 KiB max_connect_size) and sends 16 KiB of it: every one is
@@ -56,16 +29,16 @@ def test_300_connections_starting_1mb_connects_are_closed_and_a_client_is_served
     assert connack.reason_code == 0
     hostile = []
     for n in range(300):
-        hostile.append(_hostile(roost.mqtt_port, MEGABYTE, 16_384))
+        hostile.append(partial_connect(roost.mqtt_port, MEGABYTE, 16_384))
         if n % 50 == 0:
             assert ping(client) == []  # served during the flood
-    assert all(_closed(sock) for sock in hostile)
+    assert all(broker_closed(sock) for sock in hostile)
     for sock in hostile:
         sock.close()
     assert ping(client) == []
-    pending, held, refused = _budget(roost)
+    pending, held, refused = budget_state(roost)
     assert refused["connect_size"] == 300
-    assert poll(lambda: _budget(roost)[:2] == (0, 0)), _budget(roost)
+    assert poll(lambda: budget_state(roost)[:2] == (0, 0)), budget_state(roost)
     metrics = httpx.get(f"http://127.0.0.1:{roost.http_port}/metrics", timeout=TIMEOUT).text
     assert 'roost_mqtt_pending_refusals_total{reason="connect_size"} 300.0' in metrics
     assert "roost_mqtt_pending_connections 0.0" in metrics
@@ -79,15 +52,15 @@ def test_beyond_max_pending_connections_new_connections_are_closed_at_once(make_
     roost = make_roost(max_pending_connections=20)
     client, _ = raw_connect(roost.mqtt_port, "logged-in", 5)
     idle = [socket.create_connection(("127.0.0.1", roost.mqtt_port), timeout=TIMEOUT) for _ in range(20)]
-    assert poll(lambda: _budget(roost)[0] == 20), _budget(roost)
+    assert poll(lambda: budget_state(roost)[0] == 20), budget_state(roost)
     late = socket.create_connection(("127.0.0.1", roost.mqtt_port), timeout=TIMEOUT)
-    assert _closed(late)
+    assert broker_closed(late)
     late.close()
-    assert _budget(roost)[2]["connections"] == 1
+    assert budget_state(roost)[2]["connections"] == 1
     assert ping(client) == []
     # One of the idle ones completes its CONNECT: it leaves the budget, and there is room again.
     idle[0].sendall(encode(Connect(client_id="was-idle", protocol_version=5), 5))
-    assert poll(lambda: _budget(roost)[0] == 19), _budget(roost)
+    assert poll(lambda: budget_state(roost)[0] == 19), budget_state(roost)
     newcomer, connack = raw_connect(roost.mqtt_port, "newcomer", 5)
     assert isinstance(connack, Connack) and connack.reason_code == 0
     for sock in idle:
@@ -104,15 +77,15 @@ def test_beyond_max_pending_bytes_the_connection_that_grows_is_closed(make_roost
     assert 60_000 < len(whole) <= 65_536
     first = RawClient(roost.mqtt_port, 5)
     first.send_raw(whole[:60_000])
-    assert poll(lambda: _budget(roost)[1] == 60_000), _budget(roost)
-    second = _hostile(roost.mqtt_port, 64_000, 60_000)
-    assert _closed(second)
+    assert poll(lambda: budget_state(roost)[1] == 60_000), budget_state(roost)
+    second = partial_connect(roost.mqtt_port, 64_000, 60_000)
+    assert broker_closed(second)
     second.close()
-    assert _budget(roost)[2]["bytes"] == 1
+    assert budget_state(roost)[2]["bytes"] == 1
     first.send_raw(whole[60_000:])
     connack = first.receive()
     assert isinstance(connack, Connack) and connack.reason_code == 0
-    assert poll(lambda: _budget(roost)[:2] == (0, 0)), _budget(roost)
+    assert poll(lambda: budget_state(roost)[:2] == (0, 0)), budget_state(roost)
     first.close()
 
 
@@ -128,5 +101,5 @@ def test_a_connect_at_max_connect_size_is_accepted_one_byte_more_is_not(make_roo
         if accepted:
             assert raw.receive().reason_code == 0
         else:
-            assert _closed(raw.sock)
+            assert broker_closed(raw.sock)
         raw.close()

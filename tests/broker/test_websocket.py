@@ -9,79 +9,16 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
+from wsproto.events import AcceptConnection, RejectConnection
 
-from broker.codec import NEED_DATA, Connack, Connect, PacketReader, Publish, Suback, Subscribe, Subscription, encode
+from broker.codec import Connack, Connect, Publish, Suback, Subscribe, Subscription, encode
 from tests.helpers import TIMEOUT, PahoClient, RoostThread, roost_document
 from tests.tenant_helpers import make_tenant
+from tests.ws_helpers import RawWebSocket
 
 
 def ws_client(roost: RoostThread, client_id: str, **kwargs: Any) -> PahoClient:
     return PahoClient(roost.http_port, client_id=client_id, transport="websockets", **kwargs)
-
-
-class RawWebSocket:
-    """A blocking WebSocket client speaking MQTT in binary messages cut wherever the test likes."""
-
-    def __init__(self, port: int, subprotocols: list[str] | None = None) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        self.ws = WSConnection(ConnectionType.CLIENT)
-        self.reader = PacketReader(5)
-        self.closed_with: int | None = None
-        self.sock.sendall(self.ws.send(Request(host="localhost", target="/mqtt",
-                                               subprotocols=["mqtt"] if subprotocols is None else subprotocols)))
-        self.accepted: AcceptConnection | RejectConnection | None = None
-        while self.accepted is None:
-            self._pump()
-
-    def _pump(self) -> None:
-        data = self.sock.recv(65536)
-        self.ws.receive_data(data or None)
-        for event in self.ws.events():
-            if isinstance(event, (AcceptConnection, RejectConnection)):
-                self.accepted = event
-            elif isinstance(event, BytesMessage):
-                self.reader.receive_data(bytes(event.data))
-            elif isinstance(event, CloseConnection):
-                self.closed_with = event.code
-                if data:
-                    self.sock.sendall(self.ws.send(event.response()))
-            elif isinstance(event, RejectData):
-                pass
-        if not data and self.closed_with is None:
-            self.closed_with = 1006
-
-    def send_frames(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.sock.sendall(self.ws.send(BytesMessage(data=chunk)))
-
-    def send_text(self, text: str) -> None:
-        self.sock.sendall(self.ws.send(TextMessage(data=text)))
-
-    def receive(self) -> Any:
-        while True:
-            packet = self.reader.next_packet()
-            if packet is not NEED_DATA:
-                return packet
-            assert self.closed_with is None, f"closed with {self.closed_with}"
-            self._pump()
-
-    def wait_closed(self) -> int:
-        while self.closed_with is None:
-            self._pump()
-        return self.closed_with
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_paho_over_websocket_talks_to_tcp_clients(roost, client_factory) -> None:

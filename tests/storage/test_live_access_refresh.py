@@ -18,7 +18,11 @@ class CountingBroker:
     def __init__(self) -> None:
         self.revalidations = 0  # enforcements: each starts with a kick of what no longer holds
         self.mounts: list[list[str]] = []
-        self.rechecked: list[list[str]] = []  # subscription re-checks (only for changed project topics)
+        self.rechecked: list[list[str]] = []  # subscription re-checks (only for changed subscribe rules)
+        self.invalidations = 0  # cached publish decisions dropped
+
+    def access_changed(self) -> None:
+        self.invalidations += 1
 
     def kick(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None = None) -> int:
         self.revalidations += 1
@@ -26,7 +30,7 @@ class CountingBroker:
         return 0
 
     def revalidate_steps(self, where: Callable[[ClientInfo], bool], mounts: Iterable[str] | None,
-                         step: int) -> Iterator[int]:
+                         seconds: float) -> Iterator[int]:
         self.rechecked.append(list(mounts or ()))
         yield 0
 
@@ -57,5 +61,16 @@ async def test_commits_that_leave_access_as_it_was_are_not_enforced(tmp_path: Pa
         await store.topics.create(project.id, "t/#")
         await access.refresh()
         assert broker.rechecked == [[f"$u{bob.id}/"]]  # the topic of bob's device's project
+
+        # A publish-only change re-checks no subscription, but drops the cached publish decisions.
+        invalidations = broker.invalidations
+        topic = (await store.topics.list_by_project(project.id)).items[0]
+        await store.topics.update(topic.id, user_id=bob.id, can_publish=not topic.can_publish)
+        await access.refresh()
+        assert broker.rechecked == [[f"$u{bob.id}/"]]
+        assert broker.invalidations == invalidations + 1
+        await store.topics.update(topic.id, user_id=bob.id, can_subscribe=not topic.can_subscribe)
+        await access.refresh()
+        assert broker.rechecked == [[f"$u{bob.id}/"]] * 2
     finally:
         await store.close()
