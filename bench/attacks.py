@@ -35,7 +35,6 @@ import struct
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from broker.codec.encode import encode_varint

@@ -12,7 +12,6 @@ folder must not quietly start a new, empty Roost there.
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from collections.abc import Awaitable, Callable

@@ -33,7 +33,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.codec import ReasonCode
 from broker.service import BrokerService, BrokerSnapshot, SessionSnapshot
 from broker.settings import VERSION
-from broker.stats import DROP_REASONS
 from broker.tenants import CLIENT_SUBSCRIPTIONS, TENANT_CONNECTIONS, TENANT_SUBSCRIPTIONS
 from control.config import MetricsConfig
 

@@ -351,7 +351,6 @@ class Connection:
         topic = packet.topic
         props = packet.properties
         qos = packet.qos
-        v5 = self.version == _V5
         if props is not EMPTY_PROPERTIES:
             if props.subscription_identifiers:
                 raise ProtocolError("a client PUBLISH carries a subscription identifier [MQTT-3.3.4-6]")

@@ -16,7 +16,6 @@ page as fast as one with ten.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
