@@ -49,6 +49,8 @@ class BridgeCollector(Collector):
                                    labels=("bridge", "event"))
         commands = CounterMetricFamily("roost_bridge_commands", "Messages brought down and published locally",
                                        labels=label)
+        looped = CounterMetricFamily("roost_bridge_looped", "Messages brought down that had passed through this "
+                                     "Roost already (roost-via): acknowledged, not published", labels=label)
         connects = CounterMetricFamily("roost_bridge_connects", "Upstream links made", labels=label)
         commits = CounterMetricFamily("roost_bridge_outbox_commits", "Outbox commits (one fsync each)", labels=label)
         failures = CounterMetricFamily("roost_bridge_outbox_commit_failures", "Outbox commits the disk refused",
@@ -74,9 +76,10 @@ class BridgeCollector(Collector):
             qos0.add_metric((bridge.config.name, "sent"), counters["qos0_sent"])
             qos0.add_metric((bridge.config.name, "dropped"), counters["qos0_dropped"])
             commands.add_metric(name, counters["commands"])
+            looped.add_metric(name, counters["looped"])
             connects.add_metric(name, status["connects"])
             commits.add_metric(name, outbox.commits if outbox is not None else 0)
             failures.add_metric(name, outbox.failures if outbox is not None else 0)
             error_at.add_metric(name, status["last_error_at"] or 0)
         yield from (connected, state, backlog, backlog_bytes, oldest, in_flight, qos0_queued, messages, qos0,
-                    commands, connects, commits, failures, error_at)
+                    commands, looped, connects, commits, failures, error_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from certs.authority import issue_client, issue_server, new_authority
@@ -103,6 +104,8 @@ def test_a_command_that_passed_through_here_is_not_published_again(tmp_path: Pat
             sync(publisher, local)
             local.expect_none()
             assert bridge_status(gw, "down")["counters"]["commands"] == 0
+            metrics = httpx.get(f"http://127.0.0.1:{gw.http_port}/metrics").text
+            assert 'roost_bridge_looped_total{bridge="down"} 1.0' in metrics
             local.disconnect()
             publisher.disconnect()
     finally:
