@@ -2,7 +2,8 @@
 
 As uvicorn's `h11_impl.py` is to h11: `data_received` hands the bytes and the loop's time to
 `broker.engine.Connection`, and the shell does only what needs the loop: write what the engine queued,
-once per loop iteration (coalesced writes), arm one timer at the engine's next deadline, pause reading while
+once per loop iteration (coalesced writes), put the engine's next deadline on the broker's one deadline wheel
+(`broker/deadlines.py`: no timer per connection), pause reading while
 the transport's buffer is above its high-water mark (the engine is then `congested`), and close, lingering
 after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
 pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
@@ -43,6 +44,9 @@ class MQTTConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.engine = Connection(server.broker, listener, now=self._loop.time())
         self._flush_scheduled = False
+        # The engine's next deadline, as its bucket on `server.deadlines` (None: none pending).
+        self._bucket: int | None = None
+        # Only while a lingering close waits (rare: one loop timer for it).
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._reading_paused = False
@@ -139,6 +143,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -170,6 +175,7 @@ class MQTTConnection(asyncio.Protocol):
         self._closing = True
         transport = self.transport
         assert transport is not None
+        self._disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -189,16 +195,22 @@ class MQTTConnection(asyncio.Protocol):
         self._timer = self._loop.call_later(LINGER_SECONDS, transport.close)
 
     def _arm(self) -> None:
-        """One timer, at the engine's next deadline."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Put the engine's next deadline on the wheel, in place of the one before."""
+        self._disarm()
         deadline = self.engine.next_deadline()
         if deadline is not None and not self._closing:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._bucket = self.server.deadlines.add(self, deadline)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _disarm(self) -> None:
+        if self._bucket is not None:
+            self.server.deadlines.cancel(self, self._bucket)
+            self._bucket = None
+
+    def deadline_passed(self, bucket: int) -> None:
+        """Called by the wheel; a deadline replaced since (another bucket) is ignored."""
+        if bucket != self._bucket:
+            return
+        self._bucket = None
         self.engine.handle_timeout(self._loop.time())
         if not self._closing:
             self._arm()

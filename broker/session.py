@@ -104,11 +104,12 @@ class Session:
     subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
     # Outgoing QoS 1/2 deliveries awaiting PUBACK / PUBREC / PUBCOMP, in the order they were sent.
     inflight: dict[int, Delivery] = field(default_factory=dict)
-    # Deliveries waiting for a free in-flight slot, or for the client to come back.
-    queue: deque[Delivery] = field(default_factory=deque)
+    # Deliveries waiting for a free in-flight slot, or for the client to come back. Made on first use (see
+    # `__getattr__`), as `awaiting_release` is.
+    queue: deque[Delivery] = field(init=False)
     # Incoming QoS 2 packet identifiers whose PUBREL has not arrived yet: a PUBLISH repeating one of them is
     # not routed again (exactly once) [MQTT-4.3.3-9].
-    awaiting_release: set[int] = field(default_factory=set)
+    awaiting_release: set[int] = field(init=False)
     # The will of the last connection, while its delay runs [MQTT-3.1.3-9].
     pending_will: Will | None = None
     # The will of the current connection: persisted with a durable session, so that a crash does not lose
@@ -124,6 +125,17 @@ class Session:
     next_packet_id: int = 1
     expiry_timer: Timer | None = None
     will_timer: Timer | None = None
+
+    def __getattr__(self, name: str) -> object:
+        """Only called for a slot never set: `queue` and `awaiting_release` are made on first use, so an idle
+        session holds no empty deque (760 bytes) and no empty set (216 bytes)."""
+        if name == "queue":
+            self.queue = deque()
+            return self.queue
+        if name == "awaiting_release":
+            self.awaiting_release = set()
+            return self.awaiting_release
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def allocate_packet_id(self) -> int:
         """A packet identifier not used by any delivery in flight [MQTT-2.2.1-3]."""
