@@ -37,6 +37,11 @@ _YIELD_AFTER_BYTES = 16_384
 class MQTTConnection(asyncio.Protocol):
     """One network connection: the asyncio side of a `broker.engine.Connection`."""
 
+    # Slots, and no future until shutdown asks for one (`closed`): what an idle connection holds is
+    # measured in docs/benchmarks.md, "Memory (issue 20)".
+    __slots__ = ("_bucket", "_closed", "_closing", "_flush_scheduled", "_lost", "_loop", "_pending",
+                 "_reading_paused", "_timer", "_yielding", "engine", "listener", "server", "transport")
+
     def __init__(self, server: ServerState, listener: str = "tcp") -> None:
         self.server = server
         self.listener = listener
@@ -53,8 +58,17 @@ class MQTTConnection(asyncio.Protocol):
         self._yielding = False
         # Admitted to the pre-authentication budget and not released yet: each read is reported to it.
         self._pending = False
-        # Resolved when the network connection is gone; shutdown awaits these.
-        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._lost = False  # the network connection is gone
+        self._closed: asyncio.Future[None] | None = None
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Resolved when the network connection is gone; shutdown awaits these. Made when first asked."""
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+            if self._lost:
+                self._closed.set_result(None)
+        return self._closed
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------------
 
@@ -148,8 +162,9 @@ class MQTTConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
         self.server.closed(self)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._lost = True
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         self.engine.connection_lost(str(exc) if exc is not None else "")
 
     # -- what the engine asks for ---------------------------------------------------------------------------

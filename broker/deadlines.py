@@ -8,8 +8,9 @@ each, and the loop holds one timer, at the earliest bucket. A connection costs o
 A bucket is due at its end, so a deadline is never reported early, at most `RESOLUTION` late: nothing in
 MQTT needs finer (a keep alive is counted in whole seconds, and the broker allows it one and a half times
 [MQTT-3.1.2-24]). An owner that is reported re-arms itself if its deadline moved later meanwhile (the
-engine says when it is really due); a bucket emptied by a cancel stays in the heap until it is due, and
-costs nothing then.
+engine says when it is really due). A bucket emptied by a cancel is dropped at once, and its number
+left in the heap is skipped when due; when such stale numbers outnumber the live buckets, the heap is
+rebuilt, so the wheel's memory follows the connections open now, whatever keep alive they asked for.
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ class DeadlineWheel:
         """How many deadlines are pending."""
         return sum(len(members) for members in self._buckets.values())
 
+    @property
+    def entries(self) -> int:
+        """Bucket numbers held, live or stale: at most twice the live buckets plus 64 (see `cancel`)."""
+        return len(self._heap)
+
     def add(self, owner: Expiring, deadline: float) -> int:
         """Report `deadline` (loop time) to `owner` once it passed; returns the bucket, for `cancel`."""
         bucket = math.ceil(deadline / RESOLUTION)
@@ -64,9 +70,16 @@ class DeadlineWheel:
         return bucket
 
     def cancel(self, owner: Expiring, bucket: int) -> None:
-        members = self._buckets.get(bucket)
-        if members is not None:
-            members.discard(owner)
+        buckets = self._buckets
+        members = buckets.get(bucket)
+        if members is None:
+            return
+        members.discard(owner)
+        if not members:
+            del buckets[bucket]
+            if len(self._heap) > 2 * len(buckets) + 64:
+                self._heap = list(buckets)
+                heapq.heapify(self._heap)
 
     def _schedule(self, bucket: int) -> None:
         if self._loop is None:

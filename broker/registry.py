@@ -26,7 +26,9 @@ class OpenConnection(Protocol):
     """What the registry needs of a network connection (`broker.connection.OpenConnection` is one)."""
 
     engine: Connection
-    closed: asyncio.Future[None]
+
+    @property
+    def closed(self) -> asyncio.Future[None]: ...
 
     def abort(self) -> None: ...
 
