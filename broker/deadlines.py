@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 from typing import Protocol
 
 __all__ = ["RESOLUTION", "DeadlineWheel", "Expiring"]
+
+log = logging.getLogger("roost.broker")
 
 # Seconds per bucket: how late a deadline may be reported, and how close two deadlines must be to share
 # one wake-up of the loop.
@@ -102,7 +105,10 @@ class DeadlineWheel:
         self._firing = True
         try:
             for owner, bucket in owners:
-                owner.deadline_passed(bucket)
+                try:
+                    owner.deadline_passed(bucket)
+                except Exception:  # one connection's failure must not cost the others their deadlines
+                    log.exception("handling the deadline of %r failed", owner)
         finally:
             self._firing = False
             if heap:
