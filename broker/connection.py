@@ -2,11 +2,11 @@
 
 As uvicorn's `h11_impl.py` is to h11: `data_received` hands the bytes and the loop's time to
 `broker.engine.Connection`, and the shell does only what needs the loop: write what the engine queued,
-once per loop iteration (coalesced writes), put the engine's next deadline on the broker's one deadline wheel
-(`broker/deadlines.py`: no timer per connection), pause reading while
-the transport's buffer is above its high-water mark (the engine is then `congested`), and close, lingering
-after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
-pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
+once per loop iteration (coalesced writes), put the engine's next deadline on the broker's one deadline
+wheel (`broker/deadlines.py`: no timer per connection), pause reading while the transport's buffer is
+above its high-water mark (the engine is then `congested`), and close, lingering after a server DISCONNECT.
+Until its CONNECT is handled, it reports what the engine buffers to the pre-authentication budget that
+all listeners share (`ServerState.preauth`, broker/limits.py).
 
 A lingering close: the write side is shut (TCP's FIN, after the DISCONNECT), and what the client still sends
 is read and discarded for at most `LINGER_SECONDS`, then the socket closes. Closing at once while the
