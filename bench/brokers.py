@@ -207,6 +207,10 @@ def export_roost(revision: str, into: Path) -> str:
     archive = subprocess.run(["git", "-C", str(repo), "archive", commit, "broker", "control", "storage", "certs"],
                              check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    # Byte-compiled, as an installed Roost is (pip, the .deb and the single file all ship bytecode): else
+    # every start compiles ~150 modules from source, and the compiler's garbage adds ~1 MB to the idle RSS
+    # that no user's process has (docs/benchmarks.md, "Memory (issue 20)").
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(into)], check=True, stdout=subprocess.DEVNULL)
     return commit
 
 

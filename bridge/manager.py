@@ -10,6 +10,9 @@ This Roost's ID on the path of forwarded messages (the user property `roost-via`
 made once, at random, and kept in `data_dir/node-id`, so it stays the same across restarts (a message
 looping back after a restart is still recognised). A copied data folder copies it: delete the file in the
 copy to give that Roost its own.
+
+`bridge.bridge` (the links, their outboxes, the NATS client) is imported only when a bridge is configured:
+a broker without bridges does not hold their modules in memory (docs/benchmarks.md, "Memory (issue 20)").
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.bridge import Bridge, RefuseWhenFull
 from bridge.config import BridgeConfig
 from broker.core import Broker
 from broker.errors import ConfigError
 from broker.hooks import Hook
+
+if TYPE_CHECKING:
+    from bridge.bridge import Bridge
 
 __all__ = ["Bridges"]
 
@@ -36,13 +41,19 @@ UserLookup = Callable[[str], Awaitable[tuple[str, str] | None]]
 
 class Bridges:
     def __init__(self, configs: Sequence[BridgeConfig]) -> None:
-        self.bridges = [Bridge(config) for config in configs]
+        self.bridges: list[Bridge] = []
+        if configs:
+            from bridge.bridge import Bridge
+
+            self.bridges = [Bridge(config) for config in configs]
         self._started: list[Bridge] = []
 
     def hooks(self) -> list[Hook]:
         """The hooks the broker's chain needs: one that refuses with 0x97 when a bridge with policy
         "refuse" is full (none at all otherwise, so the publish path pays nothing)."""
         if any(b.config.policy == "refuse" for b in self.bridges):
+            from bridge.bridge import RefuseWhenFull
+
             return [RefuseWhenFull(self.bridges)]
         return []
 

@@ -2,10 +2,11 @@
 
 As uvicorn's `h11_impl.py` is to h11: `data_received` hands the bytes and the loop's time to
 `broker.engine.Connection`, and the shell does only what needs the loop: write what the engine queued,
-once per loop iteration (coalesced writes), arm one timer at the engine's next deadline, pause reading while
-the transport's buffer is above its high-water mark (the engine is then `congested`), and close, lingering
-after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
-pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
+once per loop iteration (coalesced writes), put the engine's next deadline on the broker's one deadline
+wheel (`broker/deadlines.py`: no timer per connection), pause reading while the transport's buffer is
+above its high-water mark (the engine is then `congested`), and close, lingering after a server DISCONNECT.
+Until its CONNECT is handled, it reports what the engine buffers to the pre-authentication budget that
+all listeners share (`ServerState.preauth`, broker/limits.py).
 
 A lingering close: the write side is shut (TCP's FIN, after the DISCONNECT), and what the client still sends
 is read and discarded for at most `LINGER_SECONDS`, then the socket closes. Closing at once while the
@@ -37,6 +38,12 @@ _YIELD_AFTER_BYTES = 16_384
 class MQTTConnection(asyncio.Protocol):
     """One network connection: the asyncio side of a `broker.engine.Connection`."""
 
+    # Slots, and no future until shutdown asks for one (`closed`): what an idle connection holds is
+    # measured in docs/benchmarks.md, "Memory (issue 20)".
+    __slots__ = ("_bucket", "_closed", "_closing", "_flush_scheduled", "_flush_wanted", "_lost", "_loop",
+                 "_pending", "_reading_paused", "_receiving", "_timer", "_yielding", "engine", "listener",
+                 "server", "transport")
+
     def __init__(self, server: ServerState, listener: str = "tcp") -> None:
         self.server = server
         self.listener = listener
@@ -49,14 +56,26 @@ class MQTTConnection(asyncio.Protocol):
         # in a close (a DISCONNECT), as nothing can be added to a closing connection's output.
         self._receiving = False
         self._flush_wanted = False
+        # The engine's next deadline, as its bucket on `server.deadlines` (None: none pending).
+        self._bucket: int | None = None
+        # Only while a lingering close waits (rare: one loop timer for it).
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._reading_paused = False
         self._yielding = False
         # Admitted to the pre-authentication budget and not released yet: each read is reported to it.
         self._pending = False
-        # Resolved when the network connection is gone; shutdown awaits these.
-        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self._lost = False  # the network connection is gone
+        self._closed: asyncio.Future[None] | None = None
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Resolved when the network connection is gone; shutdown awaits these. Made when first asked."""
+        if self._closed is None:
+            self._closed = self._loop.create_future()
+            if self._lost:
+                self._closed.set_result(None)
+        return self._closed
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------------
 
@@ -157,12 +176,14 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.server.closed(self)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._lost = True
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         self.engine.connection_lost(str(exc) if exc is not None else "")
 
     # -- what the engine asks for ---------------------------------------------------------------------------
@@ -190,6 +211,7 @@ class MQTTConnection(asyncio.Protocol):
         self._closing = True
         transport = self.transport
         assert transport is not None
+        self._disarm()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -209,16 +231,22 @@ class MQTTConnection(asyncio.Protocol):
         self._timer = self._loop.call_later(LINGER_SECONDS, transport.close)
 
     def _arm(self) -> None:
-        """One timer, at the engine's next deadline."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        """Put the engine's next deadline on the wheel, in place of the one before."""
+        self._disarm()
         deadline = self.engine.next_deadline()
         if deadline is not None and not self._closing:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._bucket = self.server.deadlines.add(self, deadline)
 
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _disarm(self) -> None:
+        if self._bucket is not None:
+            self.server.deadlines.cancel(self, self._bucket)
+            self._bucket = None
+
+    def deadline_passed(self, bucket: int) -> None:
+        """Called by the wheel; a deadline replaced since (another bucket) is ignored."""
+        if bucket != self._bucket:
+            return
+        self._bucket = None
         self.engine.handle_timeout(self._loop.time())
         if not self._closing:
             self._arm()

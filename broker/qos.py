@@ -48,7 +48,7 @@ class QosFlows:
 
     def queued(self, session: Session, delivery: Delivery) -> bool:
         """A delivery waits in the session's queue (no free in-flight slot, or the client is away)."""
-        session.queue.append(delivery)
+        session.enqueue(delivery)
         return self._changed(session, delivery)
 
     def queue_full(self, session: Session, delivery: Delivery) -> bool:
@@ -105,7 +105,7 @@ class QosFlows:
 
     def received(self, session: Session, packet_id: int) -> bool:
         """A QoS 2 PUBLISH was accepted: its identifier awaits PUBREL [MQTT-4.3.3-9]."""
-        session.awaiting_release.add(packet_id)
+        session.await_release(packet_id)
         if session.durable:
             self._persistence().release_awaited(session, packet_id)
             return True
@@ -115,7 +115,7 @@ class QosFlows:
         """PUBREL came. None when the identifier was not awaited; else whether recorded state changed."""
         if packet_id not in session.awaiting_release:
             return None
-        session.awaiting_release.discard(packet_id)
+        session.awaiting_release.discard(packet_id)  # type: ignore[union-attr]  # it was in: a set
         if session.durable:
             self._persistence().release_done(session, packet_id)
             return True

@@ -13,6 +13,7 @@ import logging
 from typing import Protocol
 
 from broker.core import Broker, will_delay
+from broker.deadlines import DeadlineWheel
 from broker.engine import Connection
 from broker.limits import PreAuthBudget
 
@@ -25,7 +26,9 @@ class OpenConnection(Protocol):
     """What the registry needs of a network connection (`broker.connection.OpenConnection` is one)."""
 
     engine: Connection
-    closed: asyncio.Future[None]
+
+    @property
+    def closed(self) -> asyncio.Future[None]: ...
 
     def abort(self) -> None: ...
 
@@ -36,6 +39,8 @@ class ServerState:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.connections: set[OpenConnection] = set()
+        # Their engines' next deadlines (CONNECT timeout, keep alive), on one loop timer.
+        self.deadlines = DeadlineWheel()
         # Set by `shutdown`: connections accepted from then on are closed as soon as they are made.
         self.closing = False
         # PUBLISH packets sent to and received from clients that have since disconnected, by tenant

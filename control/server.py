@@ -31,7 +31,6 @@ from typing import Any, TextIO
 import uvicorn
 
 from bridge.manager import Bridges
-from bridge.metrics import BridgeCollector
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
 from broker.listeners import ServerState, TCPListener
@@ -128,6 +127,12 @@ class Roost:
         self._database_identity: tuple[int, int] | None = None
         self.health_problem: str | None = None
 
+    def _bridge_collector(self) -> Any:
+        """The bridges' metrics, made with the metrics registry at the first scrape (control/metrics.py)."""
+        from bridge.metrics import BridgeCollector
+
+        return BridgeCollector(self.bridges)
+
     def _plan_terms(self, plan_name: str) -> PlanTerms:
         plans = self.config.plans
         plan = plans.get(plan_name) or plans.get(self.config.default_plan) or DEFAULT_PLANS[DEFAULT_PLAN]
@@ -181,7 +186,8 @@ class Roost:
         self.auth_hook.recorder = recorder
         if self.metrics is not None:
             self.metrics.watch(self.service, auth_hook=self.auth_hook, usage=usage, recorder=recorder)
-            self.metrics.registry.register(BridgeCollector(self.bridges))
+            if self.bridges.bridges:
+                self.metrics.register(self._bridge_collector)
             usage.on_flush = self.metrics.write_observer("quota")
             recorder.on_flush = self.metrics.write_observer("history")
         self.access = LiveAccess(store.db, self.auth_hook, self.service)

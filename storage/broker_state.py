@@ -586,7 +586,7 @@ class BrokerStateStore(Persistence):
         for row in release_rows:
             session = sessions.get(row["session_key"])
             if session is not None:
-                session.awaiting_release.add(row["packet_id"])
+                session.await_release(row["packet_id"])
         messages: dict[int, Message] = {}
         for row in message_rows:
             try:
@@ -613,7 +613,7 @@ class BrokerStateStore(Persistence):
                 continue
             self._references[message.store_id] = self._references.get(message.store_id, 0) + 1
             if delivery.packet_id is None:
-                session.queue.append(delivery)
+                session.enqueue(delivery)
             else:
                 session.inflight[delivery.packet_id] = delivery
         for message_id in messages:

@@ -13,6 +13,7 @@ its body arrives. After any error the reader is dead: every later call raises th
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Final
 
 from broker.errors import MalformedPacket, PacketTooLarge, ProtocolError
@@ -26,6 +27,8 @@ __all__ = ["NEED_DATA", "NeedData", "PacketReader"]
 MAX_PACKET_SIZE: Final = 268_435_460
 # How many topic names take_plain_publishes() remembers, already decoded and checked, per reader.
 _KNOWN_TOPICS: Final = 128
+# The known topics of a reader before its first plain PUBLISH: one read-only empty mapping for every reader.
+_NO_TOPICS: Final = MappingProxyType({})
 
 
 class NeedData:
@@ -62,7 +65,7 @@ class PacketReader:
         self._pos = 0
         self._error: ProtocolError | None = None
         self._last_start = 0  # where the packet last returned by next_packet() starts in the buffer
-        self._topics: dict[bytes, str] = {}  # see take_plain_publishes
+        self._topics: dict[bytes, str] = _NO_TOPICS  # type: ignore[assignment]  # see take_plain_publishes
 
     @property
     def buffered(self) -> int:
@@ -210,8 +213,8 @@ class PacketReader:
                     break
                 if not topic or "+" in topic or "#" in topic or "\x00" in topic:  # [MQTT-3.3.2-2][MQTT-1.5.4-2]
                     break
-                if len(known) >= _KNOWN_TOPICS:
-                    known.clear()
+                if len(known) >= _KNOWN_TOPICS or known is _NO_TOPICS:
+                    known = self._topics = {}  # also the first: a dict of this reader's own
                 known[name] = topic
             if v5:
                 if offset == stop or buf[offset]:  # properties follow: not plain

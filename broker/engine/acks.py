@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["AckOrder"]
 
+# What an `AckOrder` holds while nothing waits: one empty tuple for every connection, where an empty deque
+# would cost each idle connection 760 bytes; the first acknowledgement that waits makes the deque.
+_NOTHING_HELD: tuple[()] = ()
+
 
 class _Held:
     """One acknowledgement in the queue, and how many calls back it still waits for."""
@@ -49,7 +53,7 @@ class AckOrder:
         self._persistence = persistence
         self._strict = persistence.strict
         self._write = write
-        self._held: deque[_Held] = deque()
+        self._held: deque[_Held] | tuple[()] = _NOTHING_HELD
 
     def __len__(self) -> int:
         """How many acknowledgements wait (bounded by the client's receive maximum and in-flight window)."""
@@ -66,6 +70,8 @@ class AckOrder:
         if not held and not waits and not strict_wait:
             return False
         first = not held
+        if held is _NOTHING_HELD:
+            held = self._held = deque()
         entry = _Held(data)
         held.append(entry)
         for wait in waits:
@@ -97,6 +103,7 @@ class AckOrder:
         nothing more."""
         entry.pending -= 1
         held = self._held
+        assert isinstance(held, deque)  # `entry` is in it
         while held and held[0].pending == 0:
             self._write(held.popleft().data)
 

@@ -19,7 +19,9 @@ nothing. docs/operations.md, "Bridges", says what it cannot see.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
+from types import MappingProxyType
 
 from broker.codec import EMPTY_PROPERTIES, Properties, Publish, ReasonCode
 from broker.core import Broker
@@ -37,6 +39,9 @@ log = logging.getLogger("roost.connection")
 ACL_CACHE_LIMIT = 1024
 # The user property that names each Roost a bridged message passed through (see the module docstring).
 VIA = "roost-via"
+# What an `Admission` holds before its first PUBLISH, and a v5 client before its first topic alias: one
+# read-only empty mapping shared by all (an idle connection keeps no empty dicts of its own).
+_NOTHING: Mapping[object, str] = MappingProxyType({})
 
 
 class Admission:
@@ -50,9 +55,9 @@ class Admission:
         self._mount = client.mount
         self._hook = broker.hooks.publish_hook
         # The publish ACL's answers by topic: the topic inside the broker, or "" (refused).
-        self._acl: dict[str, str] = {}
+        self._acl: Mapping[str, str] = _NOTHING  # a dict of its own from the first PUBLISH on (`_route`)
         self._generation = -1
-        self._aliases: dict[int, str] = {}
+        self._aliases: Mapping[int, str] = _NOTHING
         self._via = (VIA, broker.via) if broker.via is not None else None
 
     def admit(self, topic: str, payload: bytes, qos: int, retain: bool, props: Properties) -> str | int:
@@ -88,8 +93,8 @@ class Admission:
         broker = self._broker
         hooks = broker.hooks
         cache = self._acl
-        if self._generation != hooks.generation:
-            cache.clear()
+        if self._generation != hooks.generation:  # also at the first PUBLISH: generation starts at -1
+            cache = self._acl = {}
             self._generation = hooks.generation
         routed = cache.get(topic)
         if routed is None:
@@ -99,7 +104,7 @@ class Admission:
             allowed = not topic.startswith("$") and hooks.authorize_publish(self._client, topic)
             routed = self._mount + topic if allowed else ""
             if len(cache) < ACL_CACHE_LIMIT:
-                cache[topic] = routed
+                cache[topic] = routed  # type: ignore[index]  # a dict since the generation check
         return routed
 
     def resolve_alias(self, alias: int, topic: str) -> str:
@@ -107,7 +112,9 @@ class Admission:
         if alias == 0 or alias > self._broker.settings.topic_alias_maximum:
             raise ProtocolError("topic alias out of range [MQTT-3.3.2-8]", ReasonCode.TOPIC_ALIAS_INVALID)
         if topic:
-            self._aliases[alias] = topic
+            if self._aliases is _NOTHING:
+                self._aliases = {}
+            self._aliases[alias] = topic  # type: ignore[index]  # a dict now
             return topic
         known = self._aliases.get(alias)
         if known is None:

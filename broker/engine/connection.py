@@ -36,6 +36,7 @@ from broker.engine.admission import Admission, publish_message
 from broker.engine.inbound import check_publish, publish_ack
 from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
+from broker.engine.slots import CONNECTION_SLOTS
 from broker.engine.subscribe import send_retained, subscribe, unsubscribe
 from broker.errors import PacketTooLarge, ProtocolError
 from broker.hooks import ClientInfo, ConnectRequest, Decision
@@ -62,6 +63,8 @@ def _nothing() -> None:
 
 class Connection:
     """The broker side of one MQTT connection, as a protocol state machine over bytes."""
+
+    __slots__ = CONNECTION_SLOTS  # an idle connection holds no 1.7 KB instance dict (see slots.py)
 
     def __init__(
         self,

@@ -13,8 +13,10 @@ None, and a topic alias it would have introduced is not kept (the client never h
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from broker.codec import EMPTY_PROPERTIES, ProtocolVersion, encode_publish
@@ -24,6 +26,14 @@ from broker.session import Message
 __all__ = ["PublishEncoder"]
 
 _V5 = ProtocolVersion.MQTT_5
+# The topic aliases of a client that takes none (every 3.1.1 client): one read-only empty mapping for all.
+_NO_ALIASES: Mapping[str, int] = MappingProxyType({})
+
+
+@lru_cache(maxsize=4096)
+def _plain_forms(version: int, mount: str) -> tuple[PlainForm, PlainForm]:
+    """The two forms for a version and tenant, shared by all its clients instead of built for each."""
+    return (version, mount, False), (version, mount, True)
 # The largest packet MQTT can express: no limit asked.
 UNLIMITED = 268_435_460
 
@@ -46,9 +56,10 @@ class PublishEncoder:
         self.mount = mount
         self.alias_max = alias_max
         self.max_size = max_size
-        self._aliases: dict[str, int] = {}
+        # Written only when the client takes aliases (alias_max, fixed from CONNECT).
+        self._aliases: dict[str, int] = {} if alias_max else _NO_ALIASES  # type: ignore[assignment]
         # The cache keys of this client's QoS 0 PUBLISH forms, by retain flag.
-        self._forms: tuple[PlainForm, PlainForm] = ((version, mount, False), (version, mount, True))
+        self._forms = _plain_forms(version, mount)
         # The form in which this client takes a plain QoS 0 PUBLISH as another client sent it (see
         # Routing.publish_plain); None when it needs its own encoding (v5 with outgoing topic aliases).
         self.plain_form: PlainForm | None = None if version == _V5 and alias_max else self._forms[False]

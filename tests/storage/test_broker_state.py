@@ -110,7 +110,7 @@ def message(topic: str = "$u7/room/temp", payload: bytes = b"21.5", qos: int = 1
 
 def queue(store: BrokerStateStore, session: Session, delivery: Delivery) -> Delivery:
     """Queue a delivery as `Broker.deliver` does for an offline client."""
-    session.queue.append(delivery)
+    session.enqueue(delivery)
     store.delivery_changed(session, delivery)
     return delivery
 
@@ -413,7 +413,7 @@ async def test_awaited_releases_come_back_and_a_done_one_does_not(store, opened,
     session = durable_session()
     store.session_changed(session)
     for packet_id in (1, 2, 65_535):
-        session.awaiting_release.add(packet_id)
+        session.await_release(packet_id)
         store.release_awaited(session, packet_id)
     await store.flush()
     session.awaiting_release.discard(2)
@@ -548,7 +548,7 @@ async def _session_with_everything(store: BrokerStateStore, client_id: str = "se
     store.subscription_added(session, SubscriptionRecord("$share/g/$u7/b", 2))
     send(store, session, Delivery(message(payload=b"inflight"), 1, False), packet_id=1)
     queue(store, session, Delivery(message(payload=b"queued"), 2, False))
-    session.awaiting_release.add(5)
+    session.await_release(5)
     store.release_awaited(session, 5)
     return session
 
@@ -570,13 +570,13 @@ async def test_session_removed_purges_even_when_the_key_is_recreated_in_the_same
     await store.flush()
     # Changes of the old session still waiting when it ends are overtaken too.
     store.subscription_added(old, SubscriptionRecord("$u7/late", 0))
-    old.awaiting_release.add(6)
+    old.await_release(6)
     store.release_awaited(old, 6)
     store.session_removed(old)
     new = durable_session(tenant_client(), expiry=60)
     store.session_changed(new)
     store.subscription_added(new, SubscriptionRecord("$u7/new", 1))
-    new.awaiting_release.add(5)
+    new.await_release(5)
     store.release_awaited(new, 5)
 
     _, sessions, _ = await reopen(opened, data_dir)
