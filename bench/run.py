@@ -63,7 +63,7 @@ def machine() -> dict[str, str]:
 
 
 def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limits: Limits,
-            roost_anonymous: bool = False) -> tuple[Results, list[str]]:
+            roost_anonymous: bool = False, probe: bool = False) -> tuple[Results, list[str]]:
     results: Results = {(s, b): [] for s in scenarios for b in names}
     errors: list[str] = []
     for run in range(runs):
@@ -72,9 +72,13 @@ def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limit
             for name in order:
                 began = time.perf_counter()
                 try:
-                    options = {"anonymous": True} if name == "roost" and roost_anonymous else {}
+                    options: dict[str, bool] = {}
+                    if name == "roost":
+                        options = {"anonymous": roost_anonymous, "probe": probe}
                     with start_broker(name, limits, **options) as broker:
                         values = SCENARIOS[scenario](broker, plan)
+                        if probe and name == "roost":
+                            values |= _probed(broker, values)
                 except Exception as exc:  # one failed measurement must not lose the others
                     values = {}
                     errors.append(f"run {run + 1}, {scenario}, {name}: {exc}")
@@ -84,6 +88,22 @@ def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limit
                 print(f"[run {run + 1}/{runs}] {scenario:9} {name:10} {shown}  ({time.perf_counter() - began:.1f} s)",
                       file=sys.stderr, flush=True)
     return results, errors
+
+
+def _probed(broker: Any, values: dict[str, float]) -> dict[str, float]:
+    """The broker's side of the window just measured (bench/probe.py), read once the broker has exited."""
+    from .probe import summarize
+    from .scenarios import LAST
+
+    broker.stop()
+    if "window" not in LAST or not broker.probe_path.exists():
+        return {}
+    figures = summarize(broker.probe_path, *LAST["window"], LAST.get("gap"))
+    if "rate" in values and values["rate"]:  # CPU per message delivered: the cost, whatever the machine's noise
+        figures["b_cpu_us_per_msg"] = figures["b_cpu_share"] / values["rate"] * 1e6
+    for line in figures.pop("notes"):
+        print(f"    probe: {line}", file=sys.stderr)
+    return figures
 
 
 def _fmt(value: float) -> str:
@@ -202,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roost-anonymous", action="store_true",
                         help="Roost with anonymous clients (a bench/# ACL) instead of a tenant's credentials, "
                              "to see what authentication costs")
+    parser.add_argument("--probe", action="store_true",
+                        help="record inside Roost (bench/probe.py) when the loop was held, by what, GC pauses and "
+                             "each write's time, and add the broker's side of every window to 'Every run'")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
 
@@ -224,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     began = time.perf_counter()
     with roost_revision(args.roost_rev) as roost_version:
-        results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous)
+        results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous, args.probe)
         profile = None
         if args.profile > 0:
             from .profile import profile_fan_in

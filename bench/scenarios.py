@@ -17,7 +17,7 @@ from typing import Any
 from .brokers import HOST, Broker
 from .loadgen import ConnectStorm, IdleClients, Pinger, Publisher, Subscriber, Worker, gather
 
-__all__ = ["METRICS", "SCENARIOS", "Metric", "Plan", "Target"]
+__all__ = ["LAST", "METRICS", "SCENARIOS", "Metric", "Plan", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,10 +107,17 @@ def _spawn(started: list[Worker], broker: Broker, plan: Plan, cls: type, name: s
     return workers
 
 
+# The last measuring window and the longest silence a subscriber saw in it, both as perf_counter() instants:
+# what `bench.probe.summarize` needs to read the broker's side of the same seconds (`run.py --probe`).
+LAST: dict[str, tuple[float, float]] = {}
+
+
 def _window(plan: Plan, lead: float = 0.3) -> tuple[float, float, float]:
     """(t0: clients start, t_start: counting starts, t_end: counting and sending stop)."""
     t0 = time.perf_counter() + lead
     t_start = t0 + plan.warmup
+    LAST.clear()
+    LAST["window"] = (t_start, t_start + plan.duration)
     return t0, t_start, t_start + plan.duration
 
 
@@ -148,6 +155,7 @@ def _throughput(sub: list[Worker], pubs: list[Worker], plan: Plan, mode: str, pu
     deadline = _timeout(plan)
     written = sum(worker.result(deadline) for worker in pubs)
     answers = [worker.result(deadline) for worker in sub]
+    LAST["gap"] = tuple(max(answers, key=lambda a: a["max_gap_s"])["gap_at"])  # type: ignore[assignment]
     return Flow(sum(a["count"] for a in answers) / plan.duration, max(a["max_gap_s"] for a in answers),
                 written / (plan.warmup + plan.duration))
 
@@ -198,7 +206,9 @@ def latency(broker: Broker, plan: Plan) -> dict[str, float]:
         sub[0].send("receive", "latency", t_start, t_end, t_end + 0.5)
         pub[0].send("paced", "bench/lat", plan.payload, plan.latency_rate, t0, t_end)
         pub[0].result(_timeout(plan))
-        samples = [us / 1000 for us in sub[0].result(_timeout(plan))["latencies_us"]]
+        answer = sub[0].result(_timeout(plan))
+        samples = [us / 1000 for us in answer["latencies_us"]]
+        LAST["gap"] = tuple(answer["gap_at"])  # type: ignore[assignment]
     expected = plan.latency_rate * plan.duration
     if len(samples) < 0.5 * expected:
         raise RuntimeError(f"only {len(samples)} of ~{expected:.0f} messages arrived: the paced rate was not held")
