@@ -18,7 +18,8 @@ stamps with, so broker and client instants compare directly):
   thread spent runnable but without a CPU meanwhile (the kernel's run delay, /proc/thread-self/schedstat):
   on 2 cores shared with the load generator, a lag can be the machine's, not Roost's; every slow call also
   carries its CPU time (`time.thread_time()`) for the same reason;
-- every 10 ms, the bytes waiting on each connection: in the transport's buffer (user space), in the
+- every 10 ms, the bytes waiting on each connection active since the last sample: in the transport's
+  buffer (user space), in the
   kernel's send queue (`TIOCOUTQ`, what the client has not read yet) and in its receive queue (`FIONREAD`,
   what the broker has not read yet).
 
@@ -75,6 +76,9 @@ def install(out: str) -> None:  # noqa: C901 - one closure per thing recorded, k
                                                                     "peers"))
     gc_began = [0.0]
     open_connections: dict[int, Any] = {}  # key -> MQTTConnection
+    # The connections read from or written to since the last socket sample: only those are sampled, so
+    # that 10,000 idle connections cost the probe nothing.
+    active: set[int] = set()
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -116,8 +120,9 @@ def install(out: str) -> None:  # noqa: C901 - one closure per thing recorded, k
             count[0] += 1
             if count[0] % _SAMPLE_EVERY == 0:
                 record["cpu"].append((now, time.process_time()))
-                for key, connection in list(open_connections.items()):
-                    transport = connection.transport
+                for key in list(active):
+                    connection = open_connections.get(key)
+                    transport = connection.transport if connection is not None else None
                     if transport is None or transport.is_closing():
                         continue
                     sock = transport.get_extra_info("socket")
@@ -130,6 +135,7 @@ def install(out: str) -> None:  # noqa: C901 - one closure per thing recorded, k
                     buffered = transport.get_write_buffer_size()
                     if outq or inq or buffered:
                         sockets.append((now, key, buffered, outq, inq))
+                active.clear()
             due[0] = clock() + _LAG_STEP
             loop.call_later(_LAG_STEP, tick)
 
@@ -142,6 +148,7 @@ def install(out: str) -> None:  # noqa: C901 - one closure per thing recorded, k
 
         def timed(name: str, method: Any) -> Any:
             def wrapper(self: Any, *args: Any) -> Any:
+                active.add(keys.get(id(self), -1))
                 began, cpu = clock(), cpu_clock()
                 try:
                     return method(self, *args)
