@@ -20,9 +20,9 @@ budget, so a turn lasts about as long with four floods as with one. Every other 
 between: its PINGREQ answered, its acknowledgements written. Handled whole, one read of 64-byte PUBLISH
 packets to 100 subscribers held the loop 0.3-0.5 s, and nothing was written to anyone meanwhile
 (docs/benchmarks.md, "Tail latency (issue 20)"). While a flood lasts, output made of PUBLISH packets is
-written every `FLUSH_INTERVAL` rather than at every (short) turn, so that a hundred subscribers do not cost
-a hundred small writes a millisecond; output with no PUBLISH in it (acknowledgements, PINGRESP) still
-goes at the next turn.
+written every `FLUSH_INTERVAL`, or once `FLUSH_PACKETS` wait, rather than at every (short) turn, so that a
+hundred subscribers do not cost a hundred small writes a millisecond; output with no PUBLISH in it
+(acknowledgements, PINGRESP) still goes at the next turn.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import cast
 from broker.engine import CLOSE, LINGER, Connection
 from broker.registry import ServerState
 
-__all__ = ["FLUSH_INTERVAL", "LINGER_SECONDS", "MQTTConnection", "TURN_BUDGET"]
+__all__ = ["FLUSH_INTERVAL", "FLUSH_PACKETS", "LINGER_SECONDS", "MQTTConnection", "TURN_BUDGET"]
 
 log = logging.getLogger("roost.connection")
 
@@ -49,6 +49,8 @@ TURN_BUDGET = 0.001
 # While any client has a backlog, a connection that is being sent PUBLISH packets is written at most this
 # long after its first one queued, not at every turn: coalesced writes, flushed at a bound.
 FLUSH_INTERVAL = 0.005
+# ... or once this many PUBLISH packets wait (what one turn adds may go over it: a turn is short).
+FLUSH_PACKETS = 256
 # The engine gets a backlog in slices, whose size adapts so that one takes at most half of a share of the
 # budget: the cost of a byte differs a hundredfold between a PUBLISH to one subscriber and to a hundred.
 _SLICE_MIN, _SLICE_MAX = 256, 65_536
@@ -238,17 +240,21 @@ class MQTTConnection(asyncio.Protocol):
 
     def _flush(self) -> None:
         """Write everything the engine queued with one call (coalesced: within this turn, or while a flood
-        lasts within `FLUSH_INTERVAL` when it holds PUBLISH packets); then close if asked."""
+        lasts up to `FLUSH_INTERVAL` or `FLUSH_PACKETS` when it holds PUBLISH packets); then close if asked."""
         transport = self.transport
         if transport is None:
             self._flush_scheduled = False
             return
         engine = self.engine
-        if self.server.backlogged and engine.messages_sent != self._sent_at_flush and not engine.close_requested:
-            due = self._queued_at + FLUSH_INTERVAL
-            if self._loop.time() < due:
-                self._loop.call_at(due, self._flush)
-                return
+        queued = engine.messages_sent - self._sent_at_flush
+        if (
+            self.server.backlogged
+            and 0 < queued < FLUSH_PACKETS
+            and not engine.close_requested
+            and self._loop.time() - self._queued_at < FLUSH_INTERVAL
+        ):
+            self._loop.call_soon(self._flush)  # looked at again next turn
+            return
         self._sent_at_flush = self.engine.messages_sent
         self._flush_scheduled = False
         data = self.engine.data_to_send()

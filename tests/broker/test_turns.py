@@ -155,9 +155,11 @@ def test_a_flood_is_handled_over_turns_and_a_pingreq_is_answered_meanwhile(no_bu
 def test_publish_output_is_coalesced_while_a_flood_lasts_and_acks_are_not(
     no_budget: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """While a client has a backlog, a subscriber's PUBLISH packets wait up to FLUSH_INTERVAL to leave in one
-    write; a PINGRESP is written at the next turn all the same."""
+    """While a client has a backlog, a subscriber's PUBLISH packets wait (up to FLUSH_INTERVAL, or
+    FLUSH_PACKETS of them) to leave in one write; a PINGRESP is written at the next turn all the same, and
+    once the flood is over the subscriber's packets go too."""
     monkeypatch.setattr(shell, "FLUSH_INTERVAL", 3600.0)
+    monkeypatch.setattr(shell, "FLUSH_PACKETS", 1_000_000)
 
     async def scenario() -> None:
         server = _server()
@@ -167,8 +169,26 @@ def test_publish_output_is_coalesced_while_a_flood_lasts_and_acks_are_not(
         pinger.data_received(encode(Pingreq(), V))
         await _turns_until(lambda: ping_t.written.done())
         await _turns_until(lambda: server.backlogged == 0 and pub_t.reading)
-        assert not sub_t.written.done()  # every delivery still waits for its write, within the interval
-        assert publisher.engine.closing is False
+        assert not sub_t.written.done()  # every delivery waited for one write while the flood lasted
+        await _turns_until(lambda: sub_t.written.done())
+        assert len(sub_t.packets()) == 1000
+
+    asyncio.run(scenario())
+
+
+def test_coalesced_output_is_written_once_flush_packets_wait(no_budget: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound on coalescing: once FLUSH_PACKETS PUBLISH packets wait, they are written while the flood
+    still goes on."""
+    monkeypatch.setattr(shell, "FLUSH_INTERVAL", 3600.0)
+    monkeypatch.setattr(shell, "FLUSH_PACKETS", 50)
+
+    async def scenario() -> None:
+        server = _server()
+        publisher, pub_t, sub_t, pinger, ping_t = await _setup(server)
+        publisher.data_received(b"".join(encode(Publish("flood/t", bytes(64), 0), V) for _ in range(1000)))
+        await _turns_until(lambda: sub_t.written.done())
+        assert server.backlogged == 1  # the flood is not over
+        assert 50 <= len(sub_t.packets()) < 1000
 
     asyncio.run(scenario())
 
