@@ -263,6 +263,9 @@ def summarize(path: Path, t_start: float, t_end: float, gap: tuple[float, float]
     for began, took, name, key, size, cpu in sorted(calls, key=lambda row: -row[1])[:3]:
         notes.append(f"loop held {took * 1000:.1f} ms ({cpu * 1000:.1f} ms of CPU) by {name} (connection {key}, "
                      f"{size} B) at +{(began - t_start) * 1000:.0f} ms")
+    for began, took, name, key, size, cpu in sorted(calls, key=lambda row: -row[5])[:1]:
+        notes.append(f"most CPU in one call: {cpu * 1000:.1f} ms by {name} (connection {key}, {size} B) at "
+                     f"+{(began - t_start) * 1000:.0f} ms, {took * 1000:.1f} ms of wall time")
     for due, late, waited in sorted(lags, key=lambda row: -row[1])[:2]:
         notes.append(f"loop lag {late * 1000:.1f} ms at +{(due - t_start) * 1000:.0f} ms, of which "
                      f"{waited * 1000:.1f} ms runnable without a CPU")

@@ -241,27 +241,35 @@ class MQTTConnection(asyncio.Protocol):
     def _flush(self) -> None:
         """Write everything the engine queued with one call (coalesced: within this turn, or while a flood
         lasts up to `FLUSH_INTERVAL` or `FLUSH_PACKETS` when it holds PUBLISH packets); then close if asked."""
+        if self._may_wait():
+            waiting = self.server.coalescing
+            waiting.append(self)
+            if len(waiting) == 1:
+                self._loop.call_soon(_write_waiting, self.server, self._loop)
+            return
+        self._flush_scheduled = False
         transport = self.transport
         if transport is None:
-            self._flush_scheduled = False
             return
         engine = self.engine
-        queued = engine.messages_sent - self._sent_at_flush
-        if (
-            self.server.backlogged
-            and 0 < queued < FLUSH_PACKETS
-            and not engine.close_requested
-            and self._loop.time() - self._queued_at < FLUSH_INTERVAL
-        ):
-            self._loop.call_soon(self._flush)  # looked at again next turn
-            return
-        self._sent_at_flush = self.engine.messages_sent
-        self._flush_scheduled = False
-        data = self.engine.data_to_send()
+        self._sent_at_flush = engine.messages_sent
+        data = engine.data_to_send()
         if data and not transport.is_closing():
             transport.write(data)
-        if self.engine.close_requested and not self._closing:
-            self._close(self.engine.close_requested)
+        if engine.close_requested and not self._closing:
+            self._close(engine.close_requested)
+
+    def _may_wait(self) -> bool:
+        """Whether the output may wait for a later turn, to leave in fewer, larger writes: while a flood
+        lasts, when it holds PUBLISH packets, fewer than `FLUSH_PACKETS` of them, for `FLUSH_INTERVAL`."""
+        engine = self.engine
+        return (
+            self.server.backlogged > 0
+            and 0 < engine.messages_sent - self._sent_at_flush < FLUSH_PACKETS
+            and not engine.close_requested
+            and self.transport is not None
+            and self._loop.time() - self._queued_at < FLUSH_INTERVAL
+        )
 
     def _close(self, action: int) -> None:
         self._closing = True
@@ -304,6 +312,22 @@ class MQTTConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _write_waiting(server: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+    """Once a turn while outputs wait to be coalesced: write those that may wait no longer. One callback
+    for them all, not one each: a hundred subscribers of a flood wait at every turn."""
+    waiting = cast("list[MQTTConnection]", server.coalescing)
+    keep: list[MQTTConnection] = []
+    done: list[MQTTConnection] = []
+    for connection in waiting:
+        (keep if connection._may_wait() else done).append(connection)
+    if done:
+        waiting[:] = keep
+        for connection in done:
+            connection._flush()
+    if waiting:
+        loop.call_soon(_write_waiting, server, loop)
 
 
 def _peer_certificate(transport: asyncio.BaseTransport | None) -> tuple[str | None, str | None]:
