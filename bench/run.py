@@ -99,8 +99,6 @@ def _probed(broker: Any, values: dict[str, float]) -> dict[str, float]:
     if "window" not in LAST or not broker.probe_path.exists():
         return {}
     figures = summarize(broker.probe_path, *LAST["window"], LAST.get("gap"))
-    if "rate" in values and values["rate"]:  # CPU per message delivered: the cost, whatever the machine's noise
-        figures["b_cpu_us_per_msg"] = figures["b_cpu_share"] / values["rate"] * 1e6
     for line in figures.pop("notes"):
         print(f"    probe: {line}", file=sys.stderr)
     return figures
