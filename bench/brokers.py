@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+# The CPUs a broker process may run on (None: any); `python -m bench.run --pin` gives the broker one core and
+# the load generator the others, so that the generator's processes never take the broker's CPU.
+BROKER_CPUS: set[int] | None = None
 BENCH_USER = Credentials("bench", "bench-password")
 
 
@@ -142,8 +145,10 @@ class Broker:
     def start(self, timeout: float = 20.0) -> None:
         self.prepare()
         log = open(self.log_path, "wb")
+        cpus = BROKER_CPUS
         self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, env=self.environment())
+                                        stdin=subprocess.DEVNULL, env=self.environment(),
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         log.close()
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:

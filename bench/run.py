@@ -15,6 +15,7 @@ With `--output`, the generated part of the Markdown file is replaced between the
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import shlex
@@ -223,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", action="store_true",
                         help="record inside Roost (bench/probe.py) when the loop was held, by what, GC pauses and "
                              "each write's time, and add the broker's side of every window to 'Every run'")
+    parser.add_argument("--pin", action="store_true",
+                        help="run each broker on CPU 0 and the harness and load generator on the other CPUs, so "
+                             "that the generator never takes the broker's core (other programs still may)")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
 
@@ -243,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
               f"using {count}", file=sys.stderr)
         plan = Plan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "idle_connections": count})
 
+    if args.pin:
+        from . import brokers
+
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) < 2:
+            parser.error("--pin needs at least 2 CPUs")
+        brokers.BROKER_CPUS = {min(cpus)}
+        os.sched_setaffinity(0, cpus - brokers.BROKER_CPUS)  # inherited by the workers forked from here
     began = time.perf_counter()
     with roost_revision(args.roost_rev) as roost_version:
         results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous, args.probe)
