@@ -145,8 +145,8 @@ class MQTTConnection(asyncio.Protocol):
                 size = min(_SLICE_MAX, size * 2)
             if end - began >= budget:
                 break
-        if engine.closing:
-            offset = len(data)  # a close was asked for: the rest is discarded, as the engine would
+        if engine.closing or self._closing:
+            offset = len(data)  # a close was asked for: the rest is discarded (the engine would), not kept
         self._slice = size
         self._offset = offset
         left = offset < len(data)

@@ -211,3 +211,4 @@ def test_a_backlog_before_connect_counts_against_the_pre_authentication_budget(n
         assert server.preauth.bytes == len(packet) - 1  # all in the engine now, still pending
 
     asyncio.run(scenario())
+
