@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
+# The CPUs a broker process may run on (None: any); `python -m bench.run --pin` gives the broker one core and
+# the load generator the others, so that the generator's processes never take the broker's CPU.
+BROKER_CPUS: set[int] | None = None
 BENCH_USER = Credentials("bench", "bench-password")
 
 
@@ -135,11 +138,17 @@ class Broker:
     def prepare(self) -> None:
         """Write the config (and whatever else the broker needs) into `workdir` before it starts."""
 
+    def environment(self) -> dict[str, str] | None:
+        """The broker's environment (None: this process's)."""
+        return None
+
     def start(self, timeout: float = 20.0) -> None:
         self.prepare()
         log = open(self.log_path, "wb")
+        cpus = BROKER_CPUS
         self.process = subprocess.Popen(self.command(), cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL)
+                                        stdin=subprocess.DEVNULL, env=self.environment(),
+                                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         log.close()
         deadline = time.perf_counter() + timeout
         while time.perf_counter() < deadline:
@@ -239,9 +248,11 @@ class RoostBroker(Broker):
     name = "roost"
     source: Path | None = None
 
-    def __init__(self, workdir: Path, limits: Limits, anonymous: bool = False) -> None:
+    def __init__(self, workdir: Path, limits: Limits, anonymous: bool = False, probe: bool = False) -> None:
         super().__init__(workdir, limits)
         self.anonymous = anonymous
+        # bench/probe.py inside the broker: its record is written to `probe_path` when the broker exits.
+        self.probe_path = workdir / "probe.json" if probe else None
         self.http_port = free_port()
         self.tenant: Tenant | None = None
         self.credentials: Credentials | None = None
@@ -260,6 +271,17 @@ class RoostBroker(Broker):
 
     def command(self) -> list[str]:
         return [*self._launcher(), "serve", "--config", str(self.config_path)]
+
+    def environment(self) -> dict[str, str] | None:
+        if self.probe_path is None:
+            return None
+        from .probe import sitecustomize
+
+        site = self.workdir / "probe-site"
+        site.mkdir(exist_ok=True)
+        (site / "sitecustomize.py").write_text(sitecustomize(self.probe_path))
+        path = os.environ.get("PYTHONPATH")
+        return {**os.environ, "PYTHONPATH": str(site) + (os.pathsep + path if path else "")}
 
     def start(self, timeout: float = 20.0) -> None:
         super().start(timeout)

@@ -384,6 +384,7 @@ class Subscriber(_Client):
         ack_cache: dict[int, bytes] = {}
         last_arrival = t_start  # the longest silence within the window tells a stalled broker from a slow one
         max_gap = 0.0
+        gap_at = (t_start, t_start)
         try:
             while True:
                 now = time.perf_counter()
@@ -409,6 +410,7 @@ class Subscriber(_Client):
                         gap = arrived - last_arrival
                         if gap > max_gap:
                             max_gap = gap
+                            gap_at = (last_arrival, arrived)
                         last_arrival = arrived
                     if mode == "count":
                         count, used = wire.count_publishes(buf)
@@ -437,8 +439,10 @@ class Subscriber(_Client):
                     pending[index] = buf[used:]
         finally:
             selector.close()
-        max_gap = max(max_gap, min(t_end, time.perf_counter()) - last_arrival)
-        return {"count": counted, "latencies_us": latencies, "max_gap_s": max_gap}
+        tail_end = min(t_end, time.perf_counter())
+        if tail_end - last_arrival > max_gap:
+            max_gap, gap_at = tail_end - last_arrival, (last_arrival, tail_end)
+        return {"count": counted, "latencies_us": latencies, "max_gap_s": max_gap, "gap_at": gap_at}
 
     def drain(self, quiet: float, timeout: float) -> int:
         """Read and discard until nothing arrived for `quiet` s (at most `timeout` s): empties the backlog

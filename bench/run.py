@@ -15,6 +15,7 @@ With `--output`, the generated part of the Markdown file is replaced between the
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import shlex
@@ -63,7 +64,7 @@ def machine() -> dict[str, str]:
 
 
 def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limits: Limits,
-            roost_anonymous: bool = False) -> tuple[Results, list[str]]:
+            roost_anonymous: bool = False, probe: bool = False) -> tuple[Results, list[str]]:
     results: Results = {(s, b): [] for s in scenarios for b in names}
     errors: list[str] = []
     for run in range(runs):
@@ -72,9 +73,13 @@ def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limit
             for name in order:
                 began = time.perf_counter()
                 try:
-                    options = {"anonymous": True} if name == "roost" and roost_anonymous else {}
+                    options: dict[str, bool] = {}
+                    if name == "roost":
+                        options = {"anonymous": roost_anonymous, "probe": probe}
                     with start_broker(name, limits, **options) as broker:
                         values = SCENARIOS[scenario](broker, plan)
+                        if probe and name == "roost":
+                            values |= _probed(broker, values)
                 except Exception as exc:  # one failed measurement must not lose the others
                     values = {}
                     errors.append(f"run {run + 1}, {scenario}, {name}: {exc}")
@@ -84,6 +89,20 @@ def run_all(names: list[str], scenarios: list[str], runs: int, plan: Plan, limit
                 print(f"[run {run + 1}/{runs}] {scenario:9} {name:10} {shown}  ({time.perf_counter() - began:.1f} s)",
                       file=sys.stderr, flush=True)
     return results, errors
+
+
+def _probed(broker: Any, values: dict[str, float]) -> dict[str, float]:
+    """The broker's side of the window just measured (bench/probe.py), read once the broker has exited."""
+    from .probe import summarize
+    from .scenarios import LAST
+
+    broker.stop()
+    if "window" not in LAST or not broker.probe_path.exists():
+        return {}
+    figures = summarize(broker.probe_path, *LAST["window"], LAST.get("gap"))
+    for line in figures.pop("notes"):
+        print(f"    probe: {line}", file=sys.stderr)
+    return figures
 
 
 def _fmt(value: float) -> str:
@@ -202,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roost-anonymous", action="store_true",
                         help="Roost with anonymous clients (a bench/# ACL) instead of a tenant's credentials, "
                              "to see what authentication costs")
+    parser.add_argument("--probe", action="store_true",
+                        help="record inside Roost (bench/probe.py) when the loop was held, by what, GC pauses and "
+                             "each write's time, and add the broker's side of every window to 'Every run'")
+    parser.add_argument("--pin", action="store_true",
+                        help="run each broker on CPU 0 and the harness and load generator on the other CPUs, so "
+                             "that the generator never takes the broker's core (other programs still may)")
     parser.add_argument("--output", type=Path, help="write the results into this Markdown file")
     args = parser.parse_args(argv)
 
@@ -222,9 +247,17 @@ def main(argv: list[str] | None = None) -> int:
               f"using {count}", file=sys.stderr)
         plan = Plan(**{**{f: getattr(plan, f) for f in plan.__dataclass_fields__}, "idle_connections": count})
 
+    if args.pin:
+        from . import brokers
+
+        cpus = os.sched_getaffinity(0)
+        if len(cpus) < 2:
+            parser.error("--pin needs at least 2 CPUs")
+        brokers.BROKER_CPUS = {min(cpus)}
+        os.sched_setaffinity(0, cpus - brokers.BROKER_CPUS)  # inherited by the workers forked from here
     began = time.perf_counter()
     with roost_revision(args.roost_rev) as roost_version:
-        results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous)
+        results, errors = run_all(names, scenarios, runs, plan, Limits(), args.roost_anonymous, args.probe)
         profile = None
         if args.profile > 0:
             from .profile import profile_fan_in

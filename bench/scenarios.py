@@ -17,7 +17,7 @@ from typing import Any
 from .brokers import HOST, Broker
 from .loadgen import ConnectStorm, IdleClients, Pinger, Publisher, Subscriber, Worker, gather
 
-__all__ = ["METRICS", "SCENARIOS", "Metric", "Plan", "Target"]
+__all__ = ["LAST", "METRICS", "SCENARIOS", "Metric", "Plan", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +108,17 @@ def _spawn(started: list[Worker], broker: Broker, plan: Plan, cls: type, name: s
     return workers
 
 
+# The last measuring window and the longest silence a subscriber saw in it, both as perf_counter() instants:
+# what `bench.probe.summarize` needs to read the broker's side of the same seconds (`run.py --probe`).
+LAST: dict[str, tuple[float, float]] = {}
+
+
 def _window(plan: Plan, lead: float = 0.3) -> tuple[float, float, float]:
     """(t0: clients start, t_start: counting starts, t_end: counting and sending stop)."""
     t0 = time.perf_counter() + lead
     t_start = t0 + plan.warmup
+    LAST.clear()
+    LAST["window"] = (t_start, t_start + plan.duration)
     return t0, t_start, t_start + plan.duration
 
 
@@ -134,23 +141,34 @@ class Flow:
     rate: float  # messages/s delivered to the subscribers within the window
     max_gap_s: float  # the longest silence any subscriber saw within the window
     written_rate: float  # messages/s the publishers wrote (QoS 1: had acknowledged), warm-up included
+    cpu_share: float  # the broker's CPU seconds per second of the window (1.0: one core all the time)
 
     def metrics(self) -> dict[str, float]:
-        return {"rate": self.rate, "max_gap_s": self.max_gap_s, "written_rate": self.written_rate}
+        # CPU per message delivered: what a message costs the broker, which the machine's noise (the load
+        # generator and other jobs on the same cores) moves much less than it moves the rate.
+        per_message = self.cpu_share / self.rate * 1e6 if self.rate else float("nan")
+        return {"rate": self.rate, "max_gap_s": self.max_gap_s, "written_rate": self.written_rate,
+                "cpu_us_per_msg": per_message}
 
 
-def _throughput(sub: list[Worker], pubs: list[Worker], plan: Plan, mode: str, publish: Publish) -> Flow:
+def _throughput(broker: Broker, sub: list[Worker], pubs: list[Worker], plan: Plan, mode: str,
+                publish: Publish) -> Flow:
     """Start subscribers and publishers over one window and measure the flow."""
     t0, t_start, t_end = _window(plan)
     for worker in sub:
         worker.send("receive", mode, t_start, t_end, t_end + 0.3)
     for index, worker in enumerate(pubs):
         worker.send(*publish(worker, index, t0, t_end))
+    time.sleep(max(0.0, t_start - time.perf_counter()))
+    cpu_start = broker.cpu_seconds()
+    time.sleep(max(0.0, t_end - time.perf_counter()))
+    cpu_share = (broker.cpu_seconds() - cpu_start) / plan.duration
     deadline = _timeout(plan)
     written = sum(worker.result(deadline) for worker in pubs)
     answers = [worker.result(deadline) for worker in sub]
+    LAST["gap"] = tuple(max(answers, key=lambda a: a["max_gap_s"])["gap_at"])  # type: ignore[assignment]
     return Flow(sum(a["count"] for a in answers) / plan.duration, max(a["max_gap_s"] for a in answers),
-                written / (plan.warmup + plan.duration))
+                written / (plan.warmup + plan.duration), cpu_share)
 
 
 def fan_in(broker: Broker, plan: Plan) -> dict[str, float]:
@@ -159,7 +177,7 @@ def fan_in(broker: Broker, plan: Plan) -> dict[str, float]:
         pubs = _spawn(started, broker, plan, Publisher, "fanin-pub", plan.fan_in_publishers)
         gather(sub + pubs, "connect")
         gather(sub, "subscribe", ["bench/#"], 0)
-        flow = _throughput(sub, pubs, plan, "count",
+        flow = _throughput(broker, sub, pubs, plan, "count",
                            lambda w, i, t0, t_end: ("blast", [f"bench/in/{i}"], plan.payload, t0, t_end))
     return flow.metrics()
 
@@ -172,7 +190,7 @@ def fan_out(broker: Broker, plan: Plan) -> dict[str, float]:
         gather(subs, "connect", per_process, timeout=60)
         gather(subs, "subscribe", ["bench/out"], 0, timeout=60)
         gather(pubs, "connect")
-        flow = _throughput(subs, pubs, plan, "count",
+        flow = _throughput(broker, subs, pubs, plan, "count",
                            lambda w, i, t0, t_end: ("blast", ["bench/out"], plan.payload, t0, t_end))
     return flow.metrics()
 
@@ -183,7 +201,7 @@ def qos1(broker: Broker, plan: Plan) -> dict[str, float]:
         pubs = _spawn(started, broker, plan, Publisher, "qos1-pub", plan.qos1_publishers)
         gather(sub + pubs, "connect")
         gather(sub, "subscribe", ["bench/#"], 1)
-        flow = _throughput(sub, pubs, plan, "ack",
+        flow = _throughput(broker, sub, pubs, plan, "ack",
                            lambda w, i, t0, t_end: ("windowed", [f"bench/q1/{i}"], plan.payload, plan.qos1_window,
                                                     t0, t_end))
     return flow.metrics()
@@ -199,7 +217,9 @@ def latency(broker: Broker, plan: Plan) -> dict[str, float]:
         sub[0].send("receive", "latency", t_start, t_end, t_end + 0.5)
         pub[0].send("paced", "bench/lat", plan.payload, plan.latency_rate, t0, t_end)
         pub[0].result(_timeout(plan))
-        samples = [us / 1000 for us in sub[0].result(_timeout(plan))["latencies_us"]]
+        answer = sub[0].result(_timeout(plan))
+        samples = [us / 1000 for us in answer["latencies_us"]]
+        LAST["gap"] = tuple(answer["gap_at"])  # type: ignore[assignment]
     expected = plan.latency_rate * plan.duration
     if len(samples) < 0.5 * expected:
         raise RuntimeError(f"only {len(samples)} of ~{expected:.0f} messages arrived: the paced rate was not held")
@@ -219,7 +239,7 @@ def routing(broker: Broker, plan: Plan) -> dict[str, float]:
         pubs = _spawn(started, broker, plan, Publisher, "route-pub", plan.fan_in_publishers)
         gather(sub + pubs, "connect")
         gather(sub, "subscribe", [topic(0)], 0)
-        one = _throughput(sub, pubs, plan, "count", lambda w, i, t0, t_end: (
+        one = _throughput(broker, sub, pubs, plan, "count", lambda w, i, t0, t_end: (
             "windowed", [topic(0)], plan.payload, plan.qos1_window, t0, t_end))
         # Let the broker work off what the publishers left in socket buffers, so it does not count as
         # subscribing time, then empty what it still had queued for the subscriber.
@@ -230,7 +250,7 @@ def routing(broker: Broker, plan: Plan) -> dict[str, float]:
         subscribe_s = time.perf_counter() - began
         step = max(1, n // 1000)
         spread = [[topic(j) for j in range(1 + i, n, step * len(pubs))] for i in range(len(pubs))]
-        many = _throughput(sub, pubs, plan, "count", lambda w, i, t0, t_end: (
+        many = _throughput(broker, sub, pubs, plan, "count", lambda w, i, t0, t_end: (
             "windowed", spread[i], plan.payload, plan.qos1_window, t0, t_end))
     return {"ratio": many.rate / one.rate if one.rate else float("nan"), "rate_1": one.rate,
             "rate_many": many.rate, "subscribe_s": subscribe_s, "max_gap_s": max(one.max_gap_s, many.max_gap_s)}

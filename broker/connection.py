@@ -13,6 +13,17 @@ is read and discarded for at most `LINGER_SECONDS`, then the socket closes. Clos
 client is still sending would answer its next bytes with a reset, and a reset may destroy the DISCONNECT
 before the client has read its reason code. Transports that cannot shut their write side (TLS, WebSocket)
 keep the connection open, discarding input, for the same bounded time.
+
+Fairness: no client's input holds the loop for long. A flooding publisher's read (uvloop reads up to 256 KB
+at a time) is handed to the engine in slices until its share of `TURN_BUDGET` is spent; the rest waits in
+the shell, with reading paused, for the loop's next turn, and the clients with such a backlog share one
+budget, so a turn lasts about as long with four floods as with one. Every other client is served in
+between: its PINGREQ answered, its acknowledgements written. Handled whole, one read of 64-byte PUBLISH
+packets to 100 subscribers held the loop 0.3-0.5 s, and nothing was written to anyone meanwhile
+(docs/benchmarks.md, "Tail latency (issue 20)"). While a flood lasts, output made of PUBLISH packets is
+written every `FLUSH_INTERVAL`, or once `FLUSH_PACKETS` wait, rather than at every (short) turn, so that a
+hundred subscribers do not cost a hundred small writes a millisecond; output with no PUBLISH in it
+(acknowledgements, PINGRESP) still goes at the next turn.
 """
 
 from __future__ import annotations
@@ -20,12 +31,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from typing import cast
 
 from broker.engine import CLOSE, LINGER, Connection
 from broker.registry import ServerState
 
-__all__ = ["LINGER_SECONDS", "MQTTConnection"]
+__all__ = ["FLUSH_INTERVAL", "FLUSH_PACKETS", "LINGER_SECONDS", "MQTTConnection", "TURN_BUDGET"]
 
 log = logging.getLogger("roost.connection")
 
@@ -33,6 +45,18 @@ log = logging.getLogger("roost.connection")
 LINGER_SECONDS = 1.0
 # A read at least this large means the client has a backlog: yield to the loop after handling it.
 _YIELD_AFTER_BYTES = 16_384
+# The longest the input of the clients that have a backlog (a flood) holds the loop per turn, all of them
+# together: each gets an equal share, and what is left of its read waits in `_backlog` for the next turn.
+TURN_BUDGET = 0.001
+# While any client has a backlog, a connection that is being sent PUBLISH packets is written at most this
+# long after its first one queued, not at every turn: coalesced writes, flushed at a bound.
+FLUSH_INTERVAL = 0.005
+# ... or once this many PUBLISH packets wait (what one turn adds may go over it: a turn is short).
+FLUSH_PACKETS = 256
+# The engine gets a backlog in slices, whose size adapts so that one takes at most half of a share of the
+# budget: the cost of a byte differs a hundredfold between a PUBLISH to one subscriber and to a hundred.
+_SLICE_MIN, _SLICE_MAX = 256, 65_536
+_clock = time.perf_counter
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -40,9 +64,9 @@ class MQTTConnection(asyncio.Protocol):
 
     # Slots, and no future until shutdown asks for one (`closed`): what an idle connection holds is
     # measured in docs/benchmarks.md, "Memory (issue 20)".
-    __slots__ = ("_bucket", "_closed", "_closing", "_flush_scheduled", "_flush_wanted", "_lost", "_loop",
-                 "_pending", "_reading_paused", "_receiving", "_timer", "_yielding", "engine", "listener",
-                 "server", "transport")
+    __slots__ = ("_backlog", "_bucket", "_closed", "_closing", "_flush_scheduled", "_flush_wanted", "_lost",
+                 "_loop", "_offset", "_pending", "_queued_at", "_reading_paused", "_receiving", "_sent_at_flush",
+                 "_slice", "_timer", "_yielding", "engine", "listener", "server", "transport")
 
     def __init__(self, server: ServerState, listener: str = "tcp") -> None:
         self.server = server
@@ -51,11 +75,13 @@ class MQTTConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.engine = Connection(server.broker, listener, now=self._loop.time())
         self._flush_scheduled = False
-        # While the engine handles a read, output only marks `_flush_wanted`: `data_received` then flushes
-        # on the loop's next turn (coalesced with what routing adds meanwhile), or at once if the read ended
-        # in a close (a DISCONNECT), as nothing can be added to a closing connection's output.
+        # While the engine handles a read, output only marks `_flush_wanted`: `_work` then flushes on the
+        # loop's next turn (coalesced with what routing adds meanwhile), or at once if the read ended in a
+        # close (a DISCONNECT), as nothing can be added to a closing connection's output.
         self._receiving = False
         self._flush_wanted = False
+        self._queued_at = 0.0
+        self._sent_at_flush = 0
         # The engine's next deadline, as its bucket on `server.deadlines` (None: none pending).
         self._bucket: int | None = None
         # Only while a lingering close waits (rare: one loop timer for it).
@@ -63,6 +89,11 @@ class MQTTConnection(asyncio.Protocol):
         self._closing = False
         self._reading_paused = False
         self._yielding = False
+        # Input read but not handed to the engine yet (this turn's share of the budget was spent), from
+        # `_offset`; at most one read of the transport, since reading is paused while it waits.
+        self._backlog = b""
+        self._offset = 0
+        self._slice = 16_384
         # Admitted to the pre-authentication budget and not released yet: each read is reported to it.
         self._pending = False
         self._lost = False  # the network connection is gone
@@ -111,10 +142,38 @@ class MQTTConnection(asyncio.Protocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._offset < len(self._backlog):  # read while a backlog waited (uvloop hands over what it had)
+            self._backlog = self._backlog[self._offset:] + data
+        else:
+            self._backlog = data
+        self._offset = 0
+        self._work(len(data) >= _YIELD_AFTER_BYTES)
+
+    def _work(self, busy: bool = False) -> None:
+        """Hand the engine the backlog, slice by slice, until it is all handled or this connection's share of
+        `TURN_BUDGET` is spent; then, if any is left or the read was large (`busy`), stop reading until the
+        loop's next turn. libuv would otherwise read the same socket up to 32 times per wake-up, and every
+        other client (subscribers' writes, PINGREQs) would wait behind megabytes of one publisher's input."""
         engine = self.engine
+        data, offset, size = self._backlog, self._offset, self._slice
+        now = self._loop.time()
+        server = self.server
+        began = _clock()
+        budget = TURN_BUDGET / (server.backlogged + 1)
         self._receiving = True
         try:
-            engine.receive_data(data, self._loop.time())
+            while offset < len(data) and not self._closing and not engine.congested:
+                chunk = data if offset == 0 and len(data) <= size else data[offset:offset + size]
+                start = _clock()
+                engine.receive_data(chunk, now)
+                offset += len(chunk)
+                end = _clock()
+                if end - start > budget / 2:
+                    size = max(_SLICE_MIN, size // 2)
+                elif end - start < budget / 8:
+                    size = min(_SLICE_MAX, size * 2)
+                if end - began >= budget:
+                    break
         finally:
             self._receiving = False
         if self._flush_wanted:
@@ -123,6 +182,13 @@ class MQTTConnection(asyncio.Protocol):
                 self._flush()
             else:
                 self._schedule_flush()
+        if engine.closing or self._closing:
+            offset = len(data)  # a close was asked for: the rest is discarded (the engine would), not kept
+        self._slice = size
+        self._offset = offset
+        left = offset < len(data)
+        if not left:
+            self._backlog, self._offset = b"", 0
         if self._pending:
             self._hold_pending()
             if self._closing:
@@ -130,13 +196,17 @@ class MQTTConnection(asyncio.Protocol):
         if engine.rearm:
             engine.rearm = False
             self._arm()
-        if len(data) >= _YIELD_AFTER_BYTES and not self._yielding and not self._reading_paused and not self._closing:
-            # A flooding client: stop reading it until the loop's next turn. libuv would otherwise read the
-            # same socket up to 32 times per wake-up, and every other client (subscribers' writes,
-            # PINGREQs) would wait behind megabytes of one publisher's backlog.
+        if (left or busy) and not self._closing:
+            self._next_turn(left)
+
+    def _next_turn(self, left: bool) -> None:
+        """Stop reading until the loop's next turn; then go on with the backlog, if `left`."""
+        if not self._yielding:
             self._yielding = True
+            if left:
+                self.server.backlogged += 1
             self.transport.pause_reading()  # type: ignore[union-attr]
-            self._loop.call_soon(self._end_yield)
+            self._loop.call_soon(self._end_yield, left)
 
     def _hold_pending(self) -> None:
         """Report what the engine buffers before its CONNECT is handled; once it is (accepted or refused),
@@ -146,16 +216,26 @@ class MQTTConnection(asyncio.Protocol):
         if held is None:
             self._pending = False
             preauth.release(self)
-        elif not preauth.hold(self, held):
+        elif not preauth.hold(self, held + len(self._backlog) - self._offset):
             self._pending = False
             log.info("closed %s: connections awaiting CONNECT hold more than max_pending_bytes",
                      self.engine.remote_address)
             self.engine.refuse_pending()
             self._close(CLOSE)
 
-    def _end_yield(self) -> None:
+    def _end_yield(self, counted: bool) -> None:
         self._yielding = False
-        if not self._reading_paused and self.transport is not None and not self.transport.is_closing():
+        if counted:
+            self.server.backlogged -= 1
+        if self._closing or self.transport is None or self.transport.is_closing():
+            return
+        if self._offset < len(self._backlog):
+            if self.engine.congested:
+                return  # resume_writing goes on with it
+            self._work()
+            if self._yielding or self._closing:
+                return  # more is left for the next turn
+        if not self._reading_paused:
             self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
@@ -168,11 +248,14 @@ class MQTTConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        left = self._offset < len(self._backlog)
         if self._reading_paused and self.transport is not None and not self._closing:
             self._reading_paused = False
-            if not self._yielding:  # else _end_yield resumes it on the loop's next turn
+            if not self._yielding and not left:  # else _end_yield resumes it on the loop's next turn
                 self.transport.resume_reading()
         self.engine.resume_writing()
+        if left and not self._closing and not self.engine.congested:
+            self._next_turn(True)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
@@ -193,19 +276,41 @@ class MQTTConnection(asyncio.Protocol):
             self._flush_wanted = True
         elif not self._flush_scheduled:
             self._flush_scheduled = True
+            self._queued_at = self._loop.time()
             self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Write everything the engine queued in this loop iteration with one call; then close if asked."""
+        """Write everything the engine queued with one call (coalesced: within this turn, or while a flood
+        lasts up to `FLUSH_INTERVAL` or `FLUSH_PACKETS` when it holds PUBLISH packets); then close if asked."""
+        if self._may_wait():
+            waiting = self.server.coalescing
+            waiting.append(self)
+            if len(waiting) == 1:
+                self._loop.call_soon(_write_waiting, self.server, self._loop)
+            return
         self._flush_scheduled = False
         transport = self.transport
         if transport is None:
             return
-        data = self.engine.data_to_send()
+        engine = self.engine
+        self._sent_at_flush = engine.messages_sent
+        data = engine.data_to_send()
         if data and not transport.is_closing():
             transport.write(data)
-        if self.engine.close_requested and not self._closing:
-            self._close(self.engine.close_requested)
+        if engine.close_requested and not self._closing:
+            self._close(engine.close_requested)
+
+    def _may_wait(self) -> bool:
+        """Whether the output may wait for a later turn, to leave in fewer, larger writes: while a flood
+        lasts, when it holds PUBLISH packets, fewer than `FLUSH_PACKETS` of them, for `FLUSH_INTERVAL`."""
+        engine = self.engine
+        return (
+            self.server.backlogged > 0
+            and 0 < engine.messages_sent - self._sent_at_flush < FLUSH_PACKETS
+            and not engine.close_requested
+            and self.transport is not None
+            and self._loop.time() - self._queued_at < FLUSH_INTERVAL
+        )
 
     def _close(self, action: int) -> None:
         self._closing = True
@@ -219,6 +324,7 @@ class MQTTConnection(asyncio.Protocol):
             transport.close()
             return
         # Lingering: keep reading (the engine discards it) so the client's bytes meet no reset.
+        self._backlog, self._offset = b"", 0
         if self._reading_paused or self._yielding:
             self._reading_paused = self._yielding = False
             transport.resume_reading()
@@ -254,6 +360,22 @@ class MQTTConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+
+def _write_waiting(server: ServerState, loop: asyncio.AbstractEventLoop) -> None:
+    """Once a turn while outputs wait to be coalesced: write those that may wait no longer. One callback
+    for them all, not one each: a hundred subscribers of a flood wait at every turn."""
+    waiting = cast("list[MQTTConnection]", server.coalescing)
+    keep: list[MQTTConnection] = []
+    done: list[MQTTConnection] = []
+    for connection in waiting:
+        (keep if connection._may_wait() else done).append(connection)
+    if done:
+        waiting[:] = keep
+        for connection in done:
+            connection._flush()
+    if waiting:
+        loop.call_soon(_write_waiting, server, loop)
 
 
 def _peer_certificate(ssl_object: ssl.SSLObject) -> tuple[str | None, str | None]:

@@ -53,6 +53,12 @@ class ServerState:
         settings = broker.settings
         self.preauth = PreAuthBudget(settings.max_pending_connections, settings.max_pending_bytes,
                                      broker.stats.pending_refused)
+        # Connections whose input waits for the loop's next turn (a flood): they share the turn's budget
+        # (broker/connection.py, `TURN_BUDGET`), so the loop's turn stays as short with four as with one.
+        self.backlogged = 0
+        # Connections whose output waits a few turns to leave in one write while a flood lasts (written by
+        # one callback per turn, broker/connection.py `_write_waiting`); at most every open connection.
+        self.coalescing: list[object] = []
 
     def opened(self, connection: OpenConnection) -> None:
         self.connections.add(connection)
