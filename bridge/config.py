@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
-from bridge.nats_config import NATS_SCHEMES, NatsSettings, parse_nats, server_address
+from bridge.nats_config import NATS_SCHEMES, NatsSettings, parse_nats, server_address, split_url
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.errors import ConfigError
 from broker.topic_match import filters_overlap
@@ -351,11 +351,7 @@ def _parse_url(url: str, key: str) -> tuple[str, str, int, str, str | None, str 
     """(scheme, host, port, path, user, password) of an MQTT url. The path is for ws:// and wss:// only
     (the WebSocket request's target, "/" when the url has none: Roost's listener and Mosquitto's usual one
     are at /mqtt, so it is named in the url); mqtt:// and mqtts:// take none."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"{key}: {url!r} is not a valid url ({exc})") from exc
+    parts, port = split_url(url, key)
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS:
         raise ConfigError(

@@ -27,11 +27,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from broker.errors import ConfigError
 
-__all__ = ["NATS_SCHEMES", "NatsSettings", "parse_nats", "parse_nats_url", "server_address"]
+__all__ = ["NATS_SCHEMES", "NatsSettings", "parse_nats", "parse_nats_url", "server_address", "split_url"]
 
 NATS_SCHEMES = ("nats", "tls")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")  # no spaces, '.', '*', '>', path separators
@@ -78,11 +78,7 @@ def parse_nats_url(url: str, key: str) -> tuple[tuple[str, ...], bool, str | Non
     tls = False
     user = password = None
     for index, part in enumerate(item.strip() for item in url.split(",")):
-        try:
-            parts = urlsplit(part)
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"{key}: {part!r} is not a valid url ({exc})") from exc
+        parts, port = split_url(part, key)
         scheme = parts.scheme.lower()
         if scheme not in NATS_SCHEMES:
             raise ConfigError(f"{key}: {part!r}: every server of a NATS bridge is nats://host:port or tls://host:port")
@@ -99,6 +95,15 @@ def parse_nats_url(url: str, key: str) -> tuple[tuple[str, ...], bool, str | Non
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         servers.append(f"nats://{host}:{port or _DEFAULT_PORT}")
     return tuple(servers), tls, user, password
+
+
+def split_url(url: str, key: str) -> tuple[SplitResult, int | None]:
+    """The url's parts and port, or a ConfigError naming `key` (urlsplit checks the port only when asked)."""
+    try:
+        parts = urlsplit(url)
+        return parts, parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {url!r} is not a valid url ({exc})") from exc
 
 
 def parse_nats(keys: _KeyReader, url: str, remote_prefix: str, name: str,

@@ -46,9 +46,14 @@ def ping(client: RawClient) -> list[Any]:
     the PINGREQ has been handled, and everything the broker sent in response is in the returned list.
     """
     client.send(Pingreq())
+    return until_pingresp(client.receive)
+
+
+def until_pingresp(receive: Callable[[], Any]) -> list[Any]:
+    """The packets `receive` gives before a PINGRESP (the barrier's second half, for any transport)."""
     before = []
     while True:
-        packet = client.receive()
+        packet = receive()
         if isinstance(packet, Pingresp):
             return before
         before.append(packet)

@@ -19,8 +19,9 @@ from wsproto.events import (
 )
 from wsproto.extensions import Extension
 
-from broker.codec import NEED_DATA, PacketReader, Pingreq, Pingresp, encode
+from broker.codec import NEED_DATA, PacketReader, Pingreq, encode
 from tests.helpers import TIMEOUT
+from tests.session_helpers import until_pingresp
 
 __all__ = ["RawWebSocket", "frame_header", "ws_ping"]
 
@@ -122,9 +123,4 @@ class RawWebSocket:
 def ws_ping(client: RawWebSocket) -> list[Any]:
     """The PINGREQ barrier over WebSocket: the packets that came before the PINGRESP [MQTT-3.12.4-1]."""
     client.send_frames(encode(Pingreq(), 5))
-    before = []
-    while True:
-        packet = client.receive()
-        if isinstance(packet, Pingresp):
-            return before
-        before.append(packet)
+    return until_pingresp(client.receive)
