@@ -30,9 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
-from typing import cast
+from typing import Any, cast
 
 from broker.engine import CLOSE, LINGER, Connection
 from broker.registry import ServerState
@@ -119,7 +118,7 @@ class MQTTConnection(asyncio.Protocol):
         ssl_object = self.transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             engine.tls = True
-            engine.certificate = _peer_certificate(ssl_object)
+            engine.certificate = _peer_certificate(self.transport.get_extra_info("peercert"))
         engine.on_output = self._schedule_flush
         broker = self.server.broker
         high = broker.settings.write_buffer_high
@@ -378,10 +377,11 @@ def _write_waiting(server: ServerState, loop: asyncio.AbstractEventLoop) -> None
         loop.call_soon(_write_waiting, server, loop)
 
 
-def _peer_certificate(ssl_object: ssl.SSLObject) -> tuple[str | None, str | None]:
+def _peer_certificate(certificate: dict[str, Any] | None) -> tuple[str | None, str | None]:
     """The subject CN and serial (upper-case hex, no leading zeros) of the client certificate that the TLS
-    handshake verified; (None, None) when the client presented none."""
-    certificate = ssl_object.getpeercert()  # Only a verified certificate is reported.
+    handshake verified; (None, None) when the client presented none. `certificate` is the TLS transport's
+    "peercert" (`getpeercert()`, which reports only a verified certificate), decoded once by the transport
+    when the handshake completed: not decoded again here."""
     if not certificate or "serialNumber" not in certificate:
         return None, None
     common_name = next(

@@ -23,6 +23,7 @@ import asyncio
 import logging
 import ssl
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,12 @@ def server_context(cert_file: str | Path, key_file: str | Path, client_ca_file: 
     """A TLS 1.2/1.3 server context for a PEM certificate chain and key; with `client_ca_file`, clients may
     present a certificate signed by one of its CAs (mutual TLS), and one they present is verified.
 
-    Session resumption is on, as OpenSSL has it by default: TLS 1.3 tickets (two after each full
-    handshake) and TLS 1.2 tickets and session ids, so a device that reconnects skips the signature.
+    Session resumption is on: TLS 1.3 tickets and TLS 1.2 tickets and session ids, so a device that
+    reconnects skips the certificate and its signature. One TLS 1.3 ticket is sent per handshake, not
+    OpenSSL's default two: a device holds one connection to its broker and takes a fresh ticket each time
+    it reconnects, and every ticket costs both sides a session encoding, an encryption and a record.
+    (A TLS 1.2 session id survives only a connection that was closed with a close_notify, as OpenSSL drops
+    a session whose connection ended without one; tickets have no such limit.)
 
     When the certificate file holds the server certificate alone and its issuer is among the client CAs
     (Roost's own CA signs both), the issuer is loaded as the certificate's chain, so that OpenSSL does not
@@ -49,6 +54,7 @@ def server_context(cert_file: str | Path, key_file: str | Path, client_ca_file: 
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.num_tickets = 1
     chain = chain_with_issuers(Path(cert_file), Path(client_ca_file)) if client_ca_file is not None else None
     if chain is None:
         context.load_cert_chain(str(cert_file), str(key_file))
@@ -165,40 +171,38 @@ class TLSListener(TCPListener):
         return _Accepted(self)
 
     def _upgrade(self, accepted: _Accepted) -> None:
-        assert accepted.transport is not None
-        if self._server is None or self.server.closing:
-            accepted.transport.abort()
-            return
-        task = asyncio.get_running_loop().create_task(self._handshake(accepted))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
-
-    async def _handshake(self, accepted: _Accepted) -> None:
+        """Start the handshake: one task (the `start_tls` coroutine itself) and one callback per connection,
+        which is all the Python a TLS set-up adds beside the `MQTTConnection` it ends in."""
         transport = accepted.transport
         assert transport is not None
-        peer = _peer(transport)
-        upgrading = _Upgrading()
-        loop = asyncio.get_running_loop()
-        try:
-            if transport.is_closing():
-                raise ConnectionResetError("closed by the peer before the handshake")
-            # start_tls swaps in the TLS protocol in its first step; the replay is queued to run right after
-            # it, before the TLS protocol's own connection_made starts the handshake on the bytes it got.
-            starting = asyncio.ensure_future(
-                loop.start_tls(
-                    transport, upgrading, self.context, server_side=True, ssl_handshake_timeout=self.handshake_timeout
-                )
-            )
-            loop.call_soon(_replay, transport, accepted)
-            tls_transport = await starting
-        except asyncio.CancelledError:
-            transport.abort()
-            raise
-        except Exception as exc:  # ssl.SSLError, ConnectionError, a timeout: the peer's doing, logged once
-            self.handshake_failures += 1
-            log.info("TLS handshake with %s failed: %s", peer, _reason(exc))
+        if self._server is None or self.server.closing:
             transport.abort()
             return
+        if transport.is_closing():
+            self._failed(transport, ConnectionResetError("closed by the peer before the handshake"))
+            return
+        loop = asyncio.get_running_loop()
+        upgrading = _Upgrading()
+        # start_tls swaps in the TLS protocol in its first step; the replay is queued to run right after it,
+        # before the TLS protocol's own connection_made starts the handshake on the bytes it got.
+        starting = loop.start_tls(
+            transport, upgrading, self.context, server_side=True, ssl_handshake_timeout=self.handshake_timeout
+        )
+        task = loop.create_task(starting)  # type: ignore[arg-type]
+        loop.call_soon(_replay, transport, accepted)
+        self._pending.add(task)
+        task.add_done_callback(partial(self._upgraded, transport, upgrading))
+
+    def _upgraded(self, transport: asyncio.Transport, upgrading: _Upgrading, task: asyncio.Task[Any]) -> None:
+        self._pending.discard(task)
+        if task.cancelled():  # the listener closed while the handshake ran
+            transport.abort()
+            return
+        exc = task.exception()
+        if exc is not None:  # ssl.SSLError, ConnectionError, a timeout: the peer's doing, logged once
+            self._failed(transport, exc)
+            return
+        tls_transport = task.result()
         if tls_transport is None or upgrading.lost:
             return
         connection = MQTTConnection(self.server, self.name)
@@ -208,6 +212,11 @@ class TLSListener(TCPListener):
             connection.pause_writing()
         if upgrading.data:
             connection.data_received(b"".join(upgrading.data))
+
+    def _failed(self, transport: asyncio.Transport, exc: BaseException) -> None:
+        self.handshake_failures += 1
+        log.info("TLS handshake with %s failed: %s", _peer(transport), _reason(exc))
+        transport.abort()
 
     async def close(self) -> None:
         """Stop accepting; handshakes under way are abandoned; MQTT connections are closed by the broker."""

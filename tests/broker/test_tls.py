@@ -138,6 +138,22 @@ def test_tls_1_2_and_1_3(tls_roost, uvloop: bool) -> None:
             assert mqtt_connect_over(sock, f"raw-{version.name}").reason_code == 0
 
 
+@pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
+def test_a_reconnecting_client_resumes_its_session_with_the_ticket_it_was_given(tls_roost, uvloop: bool) -> None:
+    roost = tls_roost(uvloop=uvloop)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        context = ssl.create_default_context(cafile=str(ca_file(roost)))
+        context.minimum_version = context.maximum_version = version
+        session: ssl.SSLSession | None = None
+        for attempt in range(3):
+            sock = socket.create_connection(("127.0.0.1", tls_port(roost)), timeout=TIMEOUT)
+            with context.wrap_socket(sock, server_hostname="localhost", session=session) as tls:
+                assert mqtt_connect_over(tls, f"again-{version.name}").reason_code == 0  # the ticket came before it
+                assert tls.session_reused == (attempt > 0)
+                assert tls.session is not None and tls.session.has_ticket
+                session = tls.session
+
+
 # -- device certificates --------------------------------------------------------------------------------------
 
 
@@ -315,12 +331,14 @@ def test_a_plain_text_client_on_the_tls_port_is_closed_and_logged_once(tls_roost
     with socket.create_connection(("127.0.0.1", tls_port(roost)), timeout=TIMEOUT) as sock:
         from broker.codec import encode
 
+        own_address = "%s:%d" % sock.getsockname()
         sock.sendall(encode(Connect(client_id="plain", protocol_version=4), 4))
         while sock.recv(4096):  # an alert at most, then the close
             pass
     assert roost.call(lambda: roost.roost.tls_listener.handshake_failures) == 1  # type: ignore[union-attr]
     failures = [r for r in caplog.records if "TLS handshake" in r.getMessage()]
     assert len(failures) == 1
+    assert own_address in failures[0].getMessage()  # the peer is named, though it is read after the failure
 
 
 @pytest.mark.parametrize("uvloop", [False, True], ids=["asyncio", "uvloop"])
