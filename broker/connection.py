@@ -53,8 +53,10 @@ class MQTTConnection(asyncio.Protocol):
         self._closing = False
         self._reading_paused = False
         self._yielding = False
-        # Admitted to the pre-authentication budget and not released yet: each read is reported to it.
+        # Admitted to the pre-authentication budget and not released yet: each read is reported to it, with
+        # what the engine held at the last report (`_held`).
         self._pending = False
+        self._held = 0
         # Resolved when the network connection is gone; shutdown awaits these.
         self.closed: asyncio.Future[None] = self._loop.create_future()
 
@@ -75,16 +77,16 @@ class MQTTConnection(asyncio.Protocol):
         high = broker.settings.write_buffer_high
         self.transport.set_write_buffer_limits(high=high, low=high // 4)
         broker.stats.connections_opened += 1
-        self.server.opened(self)
-        if self.server.closing:
-            # Accepted while the broker shuts down (the listener was closing): not served.
-            self._closing = True
-            self.transport.close()
-            return
-        if not self.server.preauth.admit(self):
+        server = self.server
+        if not server.opened(self):
+            if server.closing:
+                # Accepted while the broker shuts down (the listener was closing): not served.
+                self._closing = True
+                self.transport.close()
+                return
             # Too many connections are still in CONNECT, or they hold too much: closed at once, counted.
             log.info("refused a connection from %s: %d connections already await their CONNECT",
-                     engine.remote_address, len(self.server.preauth))
+                     engine.remote_address, len(server.preauth))
             engine.refuse_pending()
             self._close(CLOSE)
             return
@@ -126,8 +128,12 @@ class MQTTConnection(asyncio.Protocol):
         preauth = self.server.preauth
         if held is None:
             self._pending = False
-            preauth.release(self)
-        elif not preauth.hold(self, held):
+            preauth.release(self._held)
+        elif held == self._held:
+            return
+        elif preauth.hold(self._held, held):
+            self._held = held
+        else:
             self._pending = False
             log.info("closed %s: connections awaiting CONNECT hold more than max_pending_bytes",
                      self.engine.remote_address)
@@ -160,6 +166,9 @@ class MQTTConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pending:
+            self._pending = False
+            self.server.preauth.release(self._held)
         self.server.closed(self)
         if not self.closed.done():
             self.closed.set_result(None)
@@ -215,7 +224,10 @@ class MQTTConnection(asyncio.Protocol):
             self._timer = None
         deadline = self.engine.next_deadline()
         if deadline is not None and not self._closing:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+            loop = self._loop
+            # call_later, not call_at: uvloop's call_at is call_later(when - time()) through a Python-level
+            # call with keywords, twice the cost.
+            self._timer = loop.call_later(deadline - loop.time(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -1,8 +1,8 @@
 """CONNECT negotiation as pure functions: what a CONNECT asks for, against the broker's settings.
 
 `negotiate` answers either the terms of the connection (`Terms`) or the reason code to refuse it with;
-`connack_properties` is what a v5 CONNACK tells the client about those terms; `connect_error_answer` is
-how a CONNECT that could not be read is answered. None touches a session, a hook or a socket: the engine
+`connack_properties` is what a v5 CONNACK tells the client about those terms, and `accepting_connack` the
+CONNACK's bytes; `connect_error_answer` is how a CONNECT that could not be read is answered. None touches a session, a hook or a socket: the engine
 asks the hooks and attaches the session afterwards.
 """
 
@@ -12,7 +12,7 @@ import logging
 import uuid
 from typing import NamedTuple
 
-from broker.codec import EMPTY_PROPERTIES, Connect, Properties, ProtocolVersion, ReasonCode
+from broker.codec import EMPTY_PROPERTIES, Connack, Connect, Properties, ProtocolVersion, ReasonCode, encode
 from broker.codec.topics import validate_topic_name
 from broker.errors import ProtocolError, UnsupportedProtocolVersion
 from broker.hooks import AuthResult, ConnectRequest, Decision, HookChain
@@ -21,7 +21,7 @@ from broker.session import NEVER_EXPIRES
 from broker.settings import BrokerSettings
 from broker.stats import Stats
 
-__all__ = ["Terms", "authenticate", "connack_properties", "connect_error_answer", "negotiate"]
+__all__ = ["Terms", "accepting_connack", "authenticate", "connack_properties", "connect_error_answer", "negotiate"]
 
 log = logging.getLogger("roost.connection")
 
@@ -110,6 +110,18 @@ def connack_properties(terms: Terms, settings: BrokerSettings, version: int) -> 
         topic_alias_maximum=settings.topic_alias_maximum or None,
         server_keep_alive=terms.server_keep_alive,
     )
+
+
+# A 3.1 / 3.1.1 CONNACK that accepts is one of two byte strings (Session Present 0 or 1, return code 0):
+# made once, not encoded per connection.
+_V3_ACCEPTED = (encode(Connack(False, 0), 4), encode(Connack(True, 0), 4))
+
+
+def accepting_connack(terms: Terms, settings: BrokerSettings, version: int, present: bool) -> bytes:
+    """The CONNACK that lets the client in, with Session Present `present` [MQTT-3.2.2-2]."""
+    if version != _V5:
+        return _V3_ACCEPTED[present]
+    return encode(Connack(present, 0, connack_properties(terms, settings, version)), version)
 
 
 def connect_error_answer(exc: ProtocolError, reader_version: int | None) -> tuple[int, int] | None:

@@ -34,7 +34,7 @@ from broker.ack_holds import Wait
 from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
 from broker.engine.inbound import check_publish, publish_ack
-from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
+from broker.engine.connect import Terms, accepting_connack, authenticate, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
 from broker.engine.subscribe import send_retained, subscribe, unsubscribe
 from broker.errors import PacketTooLarge, ProtocolError
@@ -186,7 +186,8 @@ class Connection:
             client = self.client
             if client is not None:  # always, once connected
                 self.broker.hooks.connection_closed(client)
-                log.debug("client %s disconnected", client.client_id)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("client %s disconnected", client.client_id)
 
     @property
     def pending_bytes(self) -> int | None:
@@ -248,16 +249,8 @@ class Connection:
         terms = negotiate(packet, self.broker.settings, self.broker.stats)
         if isinstance(terms, int):
             return self._refuse(terms, who=(packet.client_id, packet.username))
-        request = ConnectRequest(
-            client_id=terms.client_id,
-            username=packet.username,
-            password=packet.password,
-            protocol_version=self.version,
-            remote_address=self.remote_address,
-            assigned_client_id=terms.assigned_client_id,
-            certificate_cn=self.certificate[0],
-            certificate_serial=self.certificate[1],
-        )
+        request = ConnectRequest(terms.client_id, packet.username, packet.password, self.version,
+                                 self.remote_address, terms.assigned_client_id, *self.certificate)
         broker = self.broker
         result = authenticate(broker.hooks, request)
         if result.decision is not Decision.ALLOW:
@@ -289,12 +282,13 @@ class Connection:
         broker.events.connected(client, self.remote_address)
         # MQTT 3.1 has no Session Present flag: its CONNACK's first byte is reserved, 0 (3.1 section 3.2).
         flag = present and self.version != ProtocolVersion.MQTT_3_1
-        self._send(Connack(flag, 0, connack_properties(terms, broker.settings, self.version)))
+        self._write(accepting_connack(terms, broker.settings, self.version, flag))
         self.keep_alive = terms.keep_alive
         self.rearm = True
         broker.hooks.connection_opened(client)
-        log.debug("client %s connected from %s (v%d, session present %s)", client.client_id, self.remote_address,
-                  self.version, present)
+        if log.isEnabledFor(logging.DEBUG):  # one call, not two, while debug is off (a connect storm's path)
+            log.debug("client %s connected from %s (v%d, session present %s)", client.client_id,
+                      self.remote_address, self.version, present)
         if present:
             self._resume_session(session)
 
