@@ -2,9 +2,9 @@
 
 As uvicorn's `h11_impl.py` is to h11: `data_received` hands the bytes and the loop's time to
 `broker.engine.Connection`, and the shell does only what needs the loop: write what the engine queued,
-once per loop iteration (coalesced writes), arm one timer at the engine's next deadline, pause reading while
-the transport's buffer is above its high-water mark (the engine is then `congested`), and close, lingering
-after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
+once per loop iteration (coalesced writes), keep one timer at or before the engine's next deadline, pause
+reading while the transport's buffer is above its high-water mark (the engine is then `congested`), and
+close, lingering after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
 pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
 
 A lingering close: the write side is shut (TCP's FIN, after the DISCONNECT), and what the client still sends
@@ -50,6 +50,7 @@ class MQTTConnection(asyncio.Protocol):
         self._receiving = False
         self._flush_wanted = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when `_timer` fires (the engine's deadline it was armed for)
         self._closing = False
         self._reading_paused = False
         self._yielding = False
@@ -57,8 +58,19 @@ class MQTTConnection(asyncio.Protocol):
         # what the engine held at the last report (`_held`).
         self._pending = False
         self._held = 0
-        # Resolved when the network connection is gone; shutdown awaits these.
-        self.closed: asyncio.Future[None] = self._loop.create_future()
+        # `closed`, made when first asked for (shutdown asks): most connections never need one.
+        self._closed: asyncio.Future[None] | None = None
+        self._lost = False
+
+    @property
+    def closed(self) -> asyncio.Future[None]:
+        """Resolved when the network connection is gone; shutdown awaits these."""
+        future = self._closed
+        if future is None:
+            future = self._closed = self._loop.create_future()
+            if self._lost:
+                future.set_result(None)
+        return future
 
     # -- asyncio.Protocol -----------------------------------------------------------------------------------
 
@@ -111,8 +123,13 @@ class MQTTConnection(asyncio.Protocol):
             if self._closing:
                 return
         if engine.rearm:
+            # The CONNECT set the keep alive. The timer armed at the connect timeout stays if it fires first:
+            # the engine then finds the client connected and the timer is armed at its next deadline (one
+            # timer per connection, not two, for the many clients that stay less than the connect timeout).
             engine.rearm = False
-            self._arm()
+            deadline = engine.next_deadline()
+            if self._timer is None or (deadline is not None and deadline < self._timer_at):
+                self._arm()
         if len(data) >= _YIELD_AFTER_BYTES and not self._yielding and not self._reading_paused and not self._closing:
             # A flooding client: stop reading it until the loop's next turn. libuv would otherwise read the
             # same socket up to 32 times per wake-up, and every other client (subscribers' writes,
@@ -170,8 +187,9 @@ class MQTTConnection(asyncio.Protocol):
             self._pending = False
             self.server.preauth.release(self._held)
         self.server.closed(self)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        self._lost = True
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
         self.engine.connection_lost(str(exc) if exc is not None else "")
 
     # -- what the engine asks for ---------------------------------------------------------------------------
@@ -228,6 +246,7 @@ class MQTTConnection(asyncio.Protocol):
             # call_later, not call_at: uvloop's call_at is call_later(when - time()) through a Python-level
             # call with keywords, twice the cost.
             self._timer = loop.call_later(deadline - loop.time(), self._on_timer)
+            self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None
