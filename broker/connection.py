@@ -40,7 +40,7 @@ class MQTTConnection(asyncio.Protocol):
     def __init__(self, server: ServerState, listener: str = "tcp") -> None:
         self.server = server
         self.listener = listener
-        self._loop = asyncio.get_running_loop()
+        self._loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.engine = Connection(server.broker, listener, now=self._loop.time())
         self._flush_scheduled = False

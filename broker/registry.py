@@ -48,6 +48,16 @@ class ServerState:
         settings = broker.settings
         self.preauth = PreAuthBudget(settings.max_pending_connections, settings.max_pending_bytes,
                                      broker.stats.pending_refused)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the connections run on, looked up once: on Python 3.11 `asyncio.get_running_loop()`
+        makes a getpid() system call, once per accepted connection if the shell asked it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def opened(self, connection: OpenConnection) -> bool:
         """Register a new connection. True if it may wait for its CONNECT: it is then admitted to the
