@@ -402,10 +402,10 @@ class Broker(Routing):
     def connection_limit(self, client: ClientInfo) -> str | None:
         """The limit a new connection of `client` would go over (its tenant's connections), or None. A
         connection that takes over one with the same client id adds none."""
-        if not client.mount or client.session_key in self.connections:
+        if not client.mount:
             return None
         limit = self.hooks.tenant_limits(client).max_connections
-        if limit and self.tenants.connections(client.mount) >= limit:
+        if limit and self.tenants.connections(client.mount) >= limit and client.session_key not in self.connections:
             # Refused with CONNACK 0x97 Quota exceeded (v5) or 3 Server unavailable (3.1.1, v3_connack_code).
             log.info("refused %s (user %r): the tenant has %d clients connected, its limit", client.client_id,
                      client.username, limit)

@@ -186,7 +186,7 @@ class HookChain:
     """Asks hooks in order; the first non-DEFER answer wins; all-DEFER means DENY."""
 
     __slots__ = ("_closed_hooks", "_limit_hooks", "_opened_hooks", "_publish_hooks", "_reads", "generation",
-                 "hooks")
+                 "hooks", "publish_hook")
 
     def __init__(self, hooks: Sequence[Hook]) -> None:
         self.hooks: tuple[Hook, ...] = tuple(hooks)
@@ -196,6 +196,14 @@ class HookChain:
         self._limit_hooks = _overriding(self.hooks, "tenant_limits")
         self._opened_hooks = _overriding(self.hooks, "connection_opened")
         self._closed_hooks = _overriding(self.hooks, "connection_closed")
+        # What a connection calls for every PUBLISH it routes (looked up once per CONNECT): None when no
+        # hook implements on_publish, that hook's own method when only one does (a call less per message),
+        # else the chain's.
+        self.publish_hook: Callable[[ClientInfo, str, bytes, int, bool], int] | None = (
+            None if not self._publish_hooks
+            else self._publish_hooks[0].on_publish if len(self._publish_hooks) == 1
+            else self.on_publish
+        )
         # Bumped whenever an answer may have changed (credentials, ACLs): connections cache publish
         # decisions per topic and drop their cache when this moves.
         self.generation = 0
@@ -204,16 +212,6 @@ class HookChain:
     def invalidate(self) -> None:
         self.generation += 1
         self._reads.clear()
-
-    @property
-    def publish_hook(self) -> Callable[[ClientInfo, str, bytes, int, bool], int] | None:
-        """What a connection calls for every PUBLISH it routes: None when no hook implements on_publish,
-        that hook's own method when only one does (a call less per message), else the chain's."""
-        if not self._publish_hooks:
-            return None
-        if len(self._publish_hooks) == 1:
-            return self._publish_hooks[0].on_publish
-        return self.on_publish
 
     def authenticate(self, request: ConnectRequest) -> AuthResult:
         for hook in self.hooks:
