@@ -145,6 +145,7 @@ class AuthResult(NamedTuple):
 
 
 _DEFER = AuthResult(Decision.DEFER)
+_DEFERRED = Decision.DEFER  # a module global: Python 3.11 does not specialise attribute loads on a class
 
 
 class Hook:
@@ -216,7 +217,7 @@ class HookChain:
     def authenticate(self, request: ConnectRequest) -> AuthResult:
         for hook in self.hooks:
             result = hook.authenticate(request)
-            if result.decision is not Decision.DEFER:
+            if result.decision is not _DEFERRED:
                 return result
         return AuthResult(Decision.DENY, 0x86 if request.username is not None else 0x87)
 

@@ -2,28 +2,25 @@
 
 `negotiate` answers either the terms of the connection (`Terms`) or the reason code to refuse it with;
 `connack_properties` is what a v5 CONNACK tells the client about those terms, and `accepting_connack` the
-CONNACK's bytes; `connect_error_answer` is how a CONNECT that could not be read is answered. None touches a session, a hook or a socket: the engine
-asks the hooks and attaches the session afterwards.
+CONNACK's bytes; `connect_error_answer` is how a CONNECT that could not be read is answered. None touches
+a session, a hook or a socket: the engine asks the hooks (a hook that fails refuses with 0x88 Server
+unavailable) and attaches the session afterwards.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import NamedTuple
 
 from broker.codec import EMPTY_PROPERTIES, Connack, Connect, Properties, ProtocolVersion, ReasonCode, encode
 from broker.codec.topics import validate_topic_name
 from broker.errors import ProtocolError, UnsupportedProtocolVersion
-from broker.hooks import AuthResult, ConnectRequest, Decision, HookChain
 from broker.limits import check_topic
 from broker.session import NEVER_EXPIRES
 from broker.settings import BrokerSettings
 from broker.stats import Stats
 
-__all__ = ["Terms", "accepting_connack", "authenticate", "connack_properties", "connect_error_answer", "negotiate"]
-
-log = logging.getLogger("roost.connection")
+__all__ = ["Terms", "accepting_connack", "connack_properties", "connect_error_answer", "negotiate"]
 
 _V5 = ProtocolVersion.MQTT_5
 
@@ -136,11 +133,3 @@ def connect_error_answer(exc: ProtocolError, reader_version: int | None) -> tupl
         return _V5, exc.reason_code
     return None
 
-
-def authenticate(hooks: HookChain, request: ConnectRequest) -> AuthResult:
-    """The hooks' answer; a hook that fails refuses with 0x88 Server unavailable, and the broker goes on."""
-    try:
-        return hooks.authenticate(request)
-    except Exception:
-        log.exception("authentication hook failed for %s", request.client_id)
-        return AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)

@@ -34,11 +34,11 @@ from broker.ack_holds import Wait
 from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
 from broker.engine.inbound import check_publish, publish_ack
-from broker.engine.connect import Terms, accepting_connack, authenticate, connect_error_answer, negotiate
+from broker.engine.connect import Terms, accepting_connack, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
 from broker.engine.subscribe import send_retained, subscribe, unsubscribe
 from broker.errors import PacketTooLarge, ProtocolError
-from broker.hooks import ClientInfo, ConnectRequest, Decision
+from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision
 from broker.receivers import PlainForm
 from broker.session import Message, Session
 
@@ -46,7 +46,8 @@ __all__ = ["CLOSE", "LINGER", "Connection"]
 
 log = logging.getLogger("roost.connection")
 
-_V5 = ProtocolVersion.MQTT_5
+_V5, _V3_1 = ProtocolVersion.MQTT_5, ProtocolVersion.MQTT_3_1
+_ALLOW = Decision.ALLOW  # a module global: Python 3.11 does not specialise attribute loads on a class
 _NEW, _CONNECTED, _CLOSED = range(3)
 # What `close_requested` asks of the shell: close now, or close the write side and linger first.
 CLOSE, LINGER = 1, 2
@@ -252,8 +253,12 @@ class Connection:
         request = ConnectRequest(terms.client_id, packet.username, packet.password, self.version,
                                  self.remote_address, terms.assigned_client_id, *self.certificate)
         broker = self.broker
-        result = authenticate(broker.hooks, request)
-        if result.decision is not Decision.ALLOW:
+        try:
+            result = broker.hooks.authenticate(request)
+        except Exception:  # a hook that fails refuses with 0x88 Server unavailable, and the broker goes on
+            log.exception("authentication hook failed for %s", request.client_id)
+            result = AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)
+        if result.decision is not _ALLOW:
             broker.stats.auth_failures += 1
             log.info("refused %s from %s (user %r): reason 0x%02x",
                      request.client_id, self.remote_address, request.username, result.reason_code)
@@ -281,7 +286,7 @@ class Connection:
         self.connected_at = broker.clock.time()
         broker.events.connected(client, self.remote_address)
         # MQTT 3.1 has no Session Present flag: its CONNACK's first byte is reserved, 0 (3.1 section 3.2).
-        flag = present and self.version != ProtocolVersion.MQTT_3_1
+        flag = present and self.version != _V3_1
         self._write(accepting_connack(terms, broker.settings, self.version, flag))
         self.keep_alive = terms.keep_alive
         self.rearm = True
