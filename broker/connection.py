@@ -4,8 +4,8 @@ As uvicorn's `h11_impl.py` is to h11: `data_received` hands the bytes and the lo
 `broker.engine.Connection`, and the shell does only what needs the loop: write what the engine queued,
 once per loop iteration (coalesced writes), keep one timer at or before the engine's next deadline, pause
 reading while the transport's buffer is above its high-water mark (the engine is then `congested`), and
-close, lingering after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine buffers to the
-pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
+close, lingering after a server DISCONNECT. Until its CONNECT is handled, it reports what the engine
+buffers to the pre-authentication budget that all listeners share (`ServerState.preauth`, broker/limits.py).
 
 A lingering close: the write side is shut (TCP's FIN, after the DISCONNECT), and what the client still sends
 is read and discarded for at most `LINGER_SECONDS`, then the socket closes. Closing at once while the
@@ -87,7 +87,7 @@ class MQTTConnection(asyncio.Protocol):
         engine.on_output = self._schedule_flush
         broker = self.server.broker
         high = broker.settings.write_buffer_high
-        self.transport.set_write_buffer_limits(high, high // 4)  # positional: a Cython call with keywords costs more
+        self.transport.set_write_buffer_limits(high, high // 4)  # positional: cheaper into uvloop's Cython
         broker.stats.connections_opened += 1
         server = self.server
         if not server.opened(self):
