@@ -64,13 +64,13 @@ class MQTTConnection(asyncio.Protocol):
     # Slots, and no future until shutdown asks for one (`closed`): what an idle connection holds is
     # measured in docs/benchmarks.md, "Memory (issue 20)".
     __slots__ = ("_backlog", "_bucket", "_closed", "_closing", "_flush_scheduled", "_flush_wanted", "_lost",
-                 "_loop", "_offset", "_pending", "_queued_at", "_reading_paused", "_receiving", "_sent_at_flush",
+                 "_loop", "_offset", "_held", "_pending", "_queued_at", "_reading_paused", "_receiving", "_sent_at_flush",
                  "_slice", "_timer", "_yielding", "engine", "listener", "server", "transport")
 
     def __init__(self, server: ServerState, listener: str = "tcp") -> None:
         self.server = server
         self.listener = listener
-        self._loop = asyncio.get_running_loop()
+        self._loop = server.loop
         self.transport: asyncio.Transport | None = None
         self.engine = Connection(server.broker, listener, now=self._loop.time())
         self._flush_scheduled = False
@@ -93,8 +93,10 @@ class MQTTConnection(asyncio.Protocol):
         self._backlog = b""
         self._offset = 0
         self._slice = 16_384
-        # Admitted to the pre-authentication budget and not released yet: each read is reported to it.
+        # Admitted to the pre-authentication budget and not released yet: each read is reported to it, with
+        # what the connection held at the last report (`_held`).
         self._pending = False
+        self._held = 0
         self._lost = False  # the network connection is gone
         self._closed: asyncio.Future[None] | None = None
 
@@ -122,18 +124,18 @@ class MQTTConnection(asyncio.Protocol):
         engine.on_output = self._schedule_flush
         broker = self.server.broker
         high = broker.settings.write_buffer_high
-        self.transport.set_write_buffer_limits(high=high, low=high // 4)
+        self.transport.set_write_buffer_limits(high, high // 4)  # positional: cheaper into uvloop's Cython
         broker.stats.connections_opened += 1
-        self.server.opened(self)
-        if self.server.closing:
-            # Accepted while the broker shuts down (the listener was closing): not served.
-            self._closing = True
-            self.transport.close()
-            return
-        if not self.server.preauth.admit(self):
+        server = self.server
+        if not server.opened(self):
+            if server.closing:
+                # Accepted while the broker shuts down (the listener was closing): not served.
+                self._closing = True
+                self.transport.close()
+                return
             # Too many connections are still in CONNECT, or they hold too much: closed at once, counted.
             log.info("refused a connection from %s: %d connections already await their CONNECT",
-                     engine.remote_address, len(self.server.preauth))
+                     engine.remote_address, len(server.preauth))
             engine.refuse_pending()
             self._close(CLOSE)
             return
@@ -214,8 +216,14 @@ class MQTTConnection(asyncio.Protocol):
         preauth = self.server.preauth
         if held is None:
             self._pending = False
-            preauth.release(self)
-        elif not preauth.hold(self, held + len(self._backlog) - self._offset):
+            preauth.release(self._held)
+            return
+        held += len(self._backlog) - self._offset  # read, not handed to the engine yet (`_work`)
+        if held == self._held:
+            return
+        if preauth.hold(self._held, held):
+            self._held = held
+        else:
             self._pending = False
             log.info("closed %s: connections awaiting CONNECT hold more than max_pending_bytes",
                      self.engine.remote_address)
@@ -262,6 +270,9 @@ class MQTTConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._pending:
+            self._pending = False
+            self.server.preauth.release(self._held)
         self.server.closed(self)
         self._lost = True
         if self._closed is not None and not self._closed.done():

@@ -170,11 +170,13 @@ class Broker(Routing):
 
     def detach(self, connection: DeliveryReceiver, session: Session, will: Will | None) -> None:
         """The connection ended. Publish or schedule its will, and end or keep the session."""
-        if self.connections.get(session.key) is connection:
-            del self.connections[session.key]
+        key = session.key
+        mount = _mount(session)
+        if self.connections.get(key) is connection:
+            del self.connections[key]
             self.stats.clients_connected -= 1
-            self.tenants.connected(_mount(session), -1)
-        if self.sessions.get(session.key) is not session:
+            self.tenants.connected(mount, -1)
+        if self.sessions.get(key) is not session:
             return  # Already replaced (clean-start takeover) or removed (kicked).
         session.disconnected_at = self.clock.time()
         session.armed_will = None
@@ -189,7 +191,7 @@ class Broker(Routing):
                     min(delay, expiry), self._will_delay_elapsed, session, connection.client
                 )
         if expiry == 0:
-            self._discard_session(session)
+            self._discard_session(session, mount)
             return
         if expiry != NEVER_EXPIRES:
             session.expiry_timer = self.clock.call_later(expiry, self._session_expired, session, connection.client)
@@ -220,16 +222,21 @@ class Broker(Routing):
         if will is not None and publish_pending_will:
             self.publish_will(will, client)
 
-    def _discard_session(self, session: Session) -> None:
-        for record in session.subscriptions.values():
+    def _discard_session(self, session: Session, mount: str | None = None) -> None:
+        """Remove the session and its subscriptions; `mount` is its tenant's (`_mount(session)`), when
+        the caller has it already."""
+        if mount is None:
+            mount = _mount(session)
+        subscriptions = session.subscriptions
+        for record in subscriptions.values():
             group, plain = parse_shared(record.topic_filter)
             self.subscriptions.unsubscribe(plain, session.key, group)
         if session.durable:
             session.durable = False
             self.persistence.session_removed(session)
-        mount = _mount(session)
-        self.tenants.subscribed(mount, -len(session.subscriptions))
-        session.subscriptions.clear()
+        if subscriptions:
+            self.tenants.subscribed(mount, -len(subscriptions))
+            subscriptions.clear()
         if self.sessions.get(session.key) is session:
             del self.sessions[session.key]
             self.tenants.remove_session(mount, session.key)
@@ -399,10 +406,10 @@ class Broker(Routing):
     def connection_limit(self, client: ClientInfo) -> str | None:
         """The limit a new connection of `client` would go over (its tenant's connections), or None. A
         connection that takes over one with the same client id adds none."""
-        if not client.mount or client.session_key in self.connections:
+        if not client.mount:
             return None
         limit = self.hooks.tenant_limits(client).max_connections
-        if limit and self.tenants.connections(client.mount) >= limit:
+        if limit and self.tenants.connections(client.mount) >= limit and client.session_key not in self.connections:
             # Refused with CONNACK 0x97 Quota exceeded (v5) or 3 Server unavailable (3.1.1, v3_connack_code).
             log.info("refused %s (user %r): the tenant has %d clients connected, its limit", client.client_id,
                      client.username, limit)

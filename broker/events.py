@@ -121,7 +121,12 @@ class EventLog:
     # -- what the protocol engine reports, one call where each event happens ---------------------------------
 
     def connected(self, client: ClientInfo, address: str) -> None:
-        self.record(CONNECTED, client.client_id, client.username, client.mount, address)
+        # `record`, written out: this and `ended` run once per connection (a connect storm's path).
+        events = self._events
+        if len(events) == self.limit:
+            self.dropped += 1
+        events.append(Event(next(self._ids), self._wall(), CONNECTED, client.client_id, client.username,
+                            client.mount, address, None, ""))
 
     def refused(self, who: tuple[str, str | None], address: str, reason_code: int) -> None:
         """A CONNECT refused with `reason_code`; `who` is the client id and user name it asked for, when
@@ -133,8 +138,11 @@ class EventLog:
         one taken over too). `reason_code` is why (the client's DISCONNECT, or the server's reason for
         closing it), None when neither said (the network went away)."""
         if client is not None:
-            self.record(DISCONNECTED, client.client_id, client.username, client.mount, address, reason_code,
-                        detail)
+            events = self._events
+            if len(events) == self.limit:
+                self.dropped += 1
+            events.append(Event(next(self._ids), self._wall(), DISCONNECTED, client.client_id, client.username,
+                                client.mount, address, reason_code, detail[:200]))
 
     def kicked(self, client: ClientInfo, address: str, detail: str) -> None:
         """Kicked by an administrator or a tenant (`detail`: by whom, and why)."""

@@ -73,54 +73,53 @@ def will_refusal(will: Will, client: ClientInfo, settings: BrokerSettings, stats
 
 class PreAuthBudget:
     """What connections that have not finished CONNECT hold: how many there are and the bytes buffered for
-    them. Keyed by connection object (any hashable); every method is O(1)."""
+    them. Two counters and no table: each admitted connection keeps what it holds itself and reports the
+    change (`hold(before, after)`), so admitting, holding and releasing are O(1) and allocate nothing (a
+    connect storm does each once per connection)."""
 
-    __slots__ = ("max_connections", "max_bytes", "bytes", "refused", "_held")
+    __slots__ = ("max_connections", "max_bytes", "bytes", "pending", "refused")
 
     def __init__(self, max_connections: int, max_bytes: int, refused: Counter[str] | None = None) -> None:
         self.max_connections = max_connections
         self.max_bytes = max_bytes
         self.bytes = 0
+        self.pending = 0
         # Connections closed by the budget, by reason: "connections" (too many pending), "bytes" (the
         # pending ones hold too much). The broker passes `Stats.pending_refused`, where the engine counts
         # "connect_size" (a CONNECT over max_connect_size), so `/metrics` reads all three from one snapshot.
         self.refused: Counter[str] = refused if refused is not None else Counter()
-        self._held: dict[object, int] = {}
 
     def __len__(self) -> int:
         """Connections pending now."""
-        return len(self._held)
+        return self.pending
 
-    def admit(self, connection: object) -> bool:
-        """A connection was just accepted: True if it may wait for its CONNECT, False if it must be closed
-        at once (counted) because the pending ones already hold the budget."""
-        if len(self._held) >= self.max_connections:
+    def admit(self) -> bool:
+        """A connection was just accepted: True if it may wait for its CONNECT (it then holds 0 bytes, and
+        is released once), False if it must be closed at once (counted) because the pending ones already
+        hold the budget."""
+        if self.pending >= self.max_connections:
             self.refused["connections"] += 1
             return False
         if self.bytes >= self.max_bytes:
             self.refused["bytes"] += 1
             return False
-        self._held[connection] = 0
+        self.pending += 1
         return True
 
-    def hold(self, connection: object, buffered: int) -> bool:
-        """The connection's reader now buffers `buffered` bytes. False (counted) if the pending connections
-        together would hold more than `max_bytes`: the caller closes this one, the one that grew."""
-        held = self._held
-        before = held.get(connection)
-        if before is None:
-            return True  # no longer pending (or never admitted): not this budget's concern
+    def hold(self, before: int, buffered: int) -> bool:
+        """An admitted connection's reader went from `before` to `buffered` bytes. False (counted, and the
+        connection released) if the pending connections together would hold more than `max_bytes`: the
+        caller closes this one, the one that grew."""
         total = self.bytes - before + buffered
         if total > self.max_bytes:
             self.refused["bytes"] += 1
-            self.release(connection)
+            self.release(before)
             return False
-        held[connection] = buffered
         self.bytes = total
         return True
 
-    def release(self, connection: object) -> None:
-        """The connection finished CONNECT (accepted or refused) or went away; idempotent."""
-        before = self._held.pop(connection, None)
-        if before is not None:
-            self.bytes -= before
+    def release(self, held: int) -> None:
+        """An admitted connection that holds `held` bytes finished CONNECT (accepted or refused) or went
+        away. Called once per admitted connection (the caller keeps track)."""
+        self.pending -= 1
+        self.bytes -= held

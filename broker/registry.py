@@ -48,8 +48,8 @@ class ServerState:
         self.sent_by_closed_mount: dict[str, int] = {}
         self.received_by_closed_mount: dict[str, int] = {}
         # The connections of every listener that have not finished CONNECT, and the bytes their engines
-        # buffer: the shell admits each one here, reports its `pending_bytes` after each read, and is
-        # released when its CONNECT is handled or it closes. Refusals count in `Stats.pending_refused`.
+        # buffer: each one is admitted in `opened`, and its shell reports its `pending_bytes` after each read
+        # and releases it when its CONNECT is handled or it closes. Refusals count in `Stats.pending_refused`.
         settings = broker.settings
         self.preauth = PreAuthBudget(settings.max_pending_connections, settings.max_pending_bytes,
                                      broker.stats.pending_refused)
@@ -59,14 +59,27 @@ class ServerState:
         # Connections whose output waits a few turns to leave in one write while a flood lasts (written by
         # one callback per turn, broker/connection.py `_write_waiting`); at most every open connection.
         self.coalescing: list[object] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def opened(self, connection: OpenConnection) -> None:
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the connections run on, looked up once: on Python 3.11 `asyncio.get_running_loop()`
+        makes a getpid() system call, once per accepted connection if the shell asked it."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def opened(self, connection: OpenConnection) -> bool:
+        """Register a new connection. True if it may wait for its CONNECT: it is then admitted to the
+        pre-authentication budget (`preauth`), and releases it itself once. False if it must be closed at
+        once: the broker is shutting down (`closing`) or the budget refused it (counted)."""
         self.connections.add(connection)
+        return not self.closing and self.preauth.admit()
 
     def closed(self, connection: OpenConnection) -> None:
         """The network connection is gone: what its client sent and was sent is kept, by namespace."""
         self.connections.discard(connection)
-        self.preauth.release(connection)
         engine = connection.engine
         mount = engine.mount
         if engine.messages_sent:

@@ -71,9 +71,14 @@ class TenantIndex:
     # -- counts -----------------------------------------------------------------------------------------------
 
     def connected(self, mount: str, delta: int) -> None:
-        """A client of the tenant connected (+1) or went (-1)."""
+        """A client of the tenant connected (+1) or went (-1). `_add`, written out: twice per connection."""
         if mount:
-            _add(self._connections, mount, delta)
+            counts = self._connections
+            value = counts.get(mount, 0) + delta
+            if value > 0:
+                counts[mount] = value
+            else:
+                counts.pop(mount, None)
 
     def subscribed(self, mount: str, delta: int) -> None:
         """The tenant's sessions gained (+n) or lost (-n) subscriptions."""

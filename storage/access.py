@@ -264,7 +264,8 @@ class StorageAuthHook(Hook):
         user_id = client.attributes.get("user_id")
         if user_id is None:
             return None
-        return self._terms_of(user_id).limits  # type: ignore[arg-type]
+        terms = self._terms.get(user_id)  # type: ignore[call-overload]
+        return (terms if terms is not None else self._terms_of(user_id)).limits  # type: ignore[arg-type]
 
     def _history_target(self, project_id: int | None, user_id: int, topic: str) -> tuple[int, int] | None:
         """The (project id, topic rule id) a message on `topic` is recorded under, or None.

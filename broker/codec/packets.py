@@ -43,33 +43,57 @@ class Will:
         _check_qos(self.qos)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Connect:
+    """Decoded once per connection, so `__init__` is written by hand, as `Publish`'s is."""
+
     packet_type: ClassVar[PacketType] = PacketType.CONNECT
 
     client_id: str
-    protocol_version: int = 4
-    clean_start: bool = True
-    keep_alive: int = 60
-    username: str | None = None
-    password: bytes | None = None
-    will: Will | None = None
-    properties: Properties = EMPTY_PROPERTIES
-    protocol_name: str = "MQTT"
+    protocol_version: int
+    clean_start: bool
+    keep_alive: int
+    username: str | None
+    password: bytes | None
+    will: Will | None
+    properties: Properties
+    protocol_name: str
     # The bridge bit: protocol level 0x84 (3.1.1) or 0x83 (3.1), Mosquitto's `try_private`. Not in the
     # spec, which defines levels 4 and 3 only [MQTT-3.1.2-2]; a documented extension (docs/architecture.md).
-    bridge: bool = False
+    bridge: bool
 
-    def __post_init__(self) -> None:
-        if self.protocol_version not in (3, 4, 5):
-            raise ValueError(f"unknown protocol version {self.protocol_version!r}")
-        if self.bridge and self.protocol_version == 5:
+    def __init__(
+        self,
+        client_id: str,
+        protocol_version: int = 4,
+        clean_start: bool = True,
+        keep_alive: int = 60,
+        username: str | None = None,
+        password: bytes | None = None,
+        will: Will | None = None,
+        properties: Properties = EMPTY_PROPERTIES,
+        protocol_name: str = "MQTT",
+        bridge: bool = False,
+    ) -> None:
+        if protocol_version not in (3, 4, 5):
+            raise ValueError(f"unknown protocol version {protocol_version!r}")
+        if bridge and protocol_version == 5:
             raise ValueError("the bridge bit is for MQTT 3.1 and 3.1.1 (MQTT 5 bridges use No Local)")
-        if self.protocol_version == 3 and self.protocol_name == "MQTT":
+        if protocol_version == 3 and protocol_name == "MQTT":
             # MQTT 3.1 calls itself "MQIsdp": spare callers from having to remember it.
-            object.__setattr__(self, "protocol_name", "MQIsdp")
-        if not 0 <= self.keep_alive <= 0xFFFF:
+            protocol_name = "MQIsdp"
+        if not 0 <= keep_alive <= 0xFFFF:
             raise ValueError("keep alive must fit in two bytes")
+        _set_client_id(self, client_id)
+        _set_protocol_version(self, protocol_version)
+        _set_clean_start(self, clean_start)
+        _set_keep_alive(self, keep_alive)
+        _set_username(self, username)
+        _set_password(self, password)
+        _set_will(self, will)
+        _set_connect_properties(self, properties)
+        _set_protocol_name(self, protocol_name)
+        _set_bridge(self, bridge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +150,13 @@ class Publish:
         _set_packet_id(self, packet_id)
         _set_properties(self, properties)
 
+
+(_set_client_id, _set_protocol_version, _set_clean_start, _set_keep_alive, _set_username, _set_password, _set_will,
+ _set_connect_properties, _set_protocol_name, _set_bridge) = (
+    getattr(Connect, name).__set__
+    for name in ("client_id", "protocol_version", "clean_start", "keep_alive", "username", "password", "will",
+                 "properties", "protocol_name", "bridge")
+)
 
 (_set_topic, _set_payload, _set_qos, _set_retain, _set_dup, _set_packet_id, _set_properties) = (
     getattr(Publish, name).__set__

@@ -1,29 +1,26 @@
 """CONNECT negotiation as pure functions: what a CONNECT asks for, against the broker's settings.
 
 `negotiate` answers either the terms of the connection (`Terms`) or the reason code to refuse it with;
-`connack_properties` is what a v5 CONNACK tells the client about those terms; `connect_error_answer` is
-how a CONNECT that could not be read is answered. None touches a session, a hook or a socket: the engine
-asks the hooks and attaches the session afterwards.
+`connack_properties` is what a v5 CONNACK tells the client about those terms, and `accepting_connack` the
+CONNACK's bytes; `connect_error_answer` is how a CONNECT that could not be read is answered. None touches
+a session, a hook or a socket: the engine asks the hooks (a hook that fails refuses with 0x88 Server
+unavailable) and attaches the session afterwards.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import NamedTuple
 
-from broker.codec import EMPTY_PROPERTIES, Connect, Properties, ProtocolVersion, ReasonCode
+from broker.codec import EMPTY_PROPERTIES, Connack, Connect, Properties, ProtocolVersion, ReasonCode, encode
 from broker.codec.topics import validate_topic_name
 from broker.errors import ProtocolError, UnsupportedProtocolVersion
-from broker.hooks import AuthResult, ConnectRequest, Decision, HookChain
 from broker.limits import check_topic
 from broker.session import NEVER_EXPIRES
 from broker.settings import BrokerSettings
 from broker.stats import Stats
 
-__all__ = ["Terms", "authenticate", "connack_properties", "connect_error_answer", "negotiate"]
-
-log = logging.getLogger("roost.connection")
+__all__ = ["Terms", "accepting_connack", "connack_properties", "connect_error_answer", "negotiate"]
 
 _V5 = ProtocolVersion.MQTT_5
 
@@ -112,6 +109,18 @@ def connack_properties(terms: Terms, settings: BrokerSettings, version: int) -> 
     )
 
 
+# A 3.1 / 3.1.1 CONNACK that accepts is one of two byte strings (Session Present 0 or 1, return code 0):
+# made once, not encoded per connection.
+_V3_ACCEPTED = (encode(Connack(False, 0), 4), encode(Connack(True, 0), 4))
+
+
+def accepting_connack(terms: Terms, settings: BrokerSettings, version: int, present: bool) -> bytes:
+    """The CONNACK that lets the client in, with Session Present `present` [MQTT-3.2.2-2]."""
+    if version != _V5:
+        return _V3_ACCEPTED[present]
+    return encode(Connack(present, 0, connack_properties(terms, settings, version)), version)
+
+
 def connect_error_answer(exc: ProtocolError, reader_version: int | None) -> tuple[int, int] | None:
     """How a CONNECT that could not be read is answered: (the version to answer in, the CONNACK reason
     code), or None to close without a CONNACK [MQTT-3.1.4-1]."""
@@ -124,11 +133,3 @@ def connect_error_answer(exc: ProtocolError, reader_version: int | None) -> tupl
         return _V5, exc.reason_code
     return None
 
-
-def authenticate(hooks: HookChain, request: ConnectRequest) -> AuthResult:
-    """The hooks' answer; a hook that fails refuses with 0x88 Server unavailable, and the broker goes on."""
-    try:
-        return hooks.authenticate(request)
-    except Exception:
-        log.exception("authentication hook failed for %s", request.client_id)
-        return AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)

@@ -34,12 +34,12 @@ from broker.ack_holds import Wait
 from broker.engine.acks import AckOrder
 from broker.engine.admission import Admission, publish_message
 from broker.engine.inbound import check_publish, publish_ack
-from broker.engine.connect import Terms, authenticate, connack_properties, connect_error_answer, negotiate
+from broker.engine.connect import Terms, accepting_connack, connect_error_answer, negotiate
 from broker.engine.outbound import PublishEncoder
 from broker.engine.slots import CONNECTION_SLOTS
 from broker.engine.subscribe import send_retained, subscribe, unsubscribe
 from broker.errors import PacketTooLarge, ProtocolError
-from broker.hooks import ClientInfo, ConnectRequest, Decision
+from broker.hooks import AuthResult, ClientInfo, ConnectRequest, Decision
 from broker.receivers import PlainForm
 from broker.session import Message, Session
 
@@ -47,7 +47,8 @@ __all__ = ["CLOSE", "LINGER", "Connection"]
 
 log = logging.getLogger("roost.connection")
 
-_V5 = ProtocolVersion.MQTT_5
+_V5, _V3_1 = ProtocolVersion.MQTT_5, ProtocolVersion.MQTT_3_1
+_ALLOW = Decision.ALLOW  # a module global: Python 3.11 does not specialise attribute loads on a class
 _NEW, _CONNECTED, _CLOSED = range(3)
 # What `close_requested` asks of the shell: close now, or close the write side and linger first.
 CLOSE, LINGER = 1, 2
@@ -189,7 +190,8 @@ class Connection:
             client = self.client
             if client is not None:  # always, once connected
                 self.broker.hooks.connection_closed(client)
-                log.debug("client %s disconnected", client.client_id)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug("client %s disconnected", client.client_id)
 
     @property
     def pending_bytes(self) -> int | None:
@@ -251,19 +253,15 @@ class Connection:
         terms = negotiate(packet, self.broker.settings, self.broker.stats)
         if isinstance(terms, int):
             return self._refuse(terms, who=(packet.client_id, packet.username))
-        request = ConnectRequest(
-            client_id=terms.client_id,
-            username=packet.username,
-            password=packet.password,
-            protocol_version=self.version,
-            remote_address=self.remote_address,
-            assigned_client_id=terms.assigned_client_id,
-            certificate_cn=self.certificate[0],
-            certificate_serial=self.certificate[1],
-        )
+        request = ConnectRequest(terms.client_id, packet.username, packet.password, self.version,
+                                 self.remote_address, terms.assigned_client_id, *self.certificate)
         broker = self.broker
-        result = authenticate(broker.hooks, request)
-        if result.decision is not Decision.ALLOW:
+        try:
+            result = broker.hooks.authenticate(request)
+        except Exception:  # a hook that fails refuses with 0x88 Server unavailable, and the broker goes on
+            log.exception("authentication hook failed for %s", request.client_id)
+            result = AuthResult(Decision.DENY, ReasonCode.SERVER_UNAVAILABLE)
+        if result.decision is not _ALLOW:
             broker.stats.auth_failures += 1
             log.info("refused %s from %s (user %r): reason 0x%02x",
                      request.client_id, self.remote_address, request.username, result.reason_code)
@@ -291,13 +289,14 @@ class Connection:
         self.connected_at = broker.clock.time()
         broker.events.connected(client, self.remote_address)
         # MQTT 3.1 has no Session Present flag: its CONNACK's first byte is reserved, 0 (3.1 section 3.2).
-        flag = present and self.version != ProtocolVersion.MQTT_3_1
-        self._send(Connack(flag, 0, connack_properties(terms, broker.settings, self.version)))
+        flag = present and self.version != _V3_1
+        self._write(accepting_connack(terms, broker.settings, self.version, flag))
         self.keep_alive = terms.keep_alive
         self.rearm = True
         broker.hooks.connection_opened(client)
-        log.debug("client %s connected from %s (v%d, session present %s)", client.client_id, self.remote_address,
-                  self.version, present)
+        if log.isEnabledFor(logging.DEBUG):  # one call, not two, while debug is off (a connect storm's path)
+            log.debug("client %s connected from %s (v%d, session present %s)", client.client_id,
+                      self.remote_address, self.version, present)
         if present:
             self._resume_session(session)
 
