@@ -95,7 +95,9 @@ class AckOrder:
         go, so that nothing here refers back to it: a closed connection is freed at once by reference
         counting instead of waiting in a cycle for the garbage collector (which, at a connect storm's
         rate, costs a collection every few hundred connections)."""
-        self._held.clear()
+        held = self._held
+        if held is not _NOTHING_HELD:  # the shared empty tuple of a queue that never held anything stays
+            held.clear()  # type: ignore[union-attr]
         self._write = _dropped
 
     def _ready(self, entry: _Held) -> None:

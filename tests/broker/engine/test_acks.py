@@ -138,3 +138,28 @@ def test_strict_durability_and_a_hold_together() -> None:
     assert publisher.received() == []  # on the broker's disk, not yet in the receiver's outbox
     holder.commit()
     assert publisher.received() == [Puback(3)]
+
+
+def test_a_connection_whose_acknowledgements_never_waited_closes_cleanly() -> None:
+    """Its queue is the shared empty placeholder (no deque per idle connection): closing must leave it be,
+    or connection_lost raises and the client's end (its events, its clean session) is never handled."""
+    world = World()
+    peer = world.peer()
+    peer.connect("c1")
+    peer.send(Publish("local/x", b"a", qos=1, packet_id=1))
+    assert peer.ping() == [Puback(1)]  # sent at once: its queue exists and never held anything
+    assert world.broker.connections
+    peer.drop()
+    assert not world.broker.connections and not world.broker.sessions  # the clean session is gone
+
+
+def test_a_hold_that_completes_after_the_connection_is_gone_writes_nothing() -> None:
+    world = World()
+    holder = HoldingReceiver(world, "up/#")
+    publisher = world.peer()
+    publisher.connect("pub")
+    publisher.send(Publish("up/1", b"a", qos=1, packet_id=1))
+    assert publisher.ping() == []
+    publisher.drop()
+    holder.commit()  # the outbox has it now; the PUBACK has nowhere to go (the client resends it)
+    assert publisher.received() == []
