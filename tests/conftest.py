@@ -37,6 +37,8 @@ def make_roost(tmp_path: Path) -> Iterator[Callable[..., RoostThread]]:
     yield factory
     for instance in started:
         instance.stop()
+    errors = [error for instance in started for error in instance.loop_errors]
+    assert not errors, f"the broker's loop reported exceptions nothing caught: {errors}"
 
 
 @pytest.fixture

@@ -61,10 +61,19 @@ class RoostThread:
         self.config = parse_config(document)
         self.roost: Roost | None = None
         self.loop = _new_loop()
+        # What the loop reported as an exception no code caught (a callback such as connection_lost that
+        # raised): asyncio only logs these, so a test would not see them; the fixtures fail on any.
+        self.loop_errors: list[str] = []
+        self.loop.set_exception_handler(self._loop_error)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._stop: asyncio.Event | None = None
         self._thread = threading.Thread(target=self._run, name="roost", daemon=True)
+
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exception = context.get("exception")
+        self.loop_errors.append(f"{context.get('message')}: {exception!r}" if exception else str(context.get("message")))
+        loop.default_exception_handler(context)
 
     def start(self) -> RoostThread:
         self._thread.start()
