@@ -145,10 +145,39 @@ class MQTTConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._offset < len(self._backlog):  # read while a backlog waited (uvloop hands over what it had)
             self._backlog = self._backlog[self._offset:] + data
+        elif len(data) <= _SLICE_MIN and not self._closing and not self.engine.congested:
+            # A small read (a CONNECT, a PINGREQ, a few acknowledgements) is handled whole, as the smallest
+            # slice would be: no slicing, no timing (a connect storm's reads are all of this kind).
+            engine = self.engine
+            self._receiving = True
+            try:
+                engine.receive_data(data, self._loop.time())
+            finally:
+                self._receiving = False
+            self._input_handled(engine)
+            return
         else:
             self._backlog = data
         self._offset = 0
         self._work(len(data) >= _YIELD_AFTER_BYTES)
+
+    def _input_handled(self, engine: Connection) -> bool:
+        """After the engine took input: write (at once if it ended in a close), report what is held before
+        CONNECT, move the deadline if the engine asks. False if the connection is closing."""
+        if self._flush_wanted:
+            self._flush_wanted = False
+            if engine.close_requested:
+                self._flush()
+            else:
+                self._schedule_flush()
+        if self._pending:
+            self._hold_pending()
+            if self._closing:
+                return False
+        if engine.rearm:
+            engine.rearm = False
+            self._arm()
+        return True
 
     def _work(self, busy: bool = False) -> None:
         """Hand the engine the backlog, slice by slice, until it is all handled or this connection's share of
@@ -177,12 +206,6 @@ class MQTTConnection(asyncio.Protocol):
                     break
         finally:
             self._receiving = False
-        if self._flush_wanted:
-            self._flush_wanted = False
-            if engine.close_requested:
-                self._flush()
-            else:
-                self._schedule_flush()
         if engine.closing or self._closing:
             offset = len(data)  # a close was asked for: the rest is discarded (the engine would), not kept
         self._slice = size
@@ -190,13 +213,8 @@ class MQTTConnection(asyncio.Protocol):
         left = offset < len(data)
         if not left:
             self._backlog, self._offset = b"", 0
-        if self._pending:
-            self._hold_pending()
-            if self._closing:
-                return
-        if engine.rearm:
-            engine.rearm = False
-            self._arm()
+        if not self._input_handled(engine):
+            return
         if (left or busy) and not self._closing:
             self._next_turn(left)
 
