@@ -342,6 +342,9 @@ allow_anonymous = {"true" if self.anonymous else "false"}
 max_inflight = {self.limits.max_inflight}
 max_queued_messages = {self.limits.max_queued_messages}
 receive_maximum = 65535
+# The routing scenario holds 100,000 subscriptions on one client (Mosquitto has no such limit): over the
+# default of 1,000 it would be refused.
+max_subscriptions_per_client = 0
 sys_interval = 0
 shutdown_grace = 0.5
 
