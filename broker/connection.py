@@ -278,7 +278,9 @@ class MQTTConnection(asyncio.Protocol):
             self._reading_paused = False
             if not self._yielding and not left:  # else _end_yield resumes it on the loop's next turn
                 self.transport.resume_reading()
-        self.engine.resume_writing()
+        self.engine.resume_writing()  # the engine handles what it held back while congested...
+        if not self._closing and not self._input_handled(self.engine):  # ...so do what follows input
+            return
         if left and not self._closing and not self.engine.congested:
             self._next_turn(True)
 

@@ -111,5 +111,6 @@ class DeadlineWheel:
                     log.exception("handling the deadline of %r failed", owner)
         finally:
             self._firing = False
+            heap = self._heap  # not the list taken above: a cancel during the callbacks may have rebuilt it
             if heap:
                 self._schedule(heap[0])
