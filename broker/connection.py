@@ -286,10 +286,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        self._disarm()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timers()
         if self._pending:
             self._pending = False
             self.server.preauth.release(self._held)
@@ -346,10 +343,7 @@ class MQTTConnection(asyncio.Protocol):
         self._closing = True
         transport = self.transport
         assert transport is not None
-        self._disarm()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timers()
         if action != LINGER:
             transport.close()
             return
@@ -372,6 +366,13 @@ class MQTTConnection(asyncio.Protocol):
         deadline = self.engine.next_deadline()
         if deadline is not None and not self._closing:
             self._bucket = self.server.deadlines.add(self, deadline)
+
+    def _stop_timers(self) -> None:
+        """Closing: the deadline leaves the wheel, and a lingering close's timer (if any) is cancelled."""
+        self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _disarm(self) -> None:
         if self._bucket is not None:
