@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,17 +10,6 @@ from typing import Any
 import pytest
 
 from tests.helpers import PahoClient, RoostThread, roost_document
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _collect_finished_clients() -> Iterator[None]:
-    """A full garbage collection after each test module. paho's Client keeps a socket pair to wake its
-    loop, closed only when the Client is collected, and its reference cycles wait for a full collection;
-    paho's loop uses select(), which fails on descriptors above 1024. Before Roost collected ahead of its
-    start-up `gc.freeze()`, each in-process Roost froze the earlier tests' finished clients for good, and
-    the whole suite held over 1,000 such sockets by tests/storage, whose clients then saw no CONNACK."""
-    yield
-    gc.collect()
 
 
 @pytest.fixture
