@@ -36,6 +36,7 @@ def create_app(
     services: Services,
     metrics: Metrics | None = None,
     health_problem: Callable[[], str | None] = lambda: None,
+    first_run: setup.FirstRun | None = None,
 ) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         problem = health_problem()
@@ -75,7 +76,7 @@ def create_app(
     )
     app.state.services = services
     app.state.broker = service
-    app.state.first_run = setup.FirstRun()
+    app.state.first_run = first_run if first_run is not None else setup.FirstRun()
     dashboard.install(app.state)
     # A password change, deactivation or deletion ends that user's dashboard sessions.
     services.context.user_listeners.append(app.state.dashboard_sessions.end_user)

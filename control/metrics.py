@@ -13,6 +13,7 @@ get their own series and the rest are summed under `tenant="other"`.
 Each `Roost` has its own `CollectorRegistry`, so several in one process (the tests) do not collide. It and
 prometheus-client are made when first needed (`Metrics.instruments`: the first scrape, HTTP request or
 SQLite batch write), in control/collectors.py: a broker nobody scrapes or visits does not hold them.
+Starlette is imported only by what runs inside the HTTP app (control/http_front.py says why).
 """
 
 from __future__ import annotations
@@ -21,15 +22,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from broker.service import BrokerService
 from control.config import MetricsConfig
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from control.collectors import Instruments
     from storage.access import StorageAuthHook
@@ -101,6 +101,8 @@ class Metrics:
 
     async def endpoint(self, request: Request) -> Response:
         """`GET /metrics`: the text format, or OpenMetrics when the scraper asks for it."""
+        from starlette.responses import Response
+
         from control.collectors import choose_encoder
 
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))

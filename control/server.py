@@ -4,7 +4,9 @@ Start-up goes bottom-up (storage -> live access -> broker -> MQTT listener -> HT
 uvicorn's own server does: stop accepting, ask each connection to close, wait up to a grace period, abort
 what is left, then write what is buffered (quota counts, message history) and close the database.
 The HTTP side is uvicorn's `Server.serve()` running as a task on the broker's loop; its signal capture is
-switched off because the process has one owner of SIGTERM and SIGINT: `run_until_signal` below.
+switched off because the process has one owner of SIGTERM and SIGINT: `run_until_signal` below. The HTTP
+port is bound and accepting at start-up, but uvicorn, Starlette and the app are loaded at the first
+request (control/http_front.py says why and how).
 
 A listener that cannot bind stops start-up with a `StartupError` naming the address and the config key
 (`mqtt.port`, `tls.port`, `http.port`). Once running, Roost checks each second that its database is still
@@ -25,10 +27,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TextIO
-
-import uvicorn
 
 from bridge.manager import Bridges
 from broker.core import Broker
@@ -40,16 +40,16 @@ from broker.history import run_history
 from broker.sys_topics import run_sys_topics
 from broker.tenants import TenantLimits
 from broker.tls import TLSListener
-from control.app import create_app
 from control.config import Config
 from control.errors import StartupError
+from control.first_run import FirstRun
+from control.http_front import HTTPFront
 from control.local_control import LocalControl
 from control.metrics import Metrics
 from control.ops import DataDirLock
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
 from control.services import Services
 from control.tls import TLSFiles
-from control.ws_protocol import StreamingWSProtocol
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
 from storage.database import DATABASE_FILE_NAME, read_only_reason
@@ -79,14 +79,6 @@ async def _bind(key: str, host: str, port: int, start: Callable[[], Awaitable[An
             f"cannot listen on {host}:{port} ({key}): {reason}; stop what holds it, or set another {key} "
             f"(or {host_key}) in the configuration"
         ) from None
-
-
-class _EmbeddedUvicorn(uvicorn.Server):
-    """uvicorn's server without its own signal handling: Roost decides when to stop."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class Roost:
@@ -119,10 +111,9 @@ class Roost:
         self.access: LiveAccess | None = None
         self.services: Services | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._http: _EmbeddedUvicorn | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self.http_front: HTTPFront | None = None
         self._http_socket: socket.socket | None = None
-        self.app: Any = None
+        self.first_run = FirstRun()  # the setup link's token while no user exists (control/dashboard/setup.py)
         self.local_control: LocalControl | None = None
         self._database_identity: tuple[int, int] | None = None
         self.health_problem: str | None = None
@@ -229,7 +220,7 @@ class Roost:
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
         )
         if not await store.users.count():
-            token = self.app.state.first_run.open()
+            token = self.first_run.open()
             if self.console is not None:
                 self._print_first_run(token)
         elif self.console is not None:
@@ -327,7 +318,7 @@ class Roost:
             self._spawn(self.tls.watch(tls.watch_interval))
 
     async def _start_http(self) -> None:
-        # Bind the HTTP socket ourselves so the port is known (and accepting) before uvicorn's task runs.
+        # Bind the HTTP socket ourselves so the port is known (and accepting) from start-up on.
         http = self.config.http
         family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
         # proto IPPROTO_TCP, not 0: asyncio's own loop sets TCP_NODELAY on accepted sockets only then.
@@ -345,36 +336,35 @@ class Roost:
             raise
         sock.setblocking(False)
         self._http_socket = sock
+        context = self.tls.https_front_context() if self.config.tls.https else None
+        self.http_front = HTTPFront(sock, context, self._make_app)
+        await self.http_front.start()
+
+    @property
+    def app(self) -> Any:
+        """The Starlette app, None until the first HTTP request loaded it."""
+        return self.http_front.app if self.http_front is not None else None
+
+    def _make_app(self, stack: Any) -> Any:
+        """The control plane's Starlette app, made when the HTTP stack (control/http_stack.py) is loaded."""
         assert self.services is not None
-        self.app = create_app(self.service, self.services, self.metrics, lambda: self.health_problem)
-        self.app.state.bridges = self.bridges  # GET /api/v1/bridges
-        uv_config = uvicorn.Config(
-            self.app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-            # MQTT over WebSocket at /mqtt: each piece of a message goes to the broker as it arrives, so the
-            # pre-authentication budget sees it; no permessage-deflate (control/ws_protocol.py says why).
-            ws=StreamingWSProtocol,
-            ws_per_message_deflate=False,
-            ssl_context_factory=(lambda *_: self.tls.https_front_context()) if self.config.tls.https else None,
-        )
-        self._http = _EmbeddedUvicorn(uv_config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        app = stack.create_app(self.service, self.services, self.metrics, lambda: self.health_problem,
+                               first_run=self.first_run)
+        app.state.bridges = self.bridges  # GET /api/v1/bridges
+        return app
 
     async def stop(self) -> None:
         """Stop accepting, close every client (v5: DISCONNECT 0x8B), stop HTTP, write what is buffered."""
         log.info("shutting down")
-        if self._http is not None:
-            self._http.should_exit = True  # uvicorn notices on its next tick, while the broker closes
+        if self.http_front is not None:
+            self.http_front.begin_stop()  # uvicorn notices on its next tick, while the broker closes
         await self.mqtt_listener.close()
         if self.tls_listener is not None:
             await self.tls_listener.close()
         await self.server_state.shutdown()
         await self.bridges.stop()  # after the wills of the shutdown, which it may forward
-        if self._http_task is not None:
-            await self._http_task
+        if self.http_front is not None:
+            await self.http_front.stop()
         if self._http_socket is not None:
             self._http_socket.close()
         if self.local_control is not None:

@@ -15,9 +15,7 @@ Plain HTML forms, no script: the page works with the dashboard's strict Content-
 
 from __future__ import annotations
 
-import hmac
 import html
-import secrets
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -25,6 +23,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Route
 
 from control.api.common import services
+from control.first_run import FirstRun
 from control.errors import ValidationFailed
 
 __all__ = ["FirstRun", "routes"]
@@ -38,24 +37,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",  # the token is in the URL: never send it to another page
     "Cache-Control": "no-store",
 }
-
-
-class FirstRun:
-    """The setup link's token while no user exists; None once it is used (or was never needed)."""
-
-    def __init__(self) -> None:
-        self.token: str | None = None
-
-    def open(self) -> str:
-        self.token = secrets.token_urlsafe(32)
-        return self.token
-
-    def matches(self, given: str | None) -> bool:
-        token = self.token
-        return token is not None and given is not None and hmac.compare_digest(token.encode(), given.encode())
-
-    def close(self) -> None:
-        self.token = None
 
 
 def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
