@@ -18,7 +18,6 @@ answers by not echoing a bridge's own messages); without it, a `forward` filter 
 
 from __future__ import annotations
 
-import difflib
 import re
 import ssl
 from collections.abc import Sequence
@@ -236,6 +235,8 @@ class _Keys:
     def done(self) -> None:
         """Refuse keys nobody asked for, each with the closest known key: most likely a typo."""
         for key in sorted(set(self.table) - self.used):
+            import difflib  # only for a misspelt key (0.5 MB)
+
             close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.6)
             hint = f" (did you mean {self.prefix}{close[0]}?)" if close else ""
             self.fail(f"{self.prefix}{key}: unknown configuration key{hint}")

@@ -23,12 +23,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.config import BridgeConfig
 from broker.core import Broker
 from broker.errors import ConfigError
 from broker.hooks import Hook
 
 if TYPE_CHECKING:
+    from bridge.config import BridgeConfig
     from bridge.bridge import Bridge
 
 __all__ = ["Bridges"]

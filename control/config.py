@@ -14,18 +14,19 @@ keep the two in step.
 
 from __future__ import annotations
 
-import difflib
 import os
 import socket
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bridge.config import BridgeConfig, parse_bridges
 from broker.errors import ConfigError
 from broker.settings import BrokerSettings
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS, Plan
+
+if TYPE_CHECKING:
+    from bridge.config import BridgeConfig
 
 __all__ = [
     "AnonymousACL", "CONFIG_ENV", "Config", "ConfigProblems", "SYSTEM_CONFIG", "find_config", "lan_address", "HTTPConfig", "LogConfig", "MQTTConfig", "MetricsConfig", "StorageConfig", "TLSConfig",
@@ -335,7 +336,13 @@ def parse_config(document: dict[str, Any], base: Path | None = None) -> Config:
         default_plan = DEFAULT_PLAN
     # [[bridge]] validates itself (bridge/config.py), into the same problem list; its TLS files are read
     # now, relative to the config file's folder.
-    bridges = parse_bridges(reader.raw("bridge"), reader.problems, base)
+    # Imported only when there is a [[bridge]]: a Roost without bridges does not hold their parsers.
+    raw_bridges = reader.raw("bridge")
+    bridges: tuple[BridgeConfig, ...] = ()
+    if raw_bridges is not None:
+        from bridge.config import parse_bridges
+
+        bridges = parse_bridges(raw_bridges, reader.problems, base)
     reader.done()
     config = Config(
         data_dir=data_dir, mqtt=mqtt, http=http, tls=tls, log=LogConfig(level=level, format=log_format),
@@ -457,6 +464,8 @@ class _Table:
 
 
 def _did_you_mean(key: str, known: Any, prefix: str = "") -> str:
+    import difflib  # only for a misspelt key: not imported at every start (0.5 MB)
+
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return f" (did you mean {prefix}{close[0]}?)" if close else ""
 

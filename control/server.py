@@ -28,7 +28,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from bridge.manager import Bridges
 from broker.core import Broker
@@ -48,7 +48,7 @@ from control.local_control import LocalControl
 from control.metrics import Metrics
 from control.ops import DataDirLock
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
-from control.services import Services
+from control.process_memory import limit_malloc_arenas, trim
 from control.tls import TLSFiles
 from storage.access import LiveAccess, PlanTerms, StorageAuthHook, tenant_mount
 from storage.broker_state import BrokerStateStore, open_broker_state
@@ -56,6 +56,9 @@ from storage.database import DATABASE_FILE_NAME, read_only_reason
 from storage.recorder import MessageRecorder
 from storage.store import Store, open_store
 from storage.usage import UsageMeter
+
+if TYPE_CHECKING:
+    from control.services import Services
 
 __all__ = ["Roost"]
 
@@ -109,7 +112,8 @@ class Roost:
         self.metrics = Metrics(config.metrics) if config.metrics.enabled else None
         self._lock = DataDirLock(config.data_dir)
         self.access: LiveAccess | None = None
-        self.services: Services | None = None
+        self._services: Services | None = None
+        self._usage: UsageMeter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.http_front: HTTPFront | None = None
         self._http_socket: socket.socket | None = None
@@ -157,6 +161,7 @@ class Roost:
         if data_dir.is_dir() and (problem := read_only_reason(data_dir / DATABASE_FILE_NAME)) is not None:
             raise StartupError(problem)  # before the lock file, which cannot be made there either
         self._lock.acquire("serve")
+        limit_malloc_arenas()  # before the databases' threads start
         try:
             await self._start()
         except BaseException:
@@ -185,17 +190,7 @@ class Roost:
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
         await self._restore_broker_state()
         await self.bridges.start(self.broker, config.data_dir, self._bridge_user)  # before any client comes
-        self.services = Services.build(
-            store,
-            config.plans,
-            access=self.access,
-            broker=self.service,
-            usage=usage,
-            public_host=config.mqtt.public_host,
-            public_port=config.mqtt.public_port or config.mqtt.port,
-            certificates=self.tls.store,
-            default_plan=config.default_plan,
-        )
+        self._usage = usage
         self._spawn(self.access.watch())
         self._spawn(usage.run())
         self._spawn(recorder.run())
@@ -215,6 +210,7 @@ class Roost:
         # that runs many Roosts, it was every finished client's sockets, until select() ran out of them).
         gc.collect()
         gc.freeze()
+        trim()
         log.info(
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
@@ -341,14 +337,36 @@ class Roost:
         await self.http_front.start()
 
     @property
+    def services(self) -> Services | None:
+        """The control plane's services (users, instances, devices...), None before start-up reached them.
+        Made at their first use, the HTTP app's or the tests': a broker nobody manages does not hold them."""
+        if self._services is None and self.store is not None and self._usage is not None:
+            from control.services import Services
+
+            config = self.config
+            self._services = Services.build(
+                self.store,
+                config.plans,
+                access=self.access,
+                broker=self.service,
+                usage=self._usage,
+                public_host=config.mqtt.public_host,
+                public_port=config.mqtt.public_port or config.mqtt.port,
+                certificates=self.tls.store,
+                default_plan=config.default_plan,
+            )
+        return self._services
+
+    @property
     def app(self) -> Any:
         """The Starlette app, None until the first HTTP request loaded it."""
         return self.http_front.app if self.http_front is not None else None
 
     def _make_app(self, stack: Any) -> Any:
         """The control plane's Starlette app, made when the HTTP stack (control/http_stack.py) is loaded."""
-        assert self.services is not None
-        app = stack.create_app(self.service, self.services, self.metrics, lambda: self.health_problem,
+        services = self.services
+        assert services is not None
+        app = stack.create_app(self.service, services, self.metrics, lambda: self.health_problem,
                                first_run=self.first_run)
         app.state.bridges = self.bridges  # GET /api/v1/bridges
         return app

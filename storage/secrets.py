@@ -27,7 +27,6 @@ import logging
 import os
 import secrets
 import string
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +198,8 @@ def load_or_create_key(path: Path) -> bytes:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = base64.urlsafe_b64encode(os.urandom(32))  # what Fernet.generate_key() makes
+    import tempfile  # once, when the key is first made: not at every start
+
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret.key.")  # mode 0600
     try:
         with os.fdopen(descriptor, "wb") as handle:

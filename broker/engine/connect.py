@@ -9,7 +9,7 @@ unavailable) and attaches the session afterwards.
 
 from __future__ import annotations
 
-import uuid
+import os
 from typing import NamedTuple
 
 from broker.codec import EMPTY_PROPERTIES, Connack, Connect, Properties, ProtocolVersion, ReasonCode, encode
@@ -51,7 +51,7 @@ def negotiate(packet: Connect, settings: BrokerSettings, stats: Stats) -> Terms 
     assigned = False
     if not client_id:
         if version == _V5 or (version == 4 and packet.clean_start):
-            client_id = "auto-" + uuid.uuid4().hex  # [MQTT-3.1.3-6][MQTT-3.2.2-16]
+            client_id = "auto-" + os.urandom(16).hex()  # [MQTT-3.1.3-6][MQTT-3.2.2-16]
             assigned = True
         else:
             # 3.1.1 with clean session 0, or 3.1: an empty client id is refused [MQTT-3.1.3-8].
