@@ -129,12 +129,15 @@ class HTTPFront:
         transport = connection.transport
         if transport is None or transport.is_closing():
             return
+        if self._closing:
+            transport.abort()  # Roost is stopping: uvicorn no longer takes connections
+            return
         if self.uvicorn is not None:
             self._hand_over(connection)
             return
         if connection in self._waiting:
             return  # more bytes while its reading was being paused: they are in `data`
-        if self._closing or len(self._waiting) >= MAX_WAITING:
+        if len(self._waiting) >= MAX_WAITING:
             transport.abort()
             return
         transport.pause_reading()
