@@ -41,19 +41,27 @@ class TLSFiles:
         self.cert_file: Path = tls.cert_file or self.store.server_certificate
         self.key_file: Path = tls.key_file or self.store.server_key
         self.client_ca_file: Path = tls.client_ca_file or self.store.ca_certificate
-        self._hosts = machine_hosts(config.mqtt.public_host) if self.own else []
+        self._public_host = config.mqtt.public_host
+        self._machine_hosts: list[str] | None = None
         self._signature: tuple[object, ...] = ()
         self.mqtt_context: ssl.SSLContext | None = None
         self.http_context: ssl.SSLContext | None = None
         # Called after each successful reload (the composition root hands the new context to listeners).
         self.on_reload: list[Callable[[], None]] = []
 
+    def _hosts(self) -> list[str]:
+        """The names Roost's own certificate carries, looked up when a certificate is first needed: a
+        Roost with TLS off makes no resolver query at start-up (it can stall where DNS is broken)."""
+        if self._machine_hosts is None:
+            self._machine_hosts = machine_hosts(self._public_host) if self.own else []
+        return self._machine_hosts
+
     def prepare(self) -> None:
         """Make the local CA (and, without a configured certificate, the server certificate) if they are
         missing, and build the contexts. Raises if the configured files cannot be loaded, `CertificateError`
         if Roost's own could not be made."""
         if self.own:
-            self.store.ensure_server(self._hosts)  # the local CA too: one child process makes both
+            self.store.ensure_server(self._hosts())  # the local CA too: one child process makes both
         else:
             self.store.authority()
         self._load()
@@ -94,7 +102,7 @@ class TLSFiles:
         `force`). True if new contexts are in use; on an error the old ones stay and it is logged."""
         try:
             if self.own:
-                self.store.ensure_server(self._hosts)
+                self.store.ensure_server(self._hosts())
             if not force and self._current_signature() == self._signature:
                 return False
             self._load()
