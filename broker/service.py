@@ -11,8 +11,8 @@ import asyncio
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from broker import inspect
 from broker.codec import Will
 from broker.codec.topics import parse_shared, validate_topic_filter
 from broker.connection import MQTTConnection
@@ -21,12 +21,14 @@ from broker.engine import Connection
 from broker.events import Event
 from broker.history import MetricsHistory, Point, TenantHistory
 from broker.hooks import ClientInfo
-from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
 from broker.limits import check_topic, describe_topic_limit
 from broker.persistence import Persistence
 from broker.registry import ServerState
 from broker.session import Message, Session, SubscriptionRecord
 from broker.stats import Stats
+
+if TYPE_CHECKING:
+    from broker.inspect import ClientDetail, Page, RetainedItem, Scan, SharedGroupView, SubscriptionView
 
 __all__ = ["BrokerService", "BrokerSnapshot", "ClientSummary", "SessionSnapshot", "Watch", "WatchedMessage"]
 
@@ -129,6 +131,14 @@ class Watch:
             self._broker.tenants.subscribed(self._mount, -1)  # counted by BrokerService.watch
         self._broker.connections.pop(self._key, None)
         self._broker.remove_session(self._key)
+
+
+def _inspect() -> Any:
+    """broker/inspect.py, imported at the dashboard console's first look: a broker nobody inspects does not
+    hold it."""
+    from broker import inspect
+
+    return inspect
 
 
 class BrokerService:
@@ -318,30 +328,30 @@ class BrokerService:
     # large views are scans, done a slice at a time (broker/inspect.py `Scan`).
 
     def client_page(self, mount: str | None, text: str = "", offset: int = 0, limit: int = 50) -> Scan[ClientDetail]:
-        return inspect.client_page(self.broker, mount, text, offset, limit)
+        return _inspect().client_page(self.broker, mount, text, offset, limit)
 
     def subscription_page(self, mount: str | None, text: str = "", offset: int = 0,
                           limit: int = 50) -> Scan[SubscriptionView]:
-        return inspect.subscription_page(self.broker, mount, text, offset, limit)
+        return _inspect().subscription_page(self.broker, mount, text, offset, limit)
 
     def shared_group_page(self, mount: str | None, offset: int = 0, limit: int = 50) -> Scan[SharedGroupView]:
-        return inspect.shared_groups(self.broker, mount, offset, limit)
+        return _inspect().shared_groups(self.broker, mount, offset, limit)
 
     def retained_page(self, mount: str | None, topic_filter: str = "#", offset: int = 0,
                       limit: int = 50) -> Page[RetainedItem]:
-        return inspect.retained_page(self.broker, mount, topic_filter, offset, limit)
+        return _inspect().retained_page(self.broker, mount, topic_filter, offset, limit)
 
     def delete_retained(self, mount: str | None, topic_filter: str) -> int:
         """Remove the retained messages matching a filter (a topic name is a filter of itself) inside
         `mount`; returns how many went. Persisted ones are removed from the store too."""
-        doomed = set(inspect.retained_topics(self.broker, mount, topic_filter))
+        doomed = set(_inspect().retained_topics(self.broker, mount, topic_filter))
         if not doomed:
             return 0
         return self.broker.drop_retained(lambda topic, _message: topic in doomed)
 
     def client_counts(self) -> dict[str, int]:
         """Connected MQTT clients by tenant namespace (the control plane's watchers are not clients)."""
-        return inspect.client_counts(self.broker)
+        return _inspect().client_counts(self.broker)
 
     def kick_client(self, session_key: str, reason: str, by: str) -> ClientInfo | None:
         """`kick` for one connected client, with the reason given, written to the event log; returns who
