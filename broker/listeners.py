@@ -36,13 +36,17 @@ class TCPListener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._protocol,
-            self.host,
-            self.requested_port,
-            reuse_address=True,
-            backlog=1024,
-        )
+        sock = _bound_socket(self.host, self.requested_port)
+        if sock is not None:
+            self._server = await loop.create_server(self._protocol, sock=sock, backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                self._protocol,
+                self.host,
+                self.requested_port,
+                reuse_address=True,
+                backlog=1024,
+            )
         for sock in self._server.sockets:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         log.info("MQTT listener %s on %s:%d", self.name, self.host, self.port)
@@ -58,3 +62,32 @@ class TCPListener:
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+def _bound_socket(host: str, port: int) -> socket.socket | None:
+    """A listening socket for an address literal (`0.0.0.0`, `127.0.0.1`, `::`), bound as `create_server`
+    binds (SO_REUSEADDR; an IPv6 socket IPv6-only); None for a name, which `create_server` resolves.
+
+    Why not always `create_server(host, port)`: it resolves even a literal through libuv's thread pool
+    (four threads that then stay) and the idna codec (its modules and Unicode tables), 0.2 MB of an idle
+    Roost for nothing to look up."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        break
+    else:
+        return None
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
