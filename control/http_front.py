@@ -22,6 +22,7 @@ listen backlog); more are closed at once. `HTTPFront.waiting` is how many wait n
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import socket
@@ -29,6 +30,8 @@ import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from control.process_memory import trim
 
 __all__ = ["MAX_WAITING", "HTTPFront"]
 
@@ -180,6 +183,10 @@ class HTTPFront:
             self._loading = None  # the next request tries again
             return
         log.info("HTTP stack loaded")
+        # The import's garbage (Starlette's and the dataclasses' throw-away classes) is young: a collection of
+        # the young generations frees it without a full one's pause, then the freed pages go back.
+        gc.collect(1)
+        trim()
         self.app, self.uvicorn, self._serving = app, server, serving
         waiting, self._waiting = list(self._waiting), {}
         for connection in waiting:
