@@ -92,7 +92,7 @@ class MQTTConnection(asyncio.Protocol):
         # `_offset`; at most one read of the transport, since reading is paused while it waits.
         self._backlog = b""
         self._offset = 0
-        self._slice = 16_384
+        self._slice = _SLICE_MIN  # what a byte costs is not known yet: the first slices double from the least
         # Admitted to the pre-authentication budget and not released yet: each read is reported to it, with
         # what the connection held at the last report (`_held`).
         self._pending = False
@@ -159,6 +159,12 @@ class MQTTConnection(asyncio.Protocol):
         else:
             self._backlog = data
         self._offset = 0
+        if len(data) >= _YIELD_AFTER_BYTES and not self._pending and not self._closing:
+            # A large read (a flood's) is not handled here, in the loop's I/O phase, but at the loop's next
+            # turn, with the other backlogs: the reads of every other client in this phase (a PINGREQ) are
+            # then handled, and answered, without waiting behind the flood's share of the budget.
+            self._next_turn(True)
+            return
         self._work(len(data) >= _YIELD_AFTER_BYTES)
 
     def _input_handled(self, engine: Connection) -> bool:
@@ -166,7 +172,9 @@ class MQTTConnection(asyncio.Protocol):
         CONNECT, move the deadline if the engine asks. False if the connection is closing."""
         if self._flush_wanted:
             self._flush_wanted = False
-            if engine.close_requested:
+            if engine.close_requested or (self.server.backlogged and engine.messages_sent == self._sent_at_flush):
+                # A close, or (while a flood lasts, so the next turn starts with its slices) output with no
+                # PUBLISH in it (a PINGRESP, acknowledgements): written now.
                 self._flush()
             else:
                 self._schedule_flush()
