@@ -3,7 +3,7 @@ and every other client is served in between.
 
 The shell runs on a real asyncio loop with in-memory transports (no socket): a test hands a connection its
 bytes with `data_received`, as the loop would, and steps the loop with `asyncio.sleep(0)`, one turn at a
-time. `TURN_BUDGET` is set to 0, so that a connection with a backlog hands the engine one slice per turn:
+time. `TURN_BUDGET` (and `TURN_BUDGET_SERVING`) is set to 0, so that a connection with a backlog hands the engine one slice per turn:
 what happens in which turn is then decided by the code, not by the machine's speed.
 """
 
@@ -83,6 +83,7 @@ class MemoryTransport:
 @pytest.fixture
 def no_budget(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(shell, "TURN_BUDGET", 0.0)
+    monkeypatch.setattr(shell, "TURN_BUDGET_SERVING", 0.0)
     yield
 
 
