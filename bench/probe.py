@@ -30,6 +30,7 @@ At exit (Roost stops on SIGTERM and exits normally) it writes all of it as JSON 
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import statistics
 from pathlib import Path
@@ -294,6 +295,16 @@ def summarize(path: Path, t_start: float, t_end: float, gap: tuple[float, float]
     times = sorted(row[0] for row in inside if row[1] in subscribers)
     edges = [t_start, *times, t_end]
     write_gap, gap_at = max(((b - a, a) for a, b in zip(edges, edges[1:])), default=(0.0, t_start))
+    # The same silences less the time the loop's thread was runnable without a CPU meanwhile (the kernel's
+    # run delay, summed from the ticks): the longest is the broker's own part of a silence, at most.
+    ticks = sorted(data.get("ticks", []))
+    tick_at = [row[0] for row in ticks]
+    delays = list(itertools.accumulate((row[1] for row in ticks), initial=0.0))
+
+    def run_delay(a: float, b: float) -> float:
+        return delays[bisect.bisect_right(tick_at, b + 0.001)] - delays[bisect.bisect_right(tick_at, a)]
+
+    own_gap = max((b - a - run_delay(a, b) for a, b in zip(edges, edges[1:])), default=0.0)
     calls = [row for row in data["calls"] if t_start <= row[0] < t_end]
     gcs = [row for row in data["gcs"] if t_start <= row[0] < t_end]
     lags = [row for row in data["lags"] if t_start <= row[0] < t_end]
@@ -305,6 +316,7 @@ def summarize(path: Path, t_start: float, t_end: float, gap: tuple[float, float]
         # The process's CPU time per second of the window (1.0: one core busy all the time).
         "b_cpu_share": (cpu[-1][1] - cpu[0][1]) / (cpu[-1][0] - cpu[0][0]) if len(cpu) > 1 else float("nan"),
         "b_write_gap_s": write_gap,
+        "b_write_gap_own_s": own_gap,
         "b_call_max_ms": max((row[1] for row in calls), default=0.0) * 1000,
         "b_call_max_cpu_ms": max((row[5] for row in calls), default=0.0) * 1000,
         "b_lag_max_ms": max((row[1] for row in lags), default=0.0) * 1000,
@@ -383,7 +395,20 @@ def _pings(data: dict[str, Any], pings: list[tuple[float, float]], t_start: floa
     figures["b_ping_to_write_p99_ms"] = _p99([row[3] for row in parts]) * 1000
     figures["b_ping_back_p99_ms"] = _p99([row[4] for row in parts]) * 1000
     figures["b_ping_broker_p99_ms"] = _p99([row[2] + row[3] for row in parts]) * 1000
-    trace = data.get("trace", [])
+    trace = sorted(data.get("trace", []))
+    began_at = [row[0] for row in trace]
+    longest = max((row[1] for row in trace), default=0.0)
+
+    def loop_cpu(a: float, b: float) -> float:
+        """CPU of the calls from the loop into other connections (and collections) during [a, b)."""
+        total = 0.0
+        for row in trace[bisect.bisect_left(began_at, a - longest):bisect.bisect_left(began_at, b)]:
+            if row[0] + row[1] > a and row[3] != key:
+                total += row[5] * (min(b, row[0] + row[1]) - max(a, row[0])) / row[1]
+        return total
+
+    # Roost's own part of each PINGREQ's wait: what its loop spent on others from the send to the write.
+    figures["b_ping_loop_cpu_p99_ms"] = _p99([loop_cpu(row[0], row[0] + row[2] + row[3]) for row in parts]) * 1000
     ticks = data.get("ticks", [])
     for sent, rtt, to_read, to_write, back in sorted(parts, key=lambda row: -row[1])[:3]:
         end = sent + to_read + to_write
