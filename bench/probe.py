@@ -23,6 +23,13 @@ stamps with, so broker and client instants compare directly):
   kernel's send queue (`TIOCOUTQ`, what the client has not read yet) and in its receive queue (`FIONREAD`,
   what the broker has not read yet).
 
+- every call from the loop over 20 us and every collection over 20 us (`trace`), every read of at most
+  64 bytes (`reads`), the run delay at each tick (`ticks`), and, from a thread, the loop thread's stack
+  whenever the loop has not ticked for 4 ms (`stalls`): with the pinger's send instants, each PINGREQ's
+  round trip splits into to-read / to-write / back, with what the loop did meanwhile (`b_ping_*`).
+
+`BENCH_PROBE_KEEP=DIR` (bench/run.py) keeps every record with its window, to be read again.
+
 At exit (Roost stops on SIGTERM and exits normally) it writes all of it as JSON to the file named by
 `ROOST_PROBE`. `summarize()` reads it back for one measuring window, in the harness.
 """

@@ -15,15 +15,17 @@ before the client has read its reason code. Transports that cannot shut their wr
 keep the connection open, discarding input, for the same bounded time.
 
 Fairness: no client's input holds the loop for long. A flooding publisher's read (uvloop reads up to 256 KB
-at a time) is handed to the engine in slices until its share of `TURN_BUDGET` is spent; the rest waits in
-the shell, with reading paused, for the loop's next turn, and the clients with such a backlog share one
-budget, so a turn lasts about as long with four floods as with one. Every other client is served in
+at a time) is not handled in the loop's I/O phase where it arrives but at the loop's next turn, in slices,
+until its share of `TURN_BUDGET` is spent (`TURN_BUDGET_SERVING` while other clients are being served); the
+rest waits in the shell, with reading paused, for the turn after, and the clients with such a backlog
+share one budget, so a turn lasts about as long with four floods as with one. Every other client is served in
 between: its PINGREQ answered, its acknowledgements written. Handled whole, one read of 64-byte PUBLISH
 packets to 100 subscribers held the loop 0.3-0.5 s, and nothing was written to anyone meanwhile
 (docs/benchmarks.md, "Tail latency (issue 20)"). While a flood lasts, output made of PUBLISH packets is
 written every `FLUSH_INTERVAL`, or once `FLUSH_PACKETS` wait, rather than at every (short) turn, so that a
 hundred subscribers do not cost a hundred small writes a millisecond; output with no PUBLISH in it
-(acknowledgements, PINGRESP) still goes at the next turn.
+(acknowledgements, PINGRESP) is written as soon as the read that made it is handled, ahead of the flood's
+next slices (docs/benchmarks.md, "Overload PINGREQ and fan-out silences, second round").
 """
 
 from __future__ import annotations
