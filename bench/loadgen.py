@@ -484,24 +484,29 @@ class Subscriber(_Client):
 class Pinger(_Client):
     def ping(self, interval: float, t_start: float, t_end: float, timeout: float = 5.0) -> list[float]:
         """PINGREQ every `interval` s; the round trips in ms (a lost PINGRESP counts as `timeout`)."""
+        return [rtt for _, rtt in self.pings(interval, t_start, t_end, timeout)]
+
+    def pings(self, interval: float, t_start: float, t_end: float, timeout: float = 5.0) -> list[tuple[float, float]]:
+        """As `ping`, each round trip with the perf_counter() instant its PINGREQ was sent: what the probe
+        inside the broker (bench/probe.py) needs to say what held each one."""
         sock = self.socks[0]
         request = wire.pingreq_packet(self.version)
-        rtts: list[float] = []
+        rtts: list[tuple[float, float]] = []
         _sleep_until(t_start)
         buf = self.pending[0]
         while time.perf_counter() < t_end and len(rtts) < 100_000:
             began = time.perf_counter()
             if not _send_whole(sock, request, began + timeout):
-                rtts.append(timeout * 1000)
+                rtts.append((began, timeout * 1000))
                 break
             try:
                 frames, buf = _read_frames(sock, buf, 1, began + timeout)
             except BenchError:
-                rtts.append(timeout * 1000)
+                rtts.append((began, timeout * 1000))
                 break
             if frames[0][0] >> 4 != wire.PINGRESP:
                 raise BenchError(f"expected PINGRESP, got packet type {frames[0][0] >> 4}")
-            rtts.append((time.perf_counter() - began) * 1000)
+            rtts.append((began, (time.perf_counter() - began) * 1000))
             _sleep_until(began + interval)
         return rtts
 

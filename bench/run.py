@@ -99,7 +99,16 @@ def _probed(broker: Any, values: dict[str, float]) -> dict[str, float]:
     broker.stop()
     if "window" not in LAST or not broker.probe_path.exists():
         return {}
-    figures = summarize(broker.probe_path, *LAST["window"], LAST.get("gap"))
+    keep = os.environ.get("BENCH_PROBE_KEEP")  # a folder: keep each record, with its window, to read again
+    if keep:
+        import json
+        import shutil
+
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        stem = Path(keep) / time.strftime("%H%M%S")
+        shutil.copyfile(broker.probe_path, f"{stem}.json")
+        Path(f"{stem}.last.json").write_text(json.dumps(LAST))
+    figures = summarize(broker.probe_path, *LAST["window"], LAST.get("gap"), LAST.get("pings"))
     for line in figures.pop("notes"):
         print(f"    probe: {line}", file=sys.stderr)
     return figures

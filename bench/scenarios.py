@@ -110,9 +110,10 @@ def _spawn(started: list[Worker], broker: Broker, plan: Plan, cls: type, name: s
     return workers
 
 
-# The last measuring window and the longest silence a subscriber saw in it, both as perf_counter() instants:
-# what `bench.probe.summarize` needs to read the broker's side of the same seconds (`run.py --probe`).
-LAST: dict[str, tuple[float, float]] = {}
+# The last measuring window and the longest silence a subscriber saw in it, both as perf_counter() instants,
+# and (overload) each PINGREQ's send instant and round trip: what `bench.probe.summarize` needs to read the
+# broker's side of the same seconds (`run.py --probe`).
+LAST: dict[str, Any] = {}
 
 
 def _window(plan: Plan, lead: float = 0.3) -> tuple[float, float, float]:
@@ -284,7 +285,7 @@ def overload(broker: Broker, plan: Plan) -> dict[str, float]:
         idle_kb = broker.rss_kb()
         t0, t_start, t_end = _window(plan)
         slow[0].send("read_slowly", 4096, 0.01, t_end + 0.5)
-        pinger[0].send("ping", 0.02, t_start, t_end)
+        pinger[0].send("pings", 0.02, t_start, t_end)
         for worker in pubs:
             worker.send("blast", ["bench/flood"], plan.overload_payload, t0, t_end)
         peak_kb = idle_kb
@@ -294,7 +295,9 @@ def overload(broker: Broker, plan: Plan) -> dict[str, float]:
         if not broker.alive():
             raise RuntimeError(f"{broker.name} died under overload:\n{broker.log_tail()}")
         peak_kb = max(peak_kb, broker.peak_rss_kb())
-        rtts = pinger[0].result(_timeout(plan))
+        pings = pinger[0].result(_timeout(plan))
+        LAST["pings"] = pings
+        rtts = [rtt for _, rtt in pings]
         for worker in pubs + slow:
             worker.result(_timeout(plan))
     return {"growth_mb": (peak_kb - idle_kb) / 1024, "ping_p99": _percentile(rtts, 0.99)}

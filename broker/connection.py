@@ -15,15 +15,17 @@ before the client has read its reason code. Transports that cannot shut their wr
 keep the connection open, discarding input, for the same bounded time.
 
 Fairness: no client's input holds the loop for long. A flooding publisher's read (uvloop reads up to 256 KB
-at a time) is handed to the engine in slices until its share of `TURN_BUDGET` is spent; the rest waits in
-the shell, with reading paused, for the loop's next turn, and the clients with such a backlog share one
-budget, so a turn lasts about as long with four floods as with one. Every other client is served in
+at a time) is not handled in the loop's I/O phase where it arrives but at the loop's next turn, in slices,
+until its share of `TURN_BUDGET` is spent (`TURN_BUDGET_SERVING` while other clients are being served); the
+rest waits in the shell, with reading paused, for the turn after, and the clients with such a backlog
+share one budget, so a turn lasts about as long with four floods as with one. Every other client is served in
 between: its PINGREQ answered, its acknowledgements written. Handled whole, one read of 64-byte PUBLISH
 packets to 100 subscribers held the loop 0.3-0.5 s, and nothing was written to anyone meanwhile
 (docs/benchmarks.md, "Tail latency (issue 20)"). While a flood lasts, output made of PUBLISH packets is
 written every `FLUSH_INTERVAL`, or once `FLUSH_PACKETS` wait, rather than at every (short) turn, so that a
 hundred subscribers do not cost a hundred small writes a millisecond; output with no PUBLISH in it
-(acknowledgements, PINGRESP) still goes at the next turn.
+(acknowledgements, PINGRESP) is written as soon as the read that made it is handled, ahead of the flood's
+next slices (docs/benchmarks.md, "Overload PINGREQ and fan-out silences, second round").
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from typing import Any, cast
 from broker.engine import CLOSE, LINGER, Connection
 from broker.registry import ServerState
 
-__all__ = ["FLUSH_INTERVAL", "FLUSH_PACKETS", "LINGER_SECONDS", "MQTTConnection", "TURN_BUDGET"]
+__all__ = ["FLUSH_INTERVAL", "FLUSH_PACKETS", "LINGER_SECONDS", "MQTTConnection", "SERVING_WINDOW", "TURN_BUDGET",
+           "TURN_BUDGET_SERVING"]
 
 log = logging.getLogger("roost.connection")
 
@@ -47,6 +50,11 @@ _YIELD_AFTER_BYTES = 16_384
 # The longest the input of the clients that have a backlog (a flood) holds the loop per turn, all of them
 # together: each gets an equal share, and what is left of its read waits in `_backlog` for the next turn.
 TURN_BUDGET = 0.001
+# ... or this, while other clients are being served (one sent a little within `SERVING_WINDOW` s): then a
+# turn is what they may wait before they are read. Not always: shorter turns cost each flood's bytes more
+# (fan-in's CPU per message rose by about a tenth at 0.5 ms), and a flood alone has no one to wait for it.
+TURN_BUDGET_SERVING = 0.0005
+SERVING_WINDOW = 0.1
 # While any client has a backlog, a connection that is being sent PUBLISH packets is written at most this
 # long after its first one queued, not at every turn: coalesced writes, flushed at a bound.
 FLUSH_INTERVAL = 0.005
@@ -92,7 +100,7 @@ class MQTTConnection(asyncio.Protocol):
         # `_offset`; at most one read of the transport, since reading is paused while it waits.
         self._backlog = b""
         self._offset = 0
-        self._slice = 16_384
+        self._slice = _SLICE_MIN  # what a byte costs is not known yet: the first slices double from the least
         # Admitted to the pre-authentication budget and not released yet: each read is reported to it, with
         # what the connection held at the last report (`_held`).
         self._pending = False
@@ -150,8 +158,9 @@ class MQTTConnection(asyncio.Protocol):
             # slice would be: no slicing, no timing (a connect storm's reads are all of this kind).
             engine = self.engine
             self._receiving = True
+            self.server.served_at = now = self._loop.time()
             try:
-                engine.receive_data(data, self._loop.time())
+                engine.receive_data(data, now)
             finally:
                 self._receiving = False
             self._input_handled(engine)
@@ -159,6 +168,12 @@ class MQTTConnection(asyncio.Protocol):
         else:
             self._backlog = data
         self._offset = 0
+        if len(data) >= _YIELD_AFTER_BYTES and not self._pending and not self._closing:
+            # A large read (a flood's) is not handled here, in the loop's I/O phase, but at the loop's next
+            # turn, with the other backlogs: the reads of every other client in this phase (a PINGREQ) are
+            # then handled, and answered, without waiting behind the flood's share of the budget.
+            self._next_turn(True)
+            return
         self._work(len(data) >= _YIELD_AFTER_BYTES)
 
     def _input_handled(self, engine: Connection) -> bool:
@@ -166,7 +181,9 @@ class MQTTConnection(asyncio.Protocol):
         CONNECT, move the deadline if the engine asks. False if the connection is closing."""
         if self._flush_wanted:
             self._flush_wanted = False
-            if engine.close_requested:
+            if engine.close_requested or (self.server.backlogged and engine.messages_sent == self._sent_at_flush):
+                # A close, or (while a flood lasts, so the next turn starts with its slices) output with no
+                # PUBLISH in it (a PINGRESP, acknowledgements): written now.
                 self._flush()
             else:
                 self._schedule_flush()
@@ -189,7 +206,8 @@ class MQTTConnection(asyncio.Protocol):
         now = self._loop.time()
         server = self.server
         began = _clock()
-        budget = TURN_BUDGET / (server.backlogged + 1)
+        budget = (TURN_BUDGET_SERVING if now - server.served_at < SERVING_WINDOW else TURN_BUDGET) / (
+            server.backlogged + 1)
         self._receiving = True
         try:
             while offset < len(data) and not self._closing and not engine.congested:

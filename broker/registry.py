@@ -56,6 +56,10 @@ class ServerState:
         # Connections whose input waits for the loop's next turn (a flood): they share the turn's budget
         # (broker/connection.py, `TURN_BUDGET`), so the loop's turn stays as short with four as with one.
         self.backlogged = 0
+        # When (loop time) a client last sent a little (a read handled whole: a PINGREQ, acknowledgements):
+        # while that is recent, the backlogs get the smaller `TURN_BUDGET_SERVING`, so the turns those
+        # clients wait through are shorter.
+        self.served_at = float("-inf")
         # Connections whose output waits a few turns to leave in one write while a flood lasts (written by
         # one callback per turn, broker/connection.py `_write_waiting`); at most every open connection.
         self.coalescing: list[object] = []

@@ -128,6 +128,9 @@ class Session:
     next_packet_id: int = 1
     expiry_timer: Timer | None = None
     will_timer: Timer | None = None
+    # Whether the queue may hold a QoS 0 delivery (set by `enqueue`, cleared by `make_room` when it finds
+    # none): a full queue of QoS 1/2 refuses the next one at once, not after a scan of the whole queue.
+    queued_qos0: bool = False
 
     def enqueue(self, delivery: Delivery) -> None:
         """Append to the queue, made here on first use (the empty one is immutable: a write elsewhere fails)."""
@@ -135,6 +138,8 @@ class Session:
         if not isinstance(queue, deque):
             queue = self.queue = deque()
         queue.append(delivery)
+        if delivery.qos == 0:
+            self.queued_qos0 = True
 
     def await_release(self, packet_id: int) -> None:
         """Add to `awaiting_release`, made here on first use (as the queue is by `enqueue`)."""
@@ -156,11 +161,17 @@ class Session:
 
     def make_room(self, delivery: Delivery) -> bool:
         """The queue is full: the oldest queued QoS 0 delivery makes room for `delivery` (True), or, with
-        none to drop, `delivery` is refused (False). One message is lost either way."""
+        none to drop, `delivery` is refused (False). One message is lost either way. Without `queued_qos0`
+        every refusal scanned the whole queue: a subscriber that fell behind a QoS 1 flood (1,000 queued)
+        cost 10-150 us per message more, which slowed the broker further behind (docs/benchmarks.md,
+        "Overload PINGREQ and fan-out silences, second round")."""
+        if not self.queued_qos0:
+            return False
         queue = self.queue
         for index, queued in enumerate(queue):
             if queued.qos == 0:
                 del queue[index]
                 queue.append(delivery)
                 return True
+        self.queued_qos0 = False  # removals never add one: false until `enqueue` queues a QoS 0 again
         return False

@@ -11,8 +11,12 @@ Per-tenant series are off by default (`[metrics] per_tenant`); when on, the `max
 get their own series and the rest are summed under `tenant="other"`.
 
 Each `Roost` has its own `CollectorRegistry`, so several in one process (the tests) do not collide. It and
-prometheus-client are made when first needed (`Metrics.instruments`: the first scrape, HTTP request or
-SQLite batch write), in control/collectors.py: a broker nobody scrapes or visits does not hold them.
+prometheus-client are made when first needed (`Metrics.instruments`: the first scrape or HTTP request), in
+control/collectors.py: a broker nobody scrapes or visits does not hold them. SQLite batch writes do not
+make them: their figures wait (at most `PENDING_WRITES` batches per writer) for the instruments, because
+importing prometheus-client held the loop 12-25 ms, and the first batch write comes about a second into a
+broker's first traffic, when it silenced every subscriber of a fan-out (docs/benchmarks.md, "Overload
+PINGREQ and fan-out silences, second round").
 Starlette is imported only by what runs inside the HTTP app (control/http_front.py says why).
 """
 
@@ -36,7 +40,11 @@ if TYPE_CHECKING:
     from storage.recorder import MessageRecorder
     from storage.usage import UsageMeter
 
-__all__ = ["HTTPMetricsMiddleware", "Metrics"]
+__all__ = ["HTTPMetricsMiddleware", "Metrics", "PENDING_WRITES"]
+
+# SQLite batches observed before the instruments exist, kept per writer for them: past this many (more than
+# an hour of the quota meter's one batch a second), the instruments are made at the next batch.
+PENDING_WRITES = 4096
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -49,13 +57,18 @@ class Metrics:
         # What makes each collector (an object with `collect()`), called when the registry is made.
         self._collectors: list[Callable[[], Any]] = []
         self._instruments: Instruments | None = None
+        # Called once the instruments are made: each writer's batches that waited for them.
+        self._on_made: list[Callable[[Instruments], None]] = []
 
     @property
     def instruments(self) -> Instruments:
         if self._instruments is None:
             from control.collectors import Instruments
 
-            self._instruments = Instruments(make() for make in self._collectors)
+            self._instruments = instruments = Instruments(make() for make in self._collectors)
+            for replay in self._on_made:
+                replay(instruments)
+            self._on_made.clear()
         return self._instruments
 
     @property
@@ -87,13 +100,29 @@ class Metrics:
         self.register(make)
 
     def write_observer(self, writer: str) -> Any:
-        """A callback `(seconds, rows)` for one SQLite writer (`history`, `quota`)."""
-        labelled: list[Any] = []  # (latency, rows), found at the first batch
+        """A callback `(seconds, rows)` for one SQLite writer (`history`, `quota`). Until the instruments
+        exist, batches wait for them in `pending` (see `PENDING_WRITES`)."""
+        labelled: list[Any] = []  # (latency, rows), found once the instruments exist
+        pending: list[tuple[float, int]] = []
+
+        def replay(instruments: Instruments) -> None:
+            labelled.extend((instruments.sqlite_write.labels(writer), instruments.sqlite_batch.labels(writer)))
+            for seconds, count in pending:
+                labelled[0].observe(seconds)
+                labelled[1].observe(count)
+            pending.clear()
+
+        if self._instruments is None:
+            self._on_made.append(replay)
+        else:
+            replay(self._instruments)
 
         def observe(seconds: float, count: int) -> None:
             if not labelled:
-                instruments = self.instruments
-                labelled.extend((instruments.sqlite_write.labels(writer), instruments.sqlite_batch.labels(writer)))
+                if len(pending) < PENDING_WRITES:
+                    pending.append((seconds, count))
+                    return
+                self.instruments  # noqa: B018 - makes them, and `replay` with them
             labelled[0].observe(seconds)
             labelled[1].observe(count)
 

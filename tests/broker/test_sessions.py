@@ -287,3 +287,26 @@ def test_v5_disconnect_changes_session_expiry(roost, at_connect: int, at_disconn
     client, connack = raw_connect(roost.mqtt_port, "changer", 5, **persistent(5, expiry=at_connect))
     assert (connack.reason_code, connack.session_present) == (0, present)
     client.close()
+
+
+def test_a_full_queue_makes_room_by_dropping_its_oldest_qos0_delivery_only() -> None:
+    """`Session.make_room`: the oldest queued QoS 0 delivery goes for the new one; with none queued, the new
+    one is refused, and keeps being refused (without a scan) until a QoS 0 delivery is queued again."""
+    from broker.codec import EMPTY_PROPERTIES
+    from broker.session import Delivery, Message, Session
+
+    def delivery(qos: int, payload: bytes) -> Delivery:
+        return Delivery(Message("t", payload, qos, False, EMPTY_PROPERTIES, None, "s", None), qos, False)
+
+    session = Session("client")
+    for i in range(3):
+        session.enqueue(delivery(1, b"%d" % i))
+    assert not session.make_room(delivery(1, b"x"))
+    assert not session.make_room(delivery(1, b"y"))
+    session.enqueue(delivery(0, b"zero"))
+    session.enqueue(delivery(0, b"zero2"))
+    assert session.make_room(delivery(1, b"new"))
+    assert [d.message.payload for d in session.queue] == [b"0", b"1", b"2", b"zero2", b"new"]
+    assert session.make_room(delivery(1, b"newer"))
+    assert not session.make_room(delivery(1, b"refused"))
+    assert [d.message.payload for d in session.queue] == [b"0", b"1", b"2", b"new", b"newer"]

@@ -3,7 +3,7 @@ and every other client is served in between.
 
 The shell runs on a real asyncio loop with in-memory transports (no socket): a test hands a connection its
 bytes with `data_received`, as the loop would, and steps the loop with `asyncio.sleep(0)`, one turn at a
-time. `TURN_BUDGET` is set to 0, so that a connection with a backlog hands the engine one slice per turn:
+time. `TURN_BUDGET` (and `TURN_BUDGET_SERVING`) is set to 0, so that a connection with a backlog hands the engine one slice per turn:
 what happens in which turn is then decided by the code, not by the machine's speed.
 """
 
@@ -83,6 +83,7 @@ class MemoryTransport:
 @pytest.fixture
 def no_budget(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(shell, "TURN_BUDGET", 0.0)
+    monkeypatch.setattr(shell, "TURN_BUDGET_SERVING", 0.0)
     yield
 
 
@@ -212,3 +213,47 @@ def test_a_backlog_before_connect_counts_against_the_pre_authentication_budget(n
 
     asyncio.run(scenario())
 
+
+
+def test_a_large_read_waits_for_the_next_turn_and_a_pingreq_read_meanwhile_is_answered_at_once(
+    no_budget: None,
+) -> None:
+    """A flood's read is not handled in the loop's I/O phase where it arrives: nothing of it is delivered
+    before the loop's next turn. A PINGREQ read in the same phase is answered there and then (a flood is
+    waiting, so the next turn starts with its slices), and the flood is then delivered whole, in order."""
+
+    async def scenario() -> None:
+        server = _server()
+        publisher, pub_t, sub_t, pinger, ping_t = await _setup(server)
+        flood = b"".join(encode(Publish("flood/t", i.to_bytes(4, "big") + bytes(60), 0), V) for i in range(300))
+        publisher.data_received(flood)
+        assert not pub_t.reading and server.backlogged == 1
+        pinger.data_received(encode(Pingreq(), V))
+        assert ping_t.written.done()  # no turn of the loop went by
+        assert isinstance(ping_t.packets()[0], Pingresp)
+        assert sub_t.packets() == []  # the flood still waits, all of it
+        got: list[Any] = []
+
+        def all_in() -> bool:
+            got.extend(sub_t.packets())
+            return len(got) == 300 and pub_t.reading
+
+        await _turns_until(all_in)
+        assert [int.from_bytes(p.payload[:4], "big") for p in got] == list(range(300))
+
+    asyncio.run(scenario())
+
+
+def test_without_a_flood_a_pingresp_leaves_at_the_next_turn() -> None:
+    """With no backlog anywhere, output still waits for the end of the turn (coalesced with what routing
+    adds meanwhile): one write per connection per turn."""
+
+    async def scenario() -> None:
+        server = _server()
+        _, _, _, pinger, ping_t = await _setup(server)
+        pinger.data_received(encode(Pingreq(), V) * 2)
+        assert not ping_t.written.done()
+        await _turns_until(lambda: ping_t.written.done())
+        assert ping_t.packets() == [Pingresp(), Pingresp()]
+
+    asyncio.run(scenario())
