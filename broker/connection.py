@@ -142,8 +142,7 @@ class MQTTConnection(asyncio.Protocol):
                 self.transport.close()
                 return
             # Too many connections are still in CONNECT, or they hold too much: closed at once, counted.
-            log.info("refused a connection from %s: %d connections already await their CONNECT",
-                     engine.remote_address, len(server.preauth))
+            log.info("refused a connection from %s: %s", engine.remote_address, server.preauth.why_full())
             engine.refuse_pending()
             self._close(CLOSE)
             return

@@ -93,6 +93,12 @@ class PreAuthBudget:
         """Connections pending now."""
         return self.pending
 
+    def why_full(self) -> str:
+        """Why `admit` refuses now, in words for the log line."""
+        if self.pending >= self.max_connections:
+            return f"{self.pending} connections already await their CONNECT"
+        return f"the connections awaiting their CONNECT ({self.pending}) already hold {self.bytes} bytes"
+
     def admit(self) -> bool:
         """A connection was just accepted: True if it may wait for its CONNECT (it then holds 0 bytes, and
         is released once), False if it must be closed at once (counted) because the pending ones already

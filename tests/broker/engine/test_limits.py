@@ -95,3 +95,16 @@ def test_a_will_no_client_may_publish_to_is_refused_at_connect(version: int, top
     assert connack.reason_code == (0x90 if version == 5 else 5)
     assert peer.closed == CLOSE
     assert world.broker.stats.topic_limit_refused["will"] == (1 if topic == "a/b/c" else 0)
+
+
+def test_the_budget_says_which_of_its_limits_refuses() -> None:
+    """The refusal's log line names the reason: too many pending connections, or the bytes they hold."""
+    from broker.limits import PreAuthBudget
+
+    by_count = PreAuthBudget(max_connections=2, max_bytes=1_000)
+    assert by_count.admit() and by_count.admit() and not by_count.admit()
+    assert by_count.why_full() == "2 connections already await their CONNECT"
+    by_bytes = PreAuthBudget(max_connections=10, max_bytes=1_000)
+    assert by_bytes.admit() and by_bytes.hold(0, 1_000) and not by_bytes.admit()
+    assert by_bytes.why_full() == "the connections awaiting their CONNECT (1) already hold 1000 bytes"
+    assert by_bytes.refused["bytes"] == 1
