@@ -92,7 +92,10 @@ def _serve_direct(loop: asyncio.AbstractEventLoop, context: ssl.SSLContext, port
                     data = tls.read(65536) if private else tls.recv(65536)
                     if not data:
                         raise ConnectionResetError
-                    tls.write(CONNACK) if private else tls.send(CONNACK)
+                    if private:
+                        tls.write(CONNACK)
+                    else:
+                        tls.send(CONNACK)
                 except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
                     return
                 except (OSError, ssl.SSLError):
