@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import logging
 import os
 import signal
@@ -42,6 +41,7 @@ from broker.tenants import TenantLimits
 from broker.tls import TLSListener
 from control.app import create_app
 from control.config import Config
+from control import gc_policy
 from control.errors import StartupError
 from control.local_control import LocalControl
 from control.metrics import Metrics
@@ -218,12 +218,10 @@ class Roost:
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
         await self._start_http()
-        # Everything built so far (modules, config, the access snapshot) lives as long as the process: move
-        # it out of the garbage collector's sight, so full collections under load only scan what the
-        # traffic allocates. Collect first: garbage frozen now would never be freed (in one test process
-        # that runs many Roosts, it was every finished client's sockets, until select() ran out of them).
-        gc.collect()
-        gc.freeze()
+        # Everything built so far lives as long as the process: collected, then frozen out of the collector's
+        # sight, and so are the clients' objects as they pile up (control/gc_policy.py says how and why).
+        self.gc_policy, watch_gc = gc_policy.start(self.metrics)
+        self._spawn(watch_gc)
         log.info(
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,
