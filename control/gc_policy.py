@@ -46,8 +46,8 @@ __all__ = ["FULL_INTERVAL", "FULL_OVERDUE", "QUIET_CPU", "QUIET_SECONDS", "YOUNG
 log = logging.getLogger("roost.gc")
 
 # Survivors of a full collection above this many are frozen: a full collection then scans at most about
-# this many objects plus one generation-1 promotion (about 0.3-0.5 us each here: ~10 ms at most).
-YOUNG_LIMIT = 20_000
+# this many objects plus one generation-1 promotion (about 0.2-0.3 us each here: 2-6 ms at most).
+YOUNG_LIMIT = 10_000
 # A backstop full collection (frozen objects included) is due this often, at a quiet moment...
 FULL_INTERVAL = 600.0
 # ...and runs whatever the load once this long has passed since the last one.
