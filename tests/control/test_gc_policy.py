@@ -231,3 +231,14 @@ def test_run_hooks_into_the_collector_and_restores_it(restore_gc: None) -> None:
     asyncio.run(scenario())
     assert policy.on_collection not in gc.callbacks
     assert gc.get_threshold() == thresholds
+
+
+def test_metrics_report_the_frozen_heap(roost: RoostThread) -> None:
+    """`/metrics` carries the policy's figures; the frozen objects are a gauge that grows with the clients."""
+    from tests.control.test_metrics import scrape, value
+
+    samples = scrape(roost)
+    assert value(samples, "roost_gc_frozen_objects") > 0
+    assert value(samples, "roost_gc_backstops_total") == 0
+    assert value(samples, "roost_gc_backstop_collected_objects_total") == 0
+    assert ("roost_gc_survivors_frozen_total", frozenset()) in samples
