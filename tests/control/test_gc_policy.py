@@ -3,8 +3,8 @@ freezing what connected clients hold is safe; and the policy freezes, unfreezes 
 
 Freezing is only sound if nothing of a closed connection waits for the collector: a frozen object in a
 reference cycle is never freed until a backstop unfreezes it. The first test runs a real Roost (uvloop, TCP,
-the storage hooks) with the collector disabled and ends connections in every way they end; afterwards, not
-one broker object of them is left among the objects the collector tracks.
+the storage hooks, WebSocket through uvicorn) with the collector disabled and ends connections in the ways
+they end; afterwards, not one broker object of them is left among the objects the collector tracks.
 """
 
 from __future__ import annotations
@@ -20,18 +20,20 @@ from typing import Any
 
 import pytest
 
-from broker.codec import Disconnect, Publish, Puback, Subscribe, Subscription, Will
+from broker.codec import Connack, Connect, Disconnect, Publish, Puback, Subscribe, Subscription, Will, encode
 from control.gc_policy import GCPolicy
 from tests.helpers import TIMEOUT, RawClient, RoostThread, roost_document
+from tests.ws_helpers import RawWebSocket
 
-# What the broker makes per connection (the client's side here uses PacketReader too: not counted).
+# What the broker makes per connection (the client's side here uses PacketReader too: not counted), over
+# TCP and over WebSocket (uvicorn's protocol and Roost's transport over it).
 _PER_CONNECTION = ("MQTTConnection", "Connection", "PublishEncoder", "Admission", "ClientInfo", "Session",
-                   "TCPTransport", "AckOrder")
+                   "TCPTransport", "AckOrder", "WebSocketTransport", "StreamingWSProtocol")
 
 
 def _live() -> Counter[str]:
     """Instances of the per-connection types among what the collector tracks (frozen objects apart)."""
-    return Counter(name for o in gc.get_objects() if (name := type(o).__name__) in _PER_CONNECTION)
+    return Counter(f"{type(o).__module__}.{name}" for o in gc.get_objects() if (name := type(o).__name__) in _PER_CONNECTION)
 
 
 @contextlib.contextmanager
@@ -116,9 +118,20 @@ def test_closed_connections_are_freed_without_the_collector(roost: RoostThread) 
         durable = RawClient(port, version=4)
         durable.connect("durable", clean_start=False)
         durable.close()
+        # Over WebSocket: closed by the client, and by the broker (a text message is not MQTT).
+        for text in (False, True):
+            socket_ = RawWebSocket(roost.http_port)
+            socket_.send_frames(encode(Connect(client_id=f"ws{text}", protocol_version=5), 5))
+            assert isinstance(socket_.receive(), Connack)
+            if text:
+                socket_.send_text("hello")
+                assert socket_.wait_closed() == 1003
+            socket_.close()
+        del socket_  # the client's side (wsproto, h11) is not the broker's
         _until(lambda: open_count() == 0)
         left = _live() - before
-        assert left == Counter({"Session": 1, "ClientInfo": 1}), left  # durable's session, and its client info
+        # durable's session stays, and its client's info with it; nothing else.
+        assert left == Counter({"broker.session.Session": 1, "broker.hooks.ClientInfo": 1}), left
 
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
