@@ -25,7 +25,7 @@ collected nothing (docs/benchmarks.md, "Garbage collection with many clients (is
   `QUIET_SECONDS` (idle clients' PINGREQs cost well under 1%). Under load that never ends it runs anyway
   once `FULL_OVERDUE` seconds passed since the last one: frozen cyclic garbage is bounded by what one
   hour can make. A closed connection makes none (tests/control/test_gc_policy.py checks it for the ways a
-  TCP or WebSocket connection ends); what a backstop frees is counted (`roost_gc_backstop_collected_objects`) and logged,
+  TCP, TLS or WebSocket connection ends); what a backstop frees is counted (`roost_gc_backstop_collected_objects`) and logged,
   as it means a cycle somewhere that should be broken.
 
 Sizes and counts go to `/metrics` (`GCPolicyCollector`): the frozen objects (a gauge that grows with the

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.broker.test_tls import tls_roost  # noqa: F401 - a fixture
+
 from broker.codec import Connack, Connect, Disconnect, Publish, Puback, Subscribe, Subscription, Will, encode
 from control.gc_policy import GCPolicy
 from tests.helpers import TIMEOUT, RawClient, RoostThread, roost_document
@@ -255,3 +257,24 @@ def test_metrics_report_the_frozen_heap(roost: RoostThread) -> None:
     assert value(samples, "roost_gc_backstops_total") == 0
     assert value(samples, "roost_gc_backstop_collected_objects_total") == 0
     assert ("roost_gc_survivors_frozen_total", frozenset()) in samples
+
+
+def test_closed_tls_connections_are_freed_without_the_collector(tls_roost: Callable[..., RoostThread]) -> None:
+    """Over TLS on uvloop (as `roost serve` runs), closed by the client with and without DISCONNECT."""
+    from tests.broker.test_tls import ca_file, mqtt_connect_over, raw_tls
+
+    roost = tls_roost(uvloop=True)
+    server = roost.roost.server_state  # type: ignore[union-attr]
+    tls_types = (*_PER_CONNECTION, "SSLProtocol", "_SSLProtocolTransport", "SSLObject")
+    with _collector_off():
+        before = Counter(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in tls_types)
+        for polite in (False, True):
+            sock = raw_tls(roost, ca_file(roost))
+            mqtt_connect_over(sock, f"tls{polite}")
+            if polite:
+                sock.sendall(encode(Disconnect(), 5))
+            sock.close()
+        del sock
+        _until(lambda: roost.call(lambda: len(server.connections)) == 0)
+        left = Counter(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in tls_types) - before
+        assert not left, left
