@@ -35,7 +35,8 @@ _PER_CONNECTION = ("MQTTConnection", "Connection", "PublishEncoder", "Admission"
 
 def _live() -> Counter[str]:
     """Instances of the per-connection types among what the collector tracks (frozen objects apart)."""
-    return Counter(f"{type(o).__module__}.{name}" for o in gc.get_objects() if (name := type(o).__name__) in _PER_CONNECTION)
+    return Counter(f"{type(o).__module__}.{name}" for o in gc.get_objects()
+                   if (name := type(o).__name__) in _PER_CONNECTION)
 
 
 @contextlib.contextmanager
@@ -278,3 +279,20 @@ def test_closed_tls_connections_are_freed_without_the_collector(tls_roost: Calla
         _until(lambda: roost.call(lambda: len(server.connections)) == 0)
         left = Counter(type(o).__name__ for o in gc.get_objects() if type(o).__name__ in tls_types) - before
         assert not left, left
+
+
+def test_two_policies_in_one_process_restore_the_thresholds_once_both_stop(restore_gc: None) -> None:
+    thresholds = gc.get_threshold()
+
+    async def scenario() -> None:
+        first = asyncio.create_task(GCPolicy().run(interval=3600))
+        await asyncio.sleep(0)
+        second = asyncio.create_task(GCPolicy().run(interval=3600))
+        await asyncio.sleep(0)
+        for task in (first, second):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert gc.get_threshold() == ((thresholds[0], thresholds[1], 1) if task is first else thresholds)
+
+    asyncio.run(scenario())
