@@ -92,11 +92,15 @@ class WebSocketTransport(asyncio.Transport):
         finally:
             for task in (reader, writer):
                 task.cancel()
-            for task in (reader, writer):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            # Through gather, which returns their errors instead of raising them here: raised, an error would
+            # hold this frame in its traceback while this frame holds it (a cycle, control/gc_policy.py).
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(reader, writer, return_exceptions=True)
             self._closing = True
             protocol.connection_lost(error)
+            # Nothing of a closed connection waits for the garbage collector (control/gc_policy.py): the
+            # protocol refers to us, so we let go of it, as uvloop's transports do.
+            self._protocol = None
 
     async def _read_loop(self, receive: Callable[[], Awaitable[bytes | None]]) -> None:
         protocol = self._protocol

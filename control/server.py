@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import gc
 import logging
 import os
 import signal
@@ -41,6 +40,7 @@ from broker.sys_topics import run_sys_topics
 from broker.tenants import TenantLimits
 from broker.tls import TLSListener
 from control.config import Config
+from control import gc_policy
 from control.errors import StartupError
 from control.first_run import FirstRun
 from control.http_front import HTTPFront
@@ -204,13 +204,11 @@ class Roost:
         if config.mqtt.broker.sys_interval:
             self._spawn(run_sys_topics(self.broker, config.mqtt.broker.sys_interval))
         await self._start_http()
-        # Everything built so far (modules, config, the access snapshot) lives as long as the process: move
-        # it out of the garbage collector's sight, so full collections under load only scan what the
-        # traffic allocates. Collect first: garbage frozen now would never be freed (in one test process
-        # that runs many Roosts, it was every finished client's sockets, until select() ran out of them).
-        gc.collect()
-        gc.freeze()
-        trim()
+        # Everything built so far lives as long as the process: collected, then frozen out of the collector's
+        # sight, and so are the clients' objects as they pile up (control/gc_policy.py says how and why).
+        self.gc_policy, watch_gc = gc_policy.start(self.metrics)
+        self._spawn(watch_gc)
+        trim()  # the free pages start-up's garbage left in the heap go back (control/process_memory.py)
         log.info(
             "Roost %s started: MQTT on %s:%d, HTTP on %s:%d, data in %s",
             VERSION, config.mqtt.host, self.mqtt_port, config.http.host, self.http_port, config.data_dir,

@@ -58,6 +58,12 @@ class StreamingWSProtocol(WSProtocol):
         before accepting the WebSocket: no piece is parsed before the handshake is answered."""
         self._receiver = receiver
 
+    def detach(self) -> None:
+        """The route is done: no more pushing, and the scope no longer refers to us (a reference cycle
+        otherwise, left for the garbage collector with everything the connection held)."""
+        self._receiver = None
+        self.scope["extensions"].pop(STREAM_EXTENSION, None)  # type: ignore[union-attr]
+
     def set_reading(self, reading: bool) -> None:
         """The attached receiver's flow control: stop (False) or go on (True) reading the socket."""
         if reading == (not self._app_paused):

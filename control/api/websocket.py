@@ -48,8 +48,12 @@ async def mqtt_over_websocket(websocket: WebSocket) -> None:
                                    reading=stream.set_reading if stream is not None else None)
     if stream is not None:
         stream.attach(transport.feed)  # before the handshake is answered: no piece comes earlier
-    await websocket.accept(subprotocol=subprotocol)
-    await transport.run(broker.accept("ws"), receive)
+    try:
+        await websocket.accept(subprotocol=subprotocol)
+        await transport.run(broker.accept("ws"), receive)
+    finally:
+        if stream is not None:
+            stream.detach()
 
 
 routes = [WebSocketRoute("/mqtt", mqtt_over_websocket)]
