@@ -1,8 +1,8 @@
-"""Looking after a Roost: the data directory's lock, `check-config`, `backup` and `restore`.
+"""Looking after a Roost: `check-config`, `backup` and `restore` (the data directory's lock is in
+control/data_dir_lock.py).
 
-`roost serve` holds an advisory lock (`flock`) on `data_dir/roost.lock` for as long as it runs; the kernel
-drops it when the process ends, however it ends, so a stale lock file never blocks anything. `restore`
-takes the same lock, so it refuses while Roost runs and a Roost cannot start halfway through a restore.
+`restore` takes the lock `roost serve` holds, so it refuses while Roost runs and a Roost cannot start
+halfway through a restore.
 The management commands (`user add`, ...) do not take it: they are meant to run beside the server.
 
 `backup` uses SQLite's online backup API from a connection of its own: a consistent snapshot of the
@@ -13,7 +13,6 @@ a single file (journal mode DELETE), checked with `PRAGMA quick_check` before it
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import sqlite3
 import ssl
@@ -21,8 +20,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.errors import ConfigError, RoostError
+from broker.errors import ConfigError
 from control.config import Config, ConfigProblems, load_config
+from control.data_dir_lock import LOCK_FILE_NAME, DataDirLock, OperationRefused
 from storage.broker_state import STATE_FILE_NAME, STATE_MIGRATIONS
 from storage.database import DATABASE_FILE_NAME
 from storage.migrations import latest_version
@@ -31,44 +31,6 @@ __all__ = [
     "LOCK_FILE_NAME", "BackupResult", "DataDirLock", "OperationRefused", "RestoreResult", "backup", "check_config",
     "restore",
 ]
-
-LOCK_FILE_NAME = "roost.lock"
-
-
-class OperationRefused(RoostError):
-    """An operation that cannot proceed as things are (Roost running, a newer schema, a missing file)."""
-
-
-class DataDirLock:
-    """The advisory lock that says "a Roost is serving this data directory"."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / LOCK_FILE_NAME
-        self._fd: int | None = None
-
-    def acquire(self, purpose: str = "serve") -> None:
-        """Take the lock, or raise OperationRefused naming the process that holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "?"
-            os.close(fd)
-            raise OperationRefused(
-                f"a Roost is running with data_dir {self.path.parent} (pid {holder}); stop it before you {purpose}"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)  # closing the last descriptor drops the flock
-
 
 # -- check-config ----------------------------------------------------------------------------------------------
 

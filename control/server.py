@@ -46,7 +46,7 @@ from control.first_run import FirstRun
 from control.http_front import HTTPFront
 from control.local_control import LocalControl
 from control.metrics import Metrics
-from control.ops import DataDirLock
+from control.data_dir_lock import DataDirLock
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
 from control.process_memory import limit_malloc_arenas, trim
 from control.tls import TLSFiles

@@ -3,38 +3,65 @@ root at start-up and closed at shutdown (`async with await open_store(data_dir) 
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from storage.api_keys import ApiKeyRepository
 from storage.auth_snapshot import AuthSnapshot, load_auth_snapshot
 from storage.database import DATABASE_FILE_NAME, Database, open_database, read_only_reason
-from storage.devices import DeviceRepository
 from storage.errors import StorageError
-from storage.instances import InstanceRepository
 from storage.messages import MessageRepository
-from storage.projects import ProjectRepository
 from storage.quota import QuotaRepository
 from storage.secrets import SecretBox
-from storage.topics import TopicRepository
 from storage.users import UserRepository
+
+if TYPE_CHECKING:
+    from storage.devices import DeviceRepository
+    from storage.instances import InstanceRepository
+    from storage.projects import ProjectRepository
+    from storage.topics import TopicRepository
 
 __all__ = ["Store", "open_store"]
 
 
 class Store:
-    """Repositories sharing one `Database`; attributes are named after what they hold."""
+    """Repositories sharing one `Database`; attributes are named after what they hold. Those only the control
+    plane asks (instances, projects, devices, topics) are made, and their modules imported, at first use:
+    a broker nobody manages does not hold them."""
 
     def __init__(self, db: Database, box: SecretBox, *, api_key_flush_interval: float = 30.0) -> None:
         self.db = db
+        self._box = box
         self.users = UserRepository(db)
-        self.instances = InstanceRepository(db, box)
-        self.projects = ProjectRepository(db)
-        self.devices = DeviceRepository(db)
-        self.topics = TopicRepository(db)
         self.api_keys = ApiKeyRepository(db, flush_interval=api_key_flush_interval)
         self.messages = MessageRepository(db)
         self.quota = QuotaRepository(db)
+
+    @cached_property
+    def instances(self) -> InstanceRepository:
+        from storage.instances import InstanceRepository
+
+        return InstanceRepository(self.db, self._box)
+
+    @cached_property
+    def projects(self) -> ProjectRepository:
+        from storage.projects import ProjectRepository
+
+        return ProjectRepository(self.db)
+
+    @cached_property
+    def devices(self) -> DeviceRepository:
+        from storage.devices import DeviceRepository
+
+        return DeviceRepository(self.db)
+
+    @cached_property
+    def topics(self) -> TopicRepository:
+        from storage.topics import TopicRepository
+
+        return TopicRepository(self.db)
 
     async def auth_snapshot(self) -> AuthSnapshot:
         return await load_auth_snapshot(self.db)

@@ -13,7 +13,7 @@ from control import process_memory
 
 # Imported only when used: the HTTP stack at the first request (control/http_front.py), the control plane's
 # services with it, bridges' parsers with a [[bridge]], difflib for a misspelt key, tempfile for mutual TLS.
-NOT_AT_START = ("broker.inspect", "uvicorn", "starlette", "anyio", "h11", "control.app", "control.services", "bridge.config",
+NOT_AT_START = ("broker.inspect", "control.ops", "storage.devices", "storage.instances", "storage.projects", "storage.topics", "uvicorn", "starlette", "anyio", "h11", "control.app", "control.services", "bridge.config",
                 "bridge.bridge", "prometheus_client", "difflib", "tempfile", "uuid", "cryptography")
 
 
