@@ -15,7 +15,7 @@ import socket
 from broker.connection import MQTTConnection
 from broker.registry import ServerState
 
-__all__ = ["ServerState", "TCPListener"]
+__all__ = ["ServerState", "TCPListener", "listening_socket"]
 
 log = logging.getLogger("roost.listeners")
 
@@ -79,10 +79,18 @@ def _bound_socket(host: str, port: int) -> socket.socket | None:
         break
     else:
         return None
+    return listening_socket(family, host, port, v6only=True)
+
+
+def listening_socket(family: int, host: str, port: int, *, v6only: bool) -> socket.socket:
+    """A non-blocking TCP socket bound to `(host, port)` and listening (backlog 1024), with SO_REUSEADDR;
+    an IPv6 socket accepts IPv6 only when `v6only`. Closed again if the bind fails, which raises.
+
+    proto IPPROTO_TCP, not 0: asyncio's own loop sets TCP_NODELAY on accepted sockets only then."""
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
+        if v6only and family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(1024)

@@ -32,21 +32,21 @@ from typing import TYPE_CHECKING, Any, TextIO
 from bridge.manager import Bridges
 from broker.core import Broker
 from broker.hooks import AnonymousHook, HookChain
-from broker.listeners import ServerState, TCPListener
+from broker.listeners import ServerState, TCPListener, listening_socket
 from broker.service import BrokerService
 from broker.settings import VERSION
 from broker.history import run_history
 from broker.sys_topics import run_sys_topics
 from broker.tenants import TenantLimits
 from broker.tls import TLSListener
-from control.config import Config
 from control import gc_policy
+from control.config import Config
+from control.data_dir_lock import DataDirLock
 from control.errors import StartupError
 from control.first_run import FirstRun
 from control.http_front import HTTPFront
 from control.local_control import LocalControl
 from control.metrics import Metrics
-from control.data_dir_lock import DataDirLock
 from control.plans import DEFAULT_PLAN, DEFAULT_PLANS
 from control.process_memory import limit_malloc_arenas, trim
 from control.tls import TLSFiles
@@ -113,7 +113,6 @@ class Roost:
         self._lock = DataDirLock(config.data_dir)
         self.access: LiveAccess | None = None
         self._services: Services | None = None
-        self._usage: UsageMeter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.http_front: HTTPFront | None = None
         self._http_socket: socket.socket | None = None
@@ -190,7 +189,6 @@ class Roost:
         await self.access.refresh()  # Credentials and ACLs are in memory before the first client arrives.
         await self._restore_broker_state()
         await self.bridges.start(self.broker, config.data_dir, self._bridge_user)  # before any client comes
-        self._usage = usage
         self._spawn(self.access.watch())
         self._spawn(usage.run())
         self._spawn(recorder.run())
@@ -315,20 +313,12 @@ class Roost:
         # Bind the HTTP socket ourselves so the port is known (and accepting) from start-up on.
         http = self.config.http
         family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
-        # proto IPPROTO_TCP, not 0: asyncio's own loop sets TCP_NODELAY on accepted sockets only then.
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 
-        async def listen() -> None:
-            sock.bind((http.host, http.port))
-            sock.listen(1024)
+        async def listen() -> socket.socket:
+            # Not IPv6-only: on "::" the dashboard answers IPv4 clients too.
+            return listening_socket(family, http.host, http.port, v6only=False)
 
-        try:
-            await _bind("http.port", http.host, http.port, listen)
-        except StartupError:
-            sock.close()
-            raise
-        sock.setblocking(False)
+        sock: socket.socket = await _bind("http.port", http.host, http.port, listen)
         self._http_socket = sock
         context = self.tls.https_front_context() if self.config.tls.https else None
         self.http_front = HTTPFront(sock, context, self._make_app)
@@ -338,7 +328,8 @@ class Roost:
     def services(self) -> Services | None:
         """The control plane's services (users, instances, devices...), None before start-up reached them.
         Made at their first use, the HTTP app's or the tests': a broker nobody manages does not hold them."""
-        if self._services is None and self.store is not None and self._usage is not None:
+        usage = self.auth_hook.usage
+        if self._services is None and self.store is not None and self.access is not None and usage is not None:
             from control.services import Services
 
             config = self.config
@@ -347,7 +338,7 @@ class Roost:
                 config.plans,
                 access=self.access,
                 broker=self.service,
-                usage=self._usage,
+                usage=usage,
                 public_host=config.mqtt.public_host,
                 public_port=config.mqtt.public_port or config.mqtt.port,
                 certificates=self.tls.store,
