@@ -155,7 +155,6 @@ class HTTPFront:
         transport = connection.transport
         assert transport is not None and self.uvicorn is not None
         data, connection.data = connection.data, b""
-        connection.front = _DETACHED  # late callbacks (none are expected once set_protocol ran) do nothing
         try:
             self.uvicorn.adopt(transport, data, connection.eof)
         except Exception:
@@ -220,15 +219,3 @@ class HTTPFront:
         if self._serving is not None:
             await self._serving
 
-
-class _Detached:
-    """What a handed-over `_Arriving` points at instead of the front."""
-
-    def arrived(self, connection: _Arriving) -> None:
-        pass
-
-    def left(self, connection: _Arriving) -> None:
-        pass
-
-
-_DETACHED: Any = _Detached()
