@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 import tracemalloc
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker import retained
 from broker.retained import RetainedStore
+from tests.memory_helpers import allocated_by
 
 
 def matches(topic_filter: str, topic: str) -> bool:
@@ -149,11 +150,6 @@ def test_empty_levels() -> None:
     assert found(store, "+/+/+") == ["//", "a//b"]
 
 
-def _allocated() -> int:
-    gc.collect()
-    return tracemalloc.get_traced_memory()[0]
-
-
 def test_delete_trims_empty_branches() -> None:
     """Memory returns to where it was once every topic is deleted: no dead branches are left."""
     store: RetainedStore[int] = RetainedStore()
@@ -161,13 +157,13 @@ def test_delete_trims_empty_branches() -> None:
     topics = [f"t/{i}/x/y/z" for i in range(2000)]
     tracemalloc.start()
     try:
-        before = _allocated()
+        before = allocated_by(retained)
         for t in topics:
             store.set(t, 1)
-        grown = _allocated() - before
+        grown = allocated_by(retained) - before
         for t in topics:
             assert store.delete(t)
-        left = _allocated() - before
+        left = allocated_by(retained) - before
     finally:
         tracemalloc.stop()
     assert grown > 1_000_000

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import tracemalloc
 from collections import Counter
 
@@ -10,7 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from broker import topic_tree
 from broker.topic_tree import SharedGroup, SubscriptionTree
+from tests.memory_helpers import allocated_by
 
 
 def matches(topic_filter: str, topic: str) -> bool:
@@ -189,11 +190,6 @@ def test_unsubscribe_keeps_siblings_and_ancestors_in_use() -> None:
     assert len(tree) == 3
 
 
-def _allocated() -> int:
-    gc.collect()
-    return tracemalloc.get_traced_memory()[0]
-
-
 def test_unsubscribe_trims_empty_branches() -> None:
     """Memory returns to where it was once every subscription is gone: no dead nodes are left behind."""
     tree: SubscriptionTree[int] = SubscriptionTree()
@@ -201,15 +197,15 @@ def test_unsubscribe_trims_empty_branches() -> None:
     filters = [f"t/{i}/x/y/+/#" for i in range(2000)]
     tracemalloc.start()
     try:
-        before = _allocated()
+        before = allocated_by(topic_tree)
         for f in filters:
             tree.subscribe(f, "c", 1)
             tree.subscribe(f, "d", 1, group="g")
-        grown = _allocated() - before
+        grown = allocated_by(topic_tree) - before
         for f in filters:
             assert tree.unsubscribe(f, "c")
             assert tree.unsubscribe(f, "d", group="g")
-        left = _allocated() - before
+        left = allocated_by(topic_tree) - before
     finally:
         tracemalloc.stop()
     assert len(tree) == 1
