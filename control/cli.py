@@ -120,11 +120,40 @@ def _restore(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from control import state_cli
-    from control.cli_manage import add_commands
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, with the help width read without `shutil`.
 
-    parser = argparse.ArgumentParser(
+    argparse's formatter imports `shutil` for the terminal's width, and `shutil` imports `bz2`, `lzma` and
+    `zlib`: 0.3 MB that `roost serve` then holds all its life for a help text it never prints. The width is
+    worked out as `shutil.get_terminal_size` would (`$COLUMNS`, else the terminal, else 80). Subparsers are
+    made with the parser's own class, so they get it too.
+    """
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        return self.formatter_class(prog=self.prog, width=_terminal_columns() - 2)  # type: ignore[call-arg]
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns if sys.__stdout__ else 0
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def build_parser(serve_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; with `serve_only`, the `serve` command alone.
+
+    `roost serve` runs for months: it does not keep the management commands' modules (control/cli_manage.py,
+    control/state_cli.py and what they import) loaded only to build parsers it never uses. Every other
+    command line, `--help` and `--version` among them, gets the whole parser.
+    """
+    parser = _Parser(
         prog="roost", description="Roost: an MQTT broker with a built-in control plane.",
         epilog="Configuration: --config FILE, else $ROOST_CONFIG, else ./roost.toml, else /etc/roost/roost.toml, "
                "else the built-in defaults.",
@@ -139,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = with_config(commands.add_parser("serve", help="run the broker and the HTTP app"))
     serve.set_defaults(handler=_serve)
+    if serve_only:
+        return parser
+    from control import state_cli
+    from control.cli_manage import add_commands
+
     add_commands(commands, with_config)  # user, mqtt, device
 
     check = with_config(commands.add_parser("check-config", help="validate a configuration file and what it names"))
@@ -154,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = build_parser(serve_only=words[:1] == ["serve"]).parse_known_args(words)
+    if unknown:  # only the whole parser's error shows every command in its usage line
+        args = build_parser().parse_args(words)
     path = find_config(args.config)
     if args.command == "check-config":
         return _check_config(path)
