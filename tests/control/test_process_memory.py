@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,33 @@ def test_starting_roost_imports_none_of_what_a_plain_broker_does_not_use() -> No
     found = json.loads(subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
                                       text=True, timeout=60).stdout)
     assert found == []
+
+
+def test_the_serve_command_line_loads_neither_the_management_commands_nor_shutil(tmp_path: Path) -> None:
+    """`roost serve` parses its command line with the serve command's parser alone (control/cli.py): the
+    management commands' modules, and `shutil` with `bz2` and `lzma` (argparse's help width), stay unloaded."""
+    script = (
+        "import json, sys\n"
+        "from control.cli import main\n"
+        f"code = main(['serve', '--config', {str(tmp_path / 'missing.toml')!r}])\n"
+        "names = ('control.cli_manage', 'control.state_cli', 'shutil', 'bz2', 'lzma')\n"
+        "print(json.dumps([code, [m for m in names if m in sys.modules]]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    code, found = json.loads(done.stdout)
+    assert code == 2 and "missing.toml" in done.stderr  # stopped at the configuration, before serving
+    assert found == []
+
+
+def test_other_command_lines_still_get_the_whole_parser() -> None:
+    """`roost --help` lists every command, and a mistake after `serve` is reported with the whole usage."""
+    help_text = subprocess.run([sys.executable, "-m", "control.cli", "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+    assert all(command in help_text for command in ("serve", "user", "mqtt", "device", "backup", "state"))
+    wrong = subprocess.run([sys.executable, "-m", "control.cli", "serve", "--bogus"], capture_output=True,
+                           text=True, timeout=60)
+    assert wrong.returncode == 2
+    assert "unrecognized arguments: --bogus" in wrong.stderr and "user" in wrong.stderr
 
 
 def test_the_environment_variable_wins_over_the_arena_limit(monkeypatch: pytest.MonkeyPatch) -> None:
